@@ -1,0 +1,1 @@
+"""Self-hosted license server for vendors of WHMCS modules."""

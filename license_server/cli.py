@@ -1,0 +1,249 @@
+"""The subcommands of `run.py`: serve (default), products, licenses, keys, backups.
+
+Scripts and deployments rely on these names, flags and outputs (`issue` prints the new key
+alone on the last line of stdout), so they are kept stable. Every failure the operator can fix
+is one line on stderr and a non-zero exit: 2 for bad usage or settings, 1 for a refused
+operation (unknown key, duplicate product, refused transition).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from license_server.crypto.keyfiles import KeyFileError
+from license_server.crypto.signing import rotate_signing_key
+from license_server.licensing.license_keys import KeyRejected
+from license_server.licensing.lifecycle import Action, TransitionRefused
+from license_server.licensing.models import License
+from license_server.licensing.service import Conflict, NotFound
+from license_server.licensing.specs import LicenseSpec, ProductSpec, end_of_day_utc
+from license_server.runtime import Runtime, open_runtime
+from license_server.settings import Settings, SettingsError, load_settings
+
+EXIT_REFUSED = 1
+EXIT_USAGE = 2
+
+
+class CommandError(Exception):
+    """A refused operation; printed as one line."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line instead of usage + message
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="run.py", description="License server for WHMCS module vendors.")
+    parser.add_argument("--config", type=Path, help="settings file (default ./settings.toml)")
+    commands = parser.add_subparsers(dest="command", parser_class=_Parser)
+
+    commands.add_parser("serve", help="serve HTTP (the default)")
+
+    product = commands.add_parser("create-product", help="create a product")
+    product.add_argument("--code", required=True)
+    product.add_argument("--name", required=True)
+    product.add_argument("--seats", type=int, default=1, help="domains per license (default 1)")
+    product.add_argument("--key-prefix", help="readable key prefix, A-Z 0-9 (default from code)")
+    product.add_argument("--local-key-days", type=int, default=7)
+    product.add_argument("--grace-days", type=int, default=14)
+    product.add_argument("--dev-hosts", type=int, default=3, help="free development hosts")
+    product.add_argument("--feature", action="append", default=[], dest="features")
+    product.add_argument("--whmcs-secret", help="secret of the WHMCS-compatible md5hash")
+
+    issue = commands.add_parser("issue", help="issue a license; prints the key last")
+    issue.add_argument("--product", required=True)
+    issue.add_argument("--licensee", required=True)
+    issue.add_argument("--email", required=True)
+    issue.add_argument("--company", default="")
+    issue.add_argument("--domain", action="append", default=[], dest="domains")
+    issue.add_argument("--ip", action="append", default=[], dest="ips")
+    issue.add_argument("--dir", action="append", default=[], dest="directories")
+    issue.add_argument("--seats", type=int)
+    issue.add_argument("--expires", type=_date, help="last valid day, YYYY-MM-DD (UTC)")
+    issue.add_argument("--notes", default="")
+
+    show = commands.add_parser("show", help="show the license of a key")
+    show.add_argument("key")
+
+    for action in (Action.SUSPEND, Action.UNSUSPEND, Action.EXPIRE, Action.REVOKE, Action.REISSUE):
+        sub = commands.add_parser(action.value, help=f"{action.value} the license of a key")
+        sub.add_argument("key")
+    renew = commands.add_parser(Action.RENEW.value, help="set a new expiry (or --no-expiry)")
+    renew.add_argument("key")
+    when = renew.add_mutually_exclusive_group(required=True)
+    when.add_argument("--expires", type=_date)
+    when.add_argument("--no-expiry", action="store_true")
+
+    commands.add_parser("rotate-keys", help="add a new signing key; old ones stay published")
+
+    backup = commands.add_parser("backup", help="consistent online copy of the database")
+    backup.add_argument("target", type=Path)
+    return parser
+
+
+def _date(text: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a date in YYYY-MM-DD form") from None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = load_settings(args.config)
+    except SettingsError as exc:
+        print(f"run.py: settings error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    logging.basicConfig(
+        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    command = args.command or "serve"
+    try:
+        if command == "serve":
+            return serve(settings)
+        if command == "rotate-keys":
+            return rotate_keys(settings)
+        return asyncio.run(_run_async(command, args, settings))
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        field = ".".join(str(part) for part in error["loc"]) or "input"
+        print(f"run.py {command}: {field}: {error['msg']}", file=sys.stderr)
+        return EXIT_USAGE
+    except (KeyFileError, SettingsError) as exc:
+        print(f"run.py {command}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except (CommandError, NotFound, Conflict, TransitionRefused, KeyRejected, ValueError) as exc:
+        print(f"run.py {command}: {exc}", file=sys.stderr)
+        return EXIT_REFUSED
+
+
+def serve(settings: Settings) -> int:
+    from aiohttp import web
+
+    from license_server.app import create_app
+
+    url = f"http://{settings.host}:{settings.port}"
+    web.run_app(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        print=lambda _: print(f"License server listening on {url} (Ctrl+C to stop)", flush=True),
+    )
+    return 0
+
+
+def rotate_keys(settings: Settings) -> int:
+    if settings.signing_keys is not None:
+        raise CommandError(
+            "signing keys come from LICENSE_SERVER_SIGNING_KEYS; add the new key there"
+        )
+    key = rotate_signing_key(settings.keys_dir)
+    print(f"new active signing key: {key.kid} (older keys stay published)")
+    return 0
+
+
+async def _run_async(command: str, args: argparse.Namespace, settings: Settings) -> int:
+    async with open_runtime(settings) as runtime:
+        if command == "create-product":
+            return await _create_product(runtime, args)
+        if command == "issue":
+            return await _issue(runtime, args)
+        if command == "show":
+            _print_license(await runtime.licenses.license_by_key(args.key))
+            return 0
+        if command == "backup":
+            if args.target.exists():
+                raise CommandError(f"{args.target} exists; choose a new file")
+            await runtime.db.backup(args.target)
+            print(f"backup written to {args.target}")
+            return 0
+        return await _lifecycle(runtime, Action(command), args)
+
+
+async def _create_product(runtime: Runtime, args: argparse.Namespace) -> int:
+    spec = ProductSpec(
+        code=args.code,
+        name=args.name,
+        key_prefix=args.key_prefix,
+        seats=args.seats,
+        local_key_days=args.local_key_days,
+        grace_days=args.grace_days,
+        dev_host_allowance=args.dev_hosts,
+        features=tuple(args.features),
+        whmcs_secret=args.whmcs_secret,
+    )
+    product = await runtime.licenses.create_product(spec)
+    print(f"created product {product.code} ({product.name}), key prefix {product.key_prefix}")
+    return 0
+
+
+async def _issue(runtime: Runtime, args: argparse.Namespace) -> int:
+    spec = LicenseSpec(
+        product=args.product,
+        licensee=args.licensee,
+        email=args.email,
+        company=args.company,
+        domains=tuple(args.domains),
+        ips=tuple(args.ips),
+        directories=tuple(args.directories),
+        seats=args.seats,
+        expires=args.expires,
+        notes=args.notes,
+    )
+    license, key = await runtime.licenses.issue(spec)
+    print(f"issued license {license.id} for {license.licensee_name} ({license.product.code})")
+    print(key)
+    return 0
+
+
+async def _lifecycle(runtime: Runtime, action: Action, args: argparse.Namespace) -> int:
+    license = await runtime.licenses.license_by_key(args.key)
+    options: dict[str, object] = {}
+    if action is Action.RENEW:
+        options["new_expiry"] = None if args.no_expiry else end_of_day_utc(args.expires)
+    updated = await runtime.licenses.apply(license.id, action, **options)
+    print(f"license {updated.id}: {license.status} -> {updated.status}")
+    return 0
+
+
+def _format_time(timestamp: int | None) -> str:
+    if timestamp is None:
+        return "never"
+    return dt.datetime.fromtimestamp(timestamp, dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _print_license(license: License) -> None:
+    lines = [
+        ("license", str(license.id)),
+        ("product", f"{license.product.code} ({license.product.name})"),
+        ("status", license.status.value),
+        ("key kind", license.key_kind.value),
+        ("licensee", license.licensee_name),
+        ("company", license.licensee_company or "-"),
+        ("email", license.licensee_email),
+        ("expires", _format_time(license.expires_at)),
+        ("seats", str(license.seats)),
+        ("reissues", str(license.reissue_count)),
+        ("allowed domains", ", ".join(license.rules_of("domain")) or "any"),
+        ("allowed IPs", ", ".join(license.rules_of("ip")) or "any"),
+        ("allowed dirs", ", ".join(license.rules_of("directory")) or "any"),
+        ("created", _format_time(license.created_at)),
+    ]
+    for binding in license.bindings:
+        dev = " (development host)" if binding.is_dev else ""
+        lines.append((f"bound {binding.kind}", f"{binding.value}{dev}"))
+    if license.notes:
+        lines.append(("notes", license.notes))
+    width = max(len(label) for label, _ in lines)
+    for label, value in lines:
+        print(f"{label.ljust(width)}  {value}")

@@ -1,0 +1,84 @@
+"""The database handle: one writer connection behind a lock, a small pool of read-only readers.
+
+SQLite allows one writer at a time; serialising writes in-process (an asyncio lock around
+`BEGIN IMMEDIATE ... COMMIT`) means no request ever waits on SQLITE_BUSY, and a failed block is
+rolled back whole, so no half-written record is left behind. Readers are opened read-only, so a
+bug in a read path cannot write.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import aiosqlite
+
+from license_server.db import dialect
+from license_server.db.migrations import migrate
+
+
+class Database:
+    def __init__(self, path: Path, readers: int = 2) -> None:
+        self.path = path
+        self._reader_count = readers
+        self._writer: aiosqlite.Connection | None = None
+        self._write_lock = asyncio.Lock()
+        self._readers: asyncio.Queue[aiosqlite.Connection] = asyncio.Queue()
+        self._all_readers: list[aiosqlite.Connection] = []
+
+    async def open(self) -> None:
+        self._writer = await dialect.open_writer(self.path)
+        try:
+            async with self.write() as conn:
+                await migrate(conn)
+            for _ in range(self._reader_count):
+                reader = await dialect.open_reader(self.path)
+                self._all_readers.append(reader)
+                self._readers.put_nowait(reader)
+        except BaseException:
+            await self.close()  # an open connection's thread would keep the process alive
+            raise
+
+    async def close(self) -> None:
+        for reader in self._all_readers:
+            await reader.close()
+        self._all_readers.clear()
+        if self._writer is not None:
+            await self._writer.close()
+            self._writer = None
+
+    @asynccontextmanager
+    async def write(self) -> AsyncIterator[aiosqlite.Connection]:
+        """A write transaction: everything in the block commits together or not at all."""
+        assert self._writer is not None, "database is not open"
+        async with self._write_lock:
+            conn = self._writer
+            await dialect.begin_write(conn)
+            try:
+                yield conn
+                await conn.execute("COMMIT")
+            except BaseException:
+                # Also covers a failed COMMIT (disk full): the transaction is still open then.
+                if conn.in_transaction:
+                    await conn.execute("ROLLBACK")
+                raise
+
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[aiosqlite.Connection]:
+        reader = await self._readers.get()
+        try:
+            yield reader
+        finally:
+            self._readers.put_nowait(reader)
+
+    async def ping(self) -> bool:
+        async with self.read() as conn, conn.execute("SELECT 1") as cur:
+            row = await cur.fetchone()
+        return row is not None and row[0] == 1
+
+    async def backup(self, target: Path) -> None:
+        async with self._write_lock:
+            assert self._writer is not None
+            await dialect.backup_to(self._writer, target)

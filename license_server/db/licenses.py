@@ -1,0 +1,118 @@
+"""Queries on licenses, their rules (allowed domains/IPs/dirs) and bindings."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import aiosqlite
+
+_INSERT_COLUMNS = (
+    "id",
+    "product_id",
+    "key_hash",
+    "key_encrypted",
+    "key_kind",
+    "status",
+    "licensee_name",
+    "licensee_company",
+    "licensee_email",
+    "expires_at",
+    "seats",
+    "reissue_count",
+    "notes",
+    "created_at",
+    "updated_at",
+)
+
+
+async def insert_license(conn: aiosqlite.Connection, row: dict[str, Any]) -> None:
+    columns = ", ".join(_INSERT_COLUMNS)
+    placeholders = ", ".join("?" for _ in _INSERT_COLUMNS)
+    await conn.execute(
+        f"INSERT INTO licenses ({columns}) VALUES ({placeholders})",  # noqa: S608
+        [row[name] for name in _INSERT_COLUMNS],
+    )
+
+
+async def license_id_exists(conn: aiosqlite.Connection, license_id: int) -> bool:
+    async with conn.execute("SELECT 1 FROM licenses WHERE id = ?", (license_id,)) as cur:
+        return await cur.fetchone() is not None
+
+
+async def license_by_hash(conn: aiosqlite.Connection, key_hash: bytes) -> dict | None:
+    async with conn.execute("SELECT * FROM licenses WHERE key_hash = ?", (key_hash,)) as cur:
+        row = await cur.fetchone()
+    return None if row is None else dict(row)
+
+
+async def license_by_id(conn: aiosqlite.Connection, license_id: int) -> dict | None:
+    async with conn.execute("SELECT * FROM licenses WHERE id = ?", (license_id,)) as cur:
+        row = await cur.fetchone()
+    return None if row is None else dict(row)
+
+
+async def rules_of(conn: aiosqlite.Connection, license_id: int) -> list[dict]:
+    async with conn.execute(
+        "SELECT kind, value FROM license_rules WHERE license_id = ? ORDER BY id", (license_id,)
+    ) as cur:
+        return [dict(row) for row in await cur.fetchall()]
+
+
+async def bindings_of(conn: aiosqlite.Connection, license_id: int) -> list[dict]:
+    async with conn.execute(
+        "SELECT kind, value, raw_value, is_dev, created_at, last_seen_at "
+        "FROM license_bindings WHERE license_id = ? ORDER BY id",
+        (license_id,),
+    ) as cur:
+        return [dict(row) for row in await cur.fetchall()]
+
+
+async def add_rules(
+    conn: aiosqlite.Connection, license_id: int, rules: Iterable[tuple[str, str]]
+) -> None:
+    await conn.executemany(
+        "INSERT INTO license_rules (license_id, kind, value) VALUES (?, ?, ?) "
+        "ON CONFLICT (license_id, kind, value) DO NOTHING",
+        [(license_id, kind, value) for kind, value in rules],
+    )
+
+
+async def update_state(
+    conn: aiosqlite.Connection,
+    license_id: int,
+    *,
+    status: str,
+    expires_at: int | None,
+    reissue_count: int,
+    now: int,
+) -> None:
+    # revision lets in-process caches notice that the row changed.
+    await conn.execute(
+        "UPDATE licenses SET status = ?, expires_at = ?, reissue_count = ?, updated_at = ?, "
+        "revision = revision + 1 WHERE id = ?",
+        (status, expires_at, reissue_count, now, license_id),
+    )
+
+
+async def clear_bindings(conn: aiosqlite.Connection, license_id: int) -> None:
+    await conn.execute("DELETE FROM license_bindings WHERE license_id = ?", (license_id,))
+
+
+async def upsert_binding(
+    conn: aiosqlite.Connection,
+    license_id: int,
+    *,
+    kind: str,
+    value: str,
+    raw_value: str,
+    is_dev: bool,
+    now: int,
+) -> None:
+    await conn.execute(
+        "INSERT INTO license_bindings "
+        "(license_id, kind, value, raw_value, is_dev, created_at, last_seen_at) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?) "
+        "ON CONFLICT (license_id, kind, value) DO UPDATE SET last_seen_at = excluded.last_seen_at",
+        (license_id, kind, value, raw_value, int(is_dev), now, now),
+    )

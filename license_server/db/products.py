@@ -1,0 +1,38 @@
+"""Queries on products."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import aiosqlite
+
+_COLUMNS = (
+    "code, name, key_prefix, local_key_days, grace_days, seats, dev_host_allowance, features, "
+    "whmcs_secret, created_at, updated_at"
+)
+
+
+async def insert_product(conn: aiosqlite.Connection, row: dict[str, Any]) -> int:
+    placeholders = ", ".join("?" for _ in _COLUMNS.split(","))
+    async with conn.execute(
+        f"INSERT INTO products ({_COLUMNS}) VALUES ({placeholders}) RETURNING id",  # noqa: S608
+        [row[name.strip()] for name in _COLUMNS.split(",")],
+    ) as cur:
+        (product_id,) = await cur.fetchone()
+    return int(product_id)
+
+
+async def product_by(conn: aiosqlite.Connection, column: str, value: object) -> dict | None:
+    if column not in ("id", "code", "key_prefix"):
+        raise ValueError(column)
+    async with conn.execute(
+        f"SELECT * FROM products WHERE {column} = ?",  # noqa: S608 - column is whitelisted
+        (value,),
+    ) as cur:
+        row = await cur.fetchone()
+    return None if row is None else dict(row)
+
+
+async def all_products(conn: aiosqlite.Connection) -> list[dict]:
+    async with conn.execute("SELECT * FROM products ORDER BY code") as cur:
+        return [dict(row) for row in await cur.fetchall()]

@@ -1,0 +1,121 @@
+"""Validated inputs for creating products and issuing licenses (pydantic, ASVS 4.0.3 V5.1.3).
+
+Every entry point (CLI, admin, API) builds one of these, so a value is checked the same way
+wherever it comes from; a failure names the field in one line.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from typing import Annotated
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, EmailStr, Field, field_validator
+
+from license_server.licensing.domains import (
+    InvalidHost,
+    normalise_directory,
+    parse_domain_rule,
+    parse_ip_rule,
+)
+from license_server.licensing.license_keys import PREFIX_PATTERN
+
+_CODE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,31}$")
+
+
+def _plain_text(value: str) -> str:
+    value = value.strip()
+    if any(ord(char) < 32 or ord(char) == 127 for char in value):
+        raise ValueError("must not contain control characters")
+    return value
+
+
+PlainText = Annotated[str, AfterValidator(_plain_text)]
+
+
+def default_prefix(code: str) -> str:
+    return re.sub(r"[^A-Z0-9]", "", code.upper())[:12] or "LIC"
+
+
+class ProductSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    code: str = Field(min_length=1, max_length=32)
+    name: PlainText = Field(min_length=1, max_length=200)
+    key_prefix: str | None = None
+    seats: int = Field(1, ge=1, le=100_000)
+    local_key_days: int = Field(7, ge=1, le=365)
+    grace_days: int = Field(14, ge=0, le=365)
+    dev_host_allowance: int = Field(3, ge=0, le=1000)
+    features: tuple[PlainText, ...] = ()
+    whmcs_secret: str | None = Field(None, min_length=1, max_length=255)
+
+    @field_validator("code")
+    @classmethod
+    def _code(cls, value: str) -> str:
+        if not _CODE.match(value):
+            raise ValueError("use 1-32 of letters, digits, '_', '.', '-', starting alphanumeric")
+        return value
+
+    @field_validator("key_prefix")
+    @classmethod
+    def _prefix(cls, value: str | None) -> str | None:
+        if value is not None and not PREFIX_PATTERN.match(value):
+            raise ValueError("use 1-12 of A-Z and 0-9")
+        return value
+
+    def prefix(self) -> str:
+        return self.key_prefix or default_prefix(self.code)
+
+
+class LicenseSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    product: str = Field(min_length=1, max_length=32)
+    licensee: PlainText = Field(min_length=1, max_length=200)
+    email: EmailStr
+    company: PlainText = Field("", max_length=200)
+    domains: tuple[str, ...] = ()
+    ips: tuple[str, ...] = ()
+    directories: tuple[str, ...] = ()
+    seats: int | None = Field(None, ge=1, le=100_000)
+    expires: dt.date | None = None
+    notes: PlainText = Field("", max_length=5000)
+
+    @field_validator("domains")
+    @classmethod
+    def _domains(cls, values: tuple[str, ...]) -> tuple[str, ...]:
+        return _each(values, parse_domain_rule)
+
+    @field_validator("ips")
+    @classmethod
+    def _ips(cls, values: tuple[str, ...]) -> tuple[str, ...]:
+        return _each(values, parse_ip_rule)
+
+    @field_validator("directories")
+    @classmethod
+    def _directories(cls, values: tuple[str, ...]) -> tuple[str, ...]:
+        return _each(values, normalise_directory)
+
+    def rules(self) -> list[tuple[str, str]]:
+        return (
+            [("domain", value) for value in self.domains]
+            + [("ip", value) for value in self.ips]
+            + [("directory", value) for value in self.directories]
+        )
+
+
+def _each(values, parse) -> tuple[str, ...]:
+    out = []
+    for value in values:
+        try:
+            out.append(parse(value))
+        except (InvalidHost, ValueError) as exc:
+            raise ValueError(str(exc)) from None
+    return tuple(dict.fromkeys(out))
+
+
+def end_of_day_utc(day: dt.date) -> int:
+    """`--expires 2027-01-31` means usable through that whole day (UTC)."""
+    after = dt.datetime.combine(day + dt.timedelta(days=1), dt.time(), tzinfo=dt.UTC)
+    return int(after.timestamp())

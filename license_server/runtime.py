@@ -1,0 +1,43 @@
+"""Opens and closes everything the server and the CLI share: keys, database, services.
+
+One piece of code for both, so `run.py issue` and the web app load keys and migrate the
+database the same way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from license_server.crypto.fields import FieldCipher, LookupHasher, load_data_key
+from license_server.crypto.signing import Keyring, load_keyring
+from license_server.db.database import Database
+from license_server.licensing.service import LicenseService
+from license_server.settings import Settings
+
+
+@dataclass(frozen=True)
+class Runtime:
+    settings: Settings
+    db: Database
+    keyring: Keyring
+    licenses: LicenseService
+
+
+def load_keys(settings: Settings) -> tuple[Keyring, bytes]:
+    env_keys = settings.signing_keys.get_secret_value() if settings.signing_keys else None
+    env_data = settings.data_key.get_secret_value() if settings.data_key else None
+    return load_keyring(settings.keys_dir, env_keys), load_data_key(settings.keys_dir, env_data)
+
+
+@asynccontextmanager
+async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
+    keyring, data_key = load_keys(settings)
+    db = Database(settings.database, readers=settings.db_readers)
+    await db.open()
+    try:
+        service = LicenseService(db, keyring, FieldCipher(data_key), LookupHasher(data_key))
+        yield Runtime(settings, db, keyring, service)
+    finally:
+        await db.close()

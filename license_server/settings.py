@@ -1,0 +1,150 @@
+"""Settings: one pydantic model read from settings.toml, overridden by environment variables.
+
+Every setting has a default here and is documented in `settings.toml`. An environment variable
+`LICENSE_SERVER_<NAME>` overrides a top-level setting and `LICENSE_SERVER_<SECTION>_<NAME>` one in
+a section (so `LICENSE_SERVER_PORT`, `LICENSE_SERVER_RATE_LIMIT_ENABLED`). Unknown keys in the file
+are errors, so that a typo does not silently leave a security setting at its default.
+
+A bad value raises `SettingsError` whose message is one line naming the setting and where the
+value came from; `run.py` prints it and exits non-zero instead of showing a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+
+ENV_PREFIX = "LICENSE_SERVER_"
+
+
+class SettingsError(Exception):
+    """A setting is missing or invalid; the message is one line for the operator."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Settings(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=1, le=65535)
+    database: Path = Path("data/license_server.db")
+    keys_dir: Path = Path("keys")
+    issuer: str = Field("license-server", min_length=1, max_length=200)
+    log_level: str = Field("INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")
+    db_readers: int = Field(2, ge=1, le=32)
+    # Key material for containers, env only (settings.toml must never hold secrets):
+    # PEM private key(s), the last one active; base64 of 32 random bytes.
+    signing_keys: SecretStr | None = None
+    data_key: SecretStr | None = None
+
+
+# Settings that may only come from the environment, never from the file.
+ENV_ONLY = frozenset({"signing_keys", "data_key"})
+
+
+DEFAULT_FILE = Path("settings.toml")
+
+
+def load_settings(
+    path: Path | str | None = None, environ: Mapping[str, str] | None = None
+) -> Settings:
+    """Read the settings file, apply `LICENSE_SERVER_*` overrides, validate.
+
+    `path=None` means `./settings.toml` if it exists (defaults otherwise); a path given
+    explicitly (`--config`) must exist.
+    """
+    environ = os.environ if environ is None else environ
+    data: dict[str, Any] = {}
+    sources: dict[tuple[str, ...], str] = {}
+    if path is None and DEFAULT_FILE.exists():
+        path = DEFAULT_FILE
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise SettingsError(f"settings file {path} does not exist")
+        data = _read_toml(path)
+        _reject_secrets_in_file(data, path)
+        sources.update({loc: str(path) for loc in _leaf_paths(data)})
+    for location, value, var in _environment_overrides(environ):
+        _set_path(data, location, value)
+        sources[location] = f"environment variable {var}"
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as exc:
+        raise SettingsError(_one_line(exc, sources)) from None
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except tomllib.TOMLDecodeError as exc:
+        raise SettingsError(f"{path}: not valid TOML: {exc}") from None
+    except OSError as exc:
+        raise SettingsError(f"{path}: cannot read: {exc.strerror}") from None
+
+
+def _reject_secrets_in_file(data: dict[str, Any], path: Path) -> None:
+    for name in ENV_ONLY & data.keys():
+        var = ENV_PREFIX + name.upper()
+        raise SettingsError(f"{path}: '{name}' is a secret; set it with {var}, not in the file")
+
+
+def _environment_overrides(environ: Mapping[str, str]):
+    """Yield (location, raw value, variable name) for every LICENSE_SERVER_* we know."""
+    for name, field in Settings.model_fields.items():
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            for sub in annotation.model_fields:
+                var = f"{ENV_PREFIX}{name}_{sub}".upper()
+                if var in environ:
+                    yield (name, sub), _env_value(environ[var]), var
+        else:
+            var = f"{ENV_PREFIX}{name}".upper()
+            if var in environ:
+                yield (name,), _env_value(environ[var]), var
+
+
+def _env_value(raw: str) -> Any:
+    # Lists come as JSON (`["10.0.0.1"]`) or comma-separated; pydantic coerces scalars.
+    stripped = raw.strip()
+    if stripped.startswith("["):
+        try:
+            return json.loads(stripped)
+        except json.JSONDecodeError:
+            return raw
+    return raw
+
+
+def _set_path(data: dict[str, Any], location: tuple[str, ...], value: Any) -> None:
+    for key in location[:-1]:
+        data = data.setdefault(key, {})
+    data[location[-1]] = value
+
+
+def _leaf_paths(data: Mapping[str, Any], prefix: tuple[str, ...] = ()):
+    for key, value in data.items():
+        if isinstance(value, Mapping):
+            yield from _leaf_paths(value, (*prefix, key))
+        else:
+            yield (*prefix, key)
+
+
+def _one_line(exc: ValidationError, sources: Mapping[tuple[str, ...], str]) -> str:
+    error = exc.errors()[0]
+    location = tuple(str(part) for part in error["loc"])
+    name = ".".join(location)
+    source = sources.get(location, "default")
+    if error["type"] == "extra_forbidden":
+        return f"unknown setting '{name}' (from {source})"
+    given = error.get("input")
+    shown = "" if isinstance(given, Mapping) or given is None else f" (got {given!r} from {source})"
+    more = f"; and {len(exc.errors()) - 1} more" if len(exc.errors()) > 1 else ""
+    return f"setting '{name}': {error['msg']}{shown}{more}"

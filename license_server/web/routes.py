@@ -1,0 +1,13 @@
+"""All routes, named, in one place."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from license_server.web import health, jwks
+
+
+def setup_routes(app: web.Application) -> None:
+    app.router.add_get("/healthz", health.healthz, name="healthz")
+    app.router.add_get("/readyz", health.readyz, name="readyz")
+    app.router.add_get("/.well-known/jwks.json", jwks.jwks, name="jwks")

@@ -1,0 +1,212 @@
+"""run.py subcommands, run as an operator would: a real process, real files."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def run(tmp_path):
+    env = {
+        **os.environ,
+        "LICENSE_SERVER_DATABASE": str(tmp_path / "db.sqlite"),
+        "LICENSE_SERVER_KEYS_DIR": str(tmp_path / "keys"),
+    }
+
+    def run(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+        result = subprocess.run(
+            [sys.executable, str(ROOT / "run.py"), *args],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=tmp_path,
+            timeout=60,
+        )
+        if check:
+            assert result.returncode == 0, result.stderr
+        return result
+
+    return run
+
+
+def test_issue_then_show_round_trips(run):
+    run("create-product", "--code", "mymod", "--name", "My Module", "--whmcs-secret", "s3")
+    issued = run(
+        "issue",
+        "--product",
+        "mymod",
+        "--licensee",
+        "Smith & Sons",
+        "--email",
+        "a@example.org",
+        "--domain",
+        "Example.COM",
+        "--domain",
+        "*.shop.example.net",
+        "--seats",
+        "3",
+        "--expires",
+        "2099-12-31",
+    )
+    key = issued.stdout.splitlines()[-1]
+    assert key.startswith("MYMOD-")
+    assert issued.stdout.count(key) == 1  # shown once, alone on the last line
+    shown = run("show", key).stdout
+    assert "Smith & Sons" in shown
+    assert "example.com, *.shop.example.net" in shown
+    assert "2100-01-01 00:00:00 UTC" in shown  # usable through the whole last day
+    assert "pending" in shown
+    assert key not in shown
+
+
+def test_lifecycle_commands(run):
+    run("create-product", "--code", "m", "--name", "M")
+    key = run("issue", "--product", "m", "--licensee", "A", "--email", "a@example.org").stdout
+    key = key.splitlines()[-1]
+    assert "pending -> suspended" in run("suspend", key).stdout
+    refused = run("suspend", key, check=False)
+    assert refused.returncode == 1
+    assert refused.stderr.strip() == "run.py suspend: cannot suspend a license that is suspended"
+    run("unsuspend", key)
+    run("revoke", key)
+    assert "revoked" in run("show", key).stdout
+
+
+def test_keys_still_verify_after_rotation(run, tmp_path):
+    run("create-product", "--code", "m", "--name", "M")
+    key = run("issue", "--product", "m", "--licensee", "A", "--email", "a@example.org").stdout
+    key = key.splitlines()[-1]
+    assert "new active signing key" in run("rotate-keys").stdout
+    assert len(list((tmp_path / "keys" / "signing").glob("*.pem"))) == 2
+    run("show", key)
+
+
+def test_backup_is_a_usable_copy(run, tmp_path):
+    run("create-product", "--code", "m", "--name", "M")
+    key = run("issue", "--product", "m", "--licensee", "A", "--email", "a@example.org").stdout
+    key = key.splitlines()[-1]
+    run("backup", str(tmp_path / "copy.db"))
+    assert (tmp_path / "copy.db").stat().st_mode & 0o777 == 0o600
+    again = run("backup", str(tmp_path / "copy.db"), check=False)
+    assert again.returncode == 1 and "exists" in again.stderr
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "run.py"), "show", key],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=60,
+        env={
+            **os.environ,
+            "LICENSE_SERVER_DATABASE": str(tmp_path / "copy.db"),
+            "LICENSE_SERVER_KEYS_DIR": str(tmp_path / "keys"),
+        },
+    )
+    assert result.returncode == 0, result.stderr
+    assert "status           pending" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (["show", "NOPE-123"], 1, "no license with this key"),
+        (["show", "MYMOD-04" + "0" * 112], 1, "signature does not verify"),
+        (["issue", "--product", "nope", "--licensee", "A", "--email", "a@b.co"], 1, "no product"),
+        (["issue", "--product", "m", "--licensee", "A", "--email", "bad"], 2, "email"),
+        (
+            ["issue", "--product", "m", "--licensee", "A", "--email", "a@b.co", "--seats", "x"],
+            2,
+            "invalid int value",
+        ),
+        (
+            [
+                "issue",
+                "--product",
+                "m",
+                "--licensee",
+                "A",
+                "--email",
+                "a@b.co",
+                "--expires",
+                "31/12/2030",
+            ],
+            2,
+            "YYYY-MM-DD",
+        ),
+        (
+            [
+                "issue",
+                "--product",
+                "m",
+                "--licensee",
+                "A",
+                "--email",
+                "a@b.co",
+                "--expires",
+                "2001-01-01",
+            ],
+            1,
+            "past",
+        ),
+        (
+            [
+                "issue",
+                "--product",
+                "m",
+                "--licensee",
+                "A",
+                "--email",
+                "a@b.co",
+                "--domain",
+                "not a host",
+            ],
+            2,
+            "domains",
+        ),
+        (
+            ["issue", "--product", "m", "--licensee", "A", "--email", "a@b.co", "--ip", "1.2.3"],
+            2,
+            "ips",
+        ),
+        (["create-product", "--code", "m", "--name", "Again"], 1, "exists"),
+        (["create-product", "--code", "bad code", "--name", "X"], 2, "code"),
+        (["create-product", "--code", "x", "--name", "X", "--seats", "0"], 2, "seats"),
+        (["frobnicate"], 2, "invalid choice"),
+        (["issue"], 2, "required"),
+    ],
+)
+def test_bad_input_gives_one_line_and_non_zero_exit(run, args, code, message):
+    run("create-product", "--code", "m", "--name", "M")
+    result = run(*args, check=False)
+    assert result.returncode == code
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_settings_errors_are_one_line(run, tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("port = 'x'\n")
+    result = run("--config", str(bad), "show", "K", check=False)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"run.py: settings error: setting 'port': Input should be a valid integer, unable to "
+        f"parse string as an integer (got 'x' from {bad})"
+    ]
+    missing = run("--config", str(tmp_path / "none.toml"), check=False)
+    assert missing.returncode == 2 and "does not exist" in missing.stderr
+
+
+def test_unsafe_key_permissions_stop_the_cli(run, tmp_path):
+    run("create-product", "--code", "m", "--name", "M")
+    os.chmod(tmp_path / "keys" / "data.key", 0o644)
+    result = run("show", "x", check=False)
+    assert result.returncode == 2
+    assert "readable by other users" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1

@@ -1,0 +1,115 @@
+"""Every lifecycle transition and every refused one, as pure rules and through the service."""
+
+from __future__ import annotations
+
+import pytest
+
+from license_server.db import licenses as license_rows
+from license_server.licensing.lifecycle import (
+    Action,
+    LicenseState,
+    TransitionRefused,
+    effective_status,
+    transition,
+)
+from license_server.licensing.models import Status
+from license_server.licensing.specs import LicenseSpec
+from tests.conftest import PRODUCT
+
+NOW = 1_800_000_000
+FUTURE = NOW + 86_400
+P, A, S, E, R = Status.PENDING, Status.ACTIVE, Status.SUSPENDED, Status.EXPIRED, Status.REVOKED
+
+# (action, from status, has bindings, extra options) -> resulting status, or None if refused.
+TABLE = [
+    (Action.ACTIVATE, P, True, {}, A),
+    (Action.SUSPEND, A, True, {}, S),
+    (Action.SUSPEND, P, False, {}, S),
+    (Action.UNSUSPEND, S, True, {}, A),
+    (Action.UNSUSPEND, S, False, {}, P),
+    (Action.EXPIRE, A, True, {}, E),
+    (Action.EXPIRE, P, False, {}, E),
+    (Action.EXPIRE, S, True, {}, E),
+    (Action.RENEW, E, True, {"new_expiry": FUTURE}, A),
+    (Action.RENEW, E, False, {"new_expiry": None}, P),
+    (Action.RENEW, A, True, {"new_expiry": FUTURE}, A),
+    (Action.RENEW, P, False, {"new_expiry": FUTURE}, P),
+    (Action.REVOKE, A, True, {}, R),
+    (Action.REVOKE, P, False, {}, R),
+    (Action.REVOKE, S, True, {}, R),
+    (Action.REVOKE, E, True, {}, R),
+    (Action.REISSUE, A, True, {}, P),
+    (Action.REISSUE, P, False, {}, P),
+]
+ALLOWED = {(action, status) for action, status, *_ in TABLE}
+REFUSED = [
+    (action, status) for action in Action for status in Status if (action, status) not in ALLOWED
+]
+
+
+@pytest.mark.parametrize(("action", "status", "bound", "options", "expected"), TABLE)
+def test_allowed_transitions(action, status, bound, options, expected):
+    state = LicenseState(status, None, 0, bound)
+    assert transition(state, action, now=NOW, **options).status is expected
+
+
+@pytest.mark.parametrize(("action", "status"), REFUSED)
+def test_refused_transitions(action, status):
+    with pytest.raises(TransitionRefused, match=f"cannot {action}"):
+        transition(LicenseState(status, None, 0, True), action, now=NOW, new_expiry=FUTURE)
+
+
+def test_revoked_is_terminal():
+    assert all((action, R) in REFUSED for action in Action)
+
+
+def test_reissue_frees_bindings_and_counts():
+    change = transition(LicenseState(A, None, 2, True), Action.REISSUE, now=NOW)
+    assert change.clear_bindings and change.reissue_count == 3
+
+
+def test_reissue_limit():
+    with pytest.raises(TransitionRefused, match="reissue limit"):
+        transition(LicenseState(A, None, 3, True), Action.REISSUE, now=NOW, max_reissues=3)
+
+
+def test_unsuspend_after_the_expiry_date_gives_expired():
+    change = transition(LicenseState(S, NOW - 1, 0, True), Action.UNSUSPEND, now=NOW)
+    assert change.status is E
+
+
+def test_renew_needs_a_future_date():
+    with pytest.raises(TransitionRefused, match="future"):
+        transition(LicenseState(E, NOW - 5, 0, True), Action.RENEW, now=NOW, new_expiry=NOW)
+    with pytest.raises(TransitionRefused, match="needs a new expiry"):
+        transition(LicenseState(E, NOW - 5, 0, True), Action.RENEW, now=NOW)
+
+
+def test_effective_status_expires_on_the_date():
+    assert effective_status(A, NOW, NOW) is E
+    assert effective_status(A, NOW + 1, NOW) is A
+    assert effective_status(A, None, NOW) is A
+    assert effective_status(S, NOW, NOW) is S  # a suspension says more than the date
+
+
+async def test_service_applies_transitions_in_one_transaction(runtime):
+    service = runtime.licenses
+    await service.create_product(PRODUCT)
+    license, _ = await service.issue(
+        LicenseSpec(product="mymod", licensee="Ann", email="ann@example.org")
+    )
+    assert license.status is P
+    async with runtime.db.write() as conn:
+        await license_rows.upsert_binding(
+            conn, license.id, kind="domain", value="a.com", raw_value="a.com", is_dev=False, now=1
+        )
+    suspended = await service.apply(license.id, Action.SUSPEND)
+    assert suspended.status is S and suspended.revision == license.revision + 1
+    active = await service.apply(license.id, Action.UNSUSPEND)
+    assert active.status is A  # it has a binding
+    reissued = await service.apply(license.id, Action.REISSUE)
+    assert reissued.status is P and reissued.bindings == () and reissued.reissue_count == 1
+    revoked = await service.apply(license.id, Action.REVOKE)
+    with pytest.raises(TransitionRefused):
+        await service.apply(license.id, Action.UNSUSPEND)
+    assert (await service.license_by_id(license.id)).status is revoked.status is R
