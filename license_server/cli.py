@@ -58,6 +58,14 @@ def build_parser() -> argparse.ArgumentParser:
     product.add_argument("--dev-hosts", type=int, default=3, help="free development hosts")
     product.add_argument("--feature", action="append", default=[], dest="features")
     product.add_argument("--whmcs-secret", help="secret of the WHMCS-compatible md5hash")
+    product.add_argument("--max-reissues", type=int, help="reissue limit (default unlimited)")
+    product.add_argument("--free-trial", action="store_true", help="one trial per domain")
+    for binding in ("domain", "ip", "directory"):
+        product.add_argument(
+            f"--allow-{binding}-conflict",
+            action="store_true",
+            help=f"WHMCS option: do not check the {binding} binding",
+        )
 
     issue = commands.add_parser("issue", help="issue a license; prints the key last")
     issue.add_argument("--product", required=True)
@@ -181,6 +189,11 @@ async def _create_product(runtime: Runtime, args: argparse.Namespace) -> int:
         dev_host_allowance=args.dev_hosts,
         features=tuple(args.features),
         whmcs_secret=args.whmcs_secret,
+        max_reissues=args.max_reissues,
+        free_trial=args.free_trial,
+        allow_domain_conflict=args.allow_domain_conflict,
+        allow_ip_conflict=args.allow_ip_conflict,
+        allow_directory_conflict=args.allow_directory_conflict,
     )
     product = await runtime.licenses.create_product(spec)
     print(f"created product {product.code} ({product.name}), key prefix {product.key_prefix}")

@@ -83,6 +83,70 @@ MIGRATIONS: tuple[Migration, ...] = (
             )""",
         ),
     ),
+    Migration(
+        2,
+        "verification attempt log and its hourly roll-up",
+        (
+            # Every attempt, accepted or not. Never the raw key: a license id when the key is
+            # known, else a keyed hash of what was sent (to spot one unknown key retried).
+            """CREATE TABLE IF NOT EXISTS verification_attempts (
+                id {pk},
+                at_ms {bigint} NOT NULL,
+                endpoint TEXT NOT NULL,
+                source_ip TEXT NOT NULL,
+                reported_ip TEXT NOT NULL DEFAULT '',
+                domain_raw TEXT NOT NULL DEFAULT '',
+                domain TEXT NOT NULL DEFAULT '',
+                directory TEXT NOT NULL DEFAULT '',
+                license_id {bigint},
+                key_hash {blob},
+                product TEXT NOT NULL DEFAULT '',
+                result TEXT NOT NULL,
+                reason TEXT NOT NULL,
+                client_version TEXT NOT NULL DEFAULT '',
+                user_agent TEXT NOT NULL DEFAULT '',
+                latency_us {bigint} NOT NULL
+            )""",
+            "CREATE INDEX IF NOT EXISTS attempts_at ON verification_attempts (at_ms)",
+            "CREATE INDEX IF NOT EXISTS attempts_license "
+            "ON verification_attempts (license_id, at_ms)",
+            # Old attempts are folded into hourly counts; license_id 0 = no known license.
+            """CREATE TABLE IF NOT EXISTS attempt_rollups (
+                hour {bigint} NOT NULL,
+                endpoint TEXT NOT NULL,
+                license_id {bigint} NOT NULL,
+                result TEXT NOT NULL,
+                reason TEXT NOT NULL,
+                attempts {bigint} NOT NULL,
+                PRIMARY KEY (hour, endpoint, license_id, result, reason)
+            )""",
+        ),
+    ),
+    Migration(
+        3,
+        "WHMCS Licensing Addon compatibility: product options, WHMCS ids, bans",
+        (
+            # WHMCS "allow conflict" options: that binding is not checked for the product.
+            "ALTER TABLE products ADD COLUMN allow_domain_conflict {bool} NOT NULL DEFAULT 0",
+            "ALTER TABLE products ADD COLUMN allow_ip_conflict {bool} NOT NULL DEFAULT 0",
+            "ALTER TABLE products ADD COLUMN allow_directory_conflict {bool} NOT NULL DEFAULT 0",
+            "ALTER TABLE products ADD COLUMN free_trial {bool} NOT NULL DEFAULT 0",
+            "ALTER TABLE products ADD COLUMN max_reissues {bigint}",
+            "ALTER TABLE licenses ADD COLUMN whmcs_service_id {bigint}",
+            "ALTER TABLE licenses ADD COLUMN billing_cycle TEXT NOT NULL DEFAULT ''",
+            "ALTER TABLE licenses ADD COLUMN last_access_at {bigint}",
+            # Free-trial duplicate detection looks up who else holds a domain.
+            "CREATE INDEX IF NOT EXISTS bindings_value ON license_bindings (kind, value)",
+            """CREATE TABLE IF NOT EXISTS bans (
+                id {pk},
+                kind TEXT NOT NULL CHECK (kind IN ('domain', 'ip')),
+                value TEXT NOT NULL,
+                reason TEXT NOT NULL DEFAULT '',
+                created_at {bigint} NOT NULL,
+                UNIQUE (kind, value)
+            )""",
+        ),
+    ),
 )
 
 LATEST = MIGRATIONS[-1].version

@@ -8,7 +8,8 @@ import aiosqlite
 
 _COLUMNS = (
     "code, name, key_prefix, local_key_days, grace_days, seats, dev_host_allowance, features, "
-    "whmcs_secret, created_at, updated_at"
+    "whmcs_secret, allow_domain_conflict, allow_ip_conflict, allow_directory_conflict, "
+    "free_trial, max_reissues, created_at, updated_at"
 )
 
 

@@ -31,6 +31,12 @@ class Product:
     dev_host_allowance: int
     features: tuple[str, ...]
     has_whmcs_secret: bool
+    # WHMCS Licensing Addon options: an allowed conflict means that binding is not checked.
+    allow_domain_conflict: bool = False
+    allow_ip_conflict: bool = False
+    allow_directory_conflict: bool = False
+    free_trial: bool = False
+    max_reissues: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +73,9 @@ class License:
     updated_at: int
     rules: tuple[Rule, ...] = ()
     bindings: tuple[Binding, ...] = ()
+    whmcs_service_id: int | None = None
+    billing_cycle: str = ""
+    last_access_at: int | None = None
 
     def rules_of(self, kind: str) -> tuple[str, ...]:
         return tuple(rule.value for rule in self.rules if rule.kind == kind)

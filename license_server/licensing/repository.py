@@ -19,6 +19,11 @@ def product_from_row(row: dict) -> Product:
         dev_host_allowance=row["dev_host_allowance"],
         features=tuple(json.loads(row["features"])),
         has_whmcs_secret=row["whmcs_secret"] is not None,
+        allow_domain_conflict=bool(row["allow_domain_conflict"]),
+        allow_ip_conflict=bool(row["allow_ip_conflict"]),
+        allow_directory_conflict=bool(row["allow_directory_conflict"]),
+        free_trial=bool(row["free_trial"]),
+        max_reissues=row["max_reissues"],
     )
 
 
@@ -52,4 +57,7 @@ def license_from_rows(
             )
             for b in bindings
         ),
+        whmcs_service_id=row["whmcs_service_id"],
+        billing_cycle=row["billing_cycle"],
+        last_access_at=row["last_access_at"],
     )

@@ -86,6 +86,11 @@ class LicenseService:
             "whmcs_secret": None
             if secret is None
             else self.cipher.encrypt("products", "whmcs_secret", secret),
+            "allow_domain_conflict": spec.allow_domain_conflict,
+            "allow_ip_conflict": spec.allow_ip_conflict,
+            "allow_directory_conflict": spec.allow_directory_conflict,
+            "free_trial": spec.free_trial,
+            "max_reissues": spec.max_reissues,
             "created_at": now,
             "updated_at": now,
         }
@@ -203,6 +208,9 @@ class LicenseService:
             state = lifecycle.LicenseState(
                 Status(row["status"]), row["expires_at"], row["reissue_count"], bool(bindings)
             )
+            if action is lifecycle.Action.REISSUE:
+                product = await product_rows.product_by(conn, "id", row["product_id"])
+                options.setdefault("max_reissues", product["max_reissues"])
             change = lifecycle.transition(state, action, now=now, **options)
             if change.clear_bindings:
                 await license_rows.clear_bindings(conn, license_id)

@@ -49,6 +49,11 @@ class ProductSpec(BaseModel):
     dev_host_allowance: int = Field(3, ge=0, le=1000)
     features: tuple[PlainText, ...] = ()
     whmcs_secret: str | None = Field(None, min_length=1, max_length=255)
+    allow_domain_conflict: bool = False
+    allow_ip_conflict: bool = False
+    allow_directory_conflict: bool = False
+    free_trial: bool = False
+    max_reissues: int | None = Field(None, ge=0, le=10_000)
 
     @field_validator("code")
     @classmethod
