@@ -23,15 +23,20 @@ _INSERT_COLUMNS = (
     "notes",
     "created_at",
     "updated_at",
+    "whmcs_service_id",
+    "billing_cycle",
+    "last_access_at",
 )
+_OPTIONAL = {"whmcs_service_id": None, "billing_cycle": "", "last_access_at": None}
 
 
 async def insert_license(conn: aiosqlite.Connection, row: dict[str, Any]) -> None:
     columns = ", ".join(_INSERT_COLUMNS)
     placeholders = ", ".join("?" for _ in _INSERT_COLUMNS)
+    values = {**_OPTIONAL, **row}
     await conn.execute(
         f"INSERT INTO licenses ({columns}) VALUES ({placeholders})",  # noqa: S608
-        [row[name] for name in _INSERT_COLUMNS],
+        [values[name] for name in _INSERT_COLUMNS],
     )
 
 
