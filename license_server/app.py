@@ -1,22 +1,32 @@
 """`create_app(settings)`: builds the aiohttp application. No global state.
 
-Order matters: the error middleware is outermost so it also catches failures of the others and
-still gets security headers from the middleware inside it; resources open in `cleanup_ctx`
-(keys and database first) so that nothing serves before they are ready and everything closes
-on shutdown.
+Order matters. Middlewares, outermost first: answer signing (it must see the final body of
+every answer, errors included), the error middleware (turns every failure into a response),
+security headers. Resources open in `cleanup_ctx` order — keys and database, then the attempt
+log writer and the rate limiter — and close in reverse, so the attempt log flushes its last
+batch while the database is still open.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 from collections.abc import AsyncIterator
 
 from aiohttp import web
 
 from license_server import appkeys
+from license_server.licensing.attempt_log import AttemptLog
 from license_server.runtime import open_runtime
 from license_server.settings import Settings
+from license_server.web.client_ip import ClientIpResolver
 from license_server.web.middlewares import error_middleware, security_headers_middleware
+from license_server.web.rate_limit import NoRateLimiter, RateLimiter
 from license_server.web.routes import setup_routes
+from license_server.web.signing import signed_answers_middleware
+
+log = logging.getLogger(__name__)
 
 # Verification requests are small; a large body is refused early (413) instead of parsed.
 MAX_REQUEST_BYTES = 64 * 1024
@@ -28,12 +38,54 @@ async def _runtime_ctx(app: web.Application) -> AsyncIterator[None]:
         yield
 
 
+async def _attempt_log_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings = app[appkeys.SETTINGS].attempt_log
+    attempt_log = AttemptLog(
+        app[appkeys.RUNTIME].db,
+        max_rows=settings.batch_max_rows,
+        max_delay=settings.batch_max_delay_ms / 1000,
+    )
+    attempt_log.start()
+    app[appkeys.ATTEMPT_LOG] = attempt_log
+    pruner = asyncio.create_task(_prune_forever(app, attempt_log), name="attempt-log-pruner")
+    yield
+    pruner.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await pruner
+    await attempt_log.stop()
+
+
+async def _prune_forever(app: web.Application, attempt_log: AttemptLog) -> None:
+    settings = app[appkeys.SETTINGS].attempt_log
+    while True:
+        try:
+            deleted = await attempt_log.prune(settings.retention_days, settings.rollup)
+            if deleted:
+                log.info("attempt log: %d attempts past retention rolled up and pruned", deleted)
+        except Exception:
+            log.exception("attempt log pruning failed; will retry")
+        await asyncio.sleep(settings.prune_interval_seconds)
+
+
+async def _rate_limiter_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings = app[appkeys.SETTINGS].rate_limit
+    if settings.enabled:
+        app[appkeys.RATE_LIMITER] = RateLimiter(settings)
+    else:
+        log.warning("rate limiting is OFF (rate_limit.enabled = false): use only when trusted")
+        app[appkeys.RATE_LIMITER] = NoRateLimiter()
+    yield
+
+
 def create_app(settings: Settings) -> web.Application:
     app = web.Application(
-        middlewares=[error_middleware, security_headers_middleware],
+        middlewares=[signed_answers_middleware, error_middleware, security_headers_middleware],
         client_max_size=MAX_REQUEST_BYTES,
     )
     app[appkeys.SETTINGS] = settings
+    app[appkeys.CLIENT_IP] = ClientIpResolver(settings.proxy.trusted_proxies)
     app.cleanup_ctx.append(_runtime_ctx)
+    app.cleanup_ctx.append(_attempt_log_ctx)
+    app.cleanup_ctx.append(_rate_limiter_ctx)
     setup_routes(app)
     return app

@@ -13,7 +13,9 @@ from dataclasses import dataclass
 from license_server.crypto.fields import FieldCipher, LookupHasher, load_data_key
 from license_server.crypto.signing import Keyring, load_keyring
 from license_server.db.database import Database
+from license_server.licensing.bans import BanList
 from license_server.licensing.service import LicenseService
+from license_server.licensing.verifier import Verifier
 from license_server.settings import Settings
 
 
@@ -23,6 +25,8 @@ class Runtime:
     db: Database
     keyring: Keyring
     licenses: LicenseService
+    bans: BanList
+    verifier: Verifier
 
 
 def load_keys(settings: Settings) -> tuple[Keyring, bytes]:
@@ -38,6 +42,15 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
     await db.open()
     try:
         service = LicenseService(db, keyring, FieldCipher(data_key), LookupHasher(data_key))
-        yield Runtime(settings, db, keyring, service)
+        bans = BanList(db, ttl=settings.verify.cache_seconds)
+        verifier = Verifier(
+            service,
+            bans,
+            issuer=settings.issuer,
+            dev_patterns=settings.verify.dev_host_patterns,
+            cache_seconds=settings.verify.cache_seconds,
+            cache_size=settings.verify.cache_size,
+        )
+        yield Runtime(settings, db, keyring, service, bans, verifier)
     finally:
         await db.close()

@@ -11,14 +11,24 @@ value came from; `run.py` prints it and exits non-zero instead of showing a trac
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+import limits
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+)
 
 ENV_PREFIX = "LICENSE_SERVER_"
 
@@ -29,6 +39,72 @@ class SettingsError(Exception):
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _rate(value: str) -> str:
+    # Validated with the same parser the limiter uses, so a bad rate stops start-up.
+    try:
+        limits.parse(value)
+    except ValueError:
+        raise ValueError(f"{value!r} is not a rate such as '60/minute'") from None
+    return value
+
+
+Rate = Annotated[str, AfterValidator(_rate)]
+
+
+class VerifySettings(_Section):
+    # Host patterns (besides localhost, private IPs, *.test, *.local, ...) treated as
+    # development hosts that use no seat.
+    dev_host_patterns: tuple[str, ...] = ("staging.*", "dev.*")
+    # How long a license looked up by key is served from memory. Changes made by this
+    # process are seen at once; changes by another process (the CLI) within this time.
+    cache_seconds: float = Field(5.0, ge=0, le=300)
+    cache_size: int = Field(100_000, ge=0)
+
+
+class RateLimitSettings(_Section):
+    enabled: bool = True
+    # memory:// (one process) or async+redis://host:6379 (shared by several instances).
+    storage_uri: str = "memory://"
+    per_ip: Rate = "120/minute"
+    per_key: Rate = "30/minute"
+    # Stricter: unknown or forged keys from one IP (key guessing).
+    unknown_key_per_ip: Rate = "10/minute"
+
+
+class AttemptLogSettings(_Section):
+    # Group commit: one transaction for up to batch_max_rows attempts or batch_max_delay_ms.
+    batch_max_rows: int = Field(500, ge=1, le=100_000)
+    batch_max_delay_ms: float = Field(2.0, ge=0, le=1000)
+    # Attempts older than this are folded into hourly counts (rollup) and deleted.
+    retention_days: int = Field(90, ge=1)
+    rollup: bool = True
+    prune_interval_seconds: int = Field(3600, ge=10)
+
+
+class ProxySettings(_Section):
+    # Peers whose X-Forwarded-For is believed (IPs or CIDRs). Empty: the TCP peer is the client.
+    trusted_proxies: tuple[str, ...] = ()
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _split(cls, value: Any) -> Any:
+        return (
+            [part.strip() for part in value.split(",") if part.strip()]
+            if isinstance(value, str)
+            else value
+        )
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for entry in value:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(f"{entry!r} is not an IP address or CIDR range") from None
+        return value
 
 
 class Settings(_Section):
@@ -43,6 +119,10 @@ class Settings(_Section):
     # PEM private key(s), the last one active; base64 of 32 random bytes.
     signing_keys: SecretStr | None = None
     data_key: SecretStr | None = None
+    verify: VerifySettings = VerifySettings()
+    rate_limit: RateLimitSettings = RateLimitSettings()
+    attempt_log: AttemptLogSettings = AttemptLogSettings()
+    proxy: ProxySettings = ProxySettings()
 
 
 # Settings that may only come from the environment, never from the file.

@@ -67,6 +67,8 @@ class Database:
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[aiosqlite.Connection]:
+        if not self._all_readers:
+            raise RuntimeError("database is not open")  # instead of waiting forever
         reader = await self._readers.get()
         try:
             yield reader

@@ -121,3 +121,16 @@ async def upsert_binding(
         "ON CONFLICT (license_id, kind, value) DO UPDATE SET last_seen_at = excluded.last_seen_at",
         (license_id, kind, value, raw_value, int(is_dev), now, now),
     )
+
+
+async def other_holders_of_domain(
+    conn: aiosqlite.Connection, product_id: int, domain: str, license_id: int
+) -> list[int]:
+    """Licenses of the same product already bound to `domain` (free-trial duplicates)."""
+    async with conn.execute(
+        "SELECT DISTINCT b.license_id FROM license_bindings b "
+        "JOIN licenses l ON l.id = b.license_id "
+        "WHERE b.kind = 'domain' AND b.value = ? AND l.product_id = ? AND b.license_id <> ?",
+        (domain, product_id, license_id),
+    ) as cur:
+        return [row[0] for row in await cur.fetchall()]

@@ -65,6 +65,12 @@ class LicenseService:
         self.cipher = cipher
         self.hasher = hasher
         self.clock = clock
+        # Called with a license id after any change to it, so caches can drop it at once.
+        self.change_listeners: list[Callable[[int], None]] = []
+
+    def changed(self, license_id: int) -> None:
+        for listener in self.change_listeners:
+            listener(license_id)
 
     def now(self) -> int:
         return int(self.clock())
@@ -170,11 +176,16 @@ class LicenseService:
         return KeyLookup(canonical, self.hasher.hash(KEY_HASH_PURPOSE, canonical), signed)
 
     async def license_by_key(self, text: str) -> License:
-        lookup = self.lookup_for(text)
+        license = await self.license_by_lookup(self.lookup_for(text))
+        if license is None:
+            raise NotFound("no license with this key")
+        return license
+
+    async def license_by_lookup(self, lookup: KeyLookup) -> License | None:
         async with self.db.read() as conn:
             row = await license_rows.license_by_hash(conn, lookup.key_hash)
             if row is None or (lookup.signed and row["id"] != lookup.signed.license_id):
-                raise NotFound("no license with this key")
+                return None
             return await self._load(conn, row)
 
     async def license_by_id(self, license_id: int) -> License:
@@ -190,6 +201,11 @@ class LicenseService:
         if row is None:
             raise NotFound(f"no license with id {license_id}")
         return self.cipher.decrypt("licenses", "key_encrypted", row["key_encrypted"])
+
+    async def load(self, conn, license_id: int) -> License | None:
+        """Load inside the caller's transaction (read-check-write without a race)."""
+        row = await license_rows.license_by_id(conn, license_id)
+        return None if row is None else await self._load(conn, row)
 
     async def _load(self, conn, row: dict) -> License:
         product_row = await product_rows.product_by(conn, "id", row["product_id"])
@@ -222,4 +238,5 @@ class LicenseService:
                 reissue_count=change.reissue_count,
                 now=now,
             )
+        self.changed(license_id)
         return await self.license_by_id(license_id)

@@ -49,7 +49,7 @@ async def error_middleware(request: web.Request, handler) -> web.StreamResponse:
     try:
         return await handler(request)
     except web.HTTPException as exc:
-        if exc.status < 400 or exc.content_type == "application/problem+json":
+        if exc.status < 400:
             raise
         # Plain aiohttp errors (404, 405, 413) become problem documents too.
         response = problem_response(exc.status, exc.reason, exc.text or exc.reason)

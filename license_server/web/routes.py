@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from license_server.web import health, jwks
+from license_server.web import health, jwks, verify
 
 
 def setup_routes(app: web.Application) -> None:
     app.router.add_get("/healthz", health.healthz, name="healthz")
     app.router.add_get("/readyz", health.readyz, name="readyz")
     app.router.add_get("/.well-known/jwks.json", jwks.jwks, name="jwks")
+    app.router.add_post("/api/v1/verify", verify.verify, name="verify")

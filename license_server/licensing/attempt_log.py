@@ -1,0 +1,117 @@
+"""The verification attempt log, written with group commit.
+
+Every attempt (accepted, refused, rate-limited, malformed) is recorded. `append` returns only
+once the attempt's transaction has committed, and the handler answers only after that, so a
+`kill -9` can lose an attempt only if its answer was never sent ("nothing acknowledged is ever
+lost"). One transaction per batch — up to `max_rows` rows, or whatever arrived within
+`max_delay` — keeps the fsync cost per batch, not per request: while one batch commits, the
+next one fills up.
+
+If a batch cannot be written, its callers get the exception and answer 503: an attempt that
+was not logged is not acknowledged either.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import astuple, dataclass
+
+from license_server.db import attempts as attempt_rows
+from license_server.db.database import Database
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class Attempt:
+    at_ms: int
+    endpoint: str  # native | whmcs
+    source_ip: str
+    reported_ip: str
+    domain_raw: str
+    domain: str
+    directory: str
+    license_id: int | None
+    key_hash: bytes | None  # only for keys that matched no license
+    product: str
+    result: str  # active | invalid | expired | suspended | revoked | rate_limited | malformed
+    reason: str
+    client_version: str
+    user_agent: str
+    latency_us: int
+
+
+class AttemptLog:
+    def __init__(self, db: Database, max_rows: int = 500, max_delay: float = 0.002) -> None:
+        self._db = db
+        self._max_rows = max_rows
+        self._max_delay = max_delay
+        self._pending: list[tuple[Attempt, asyncio.Future[None]]] = []
+        self._wakeup = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="attempt-log-writer")
+
+    async def stop(self) -> None:
+        """Write whatever is pending, then stop."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        while self._pending:
+            await self._flush()
+
+    async def append(self, attempt: Attempt) -> None:
+        """Record one attempt; returns when it is committed (raises if it could not be)."""
+        if self._task is None:
+            raise RuntimeError("attempt log is not running")
+        future = asyncio.get_running_loop().create_future()
+        self._pending.append((attempt, future))
+        self._wakeup.set()
+        await future
+
+    async def _run(self) -> None:
+        while True:
+            await self._wakeup.wait()
+            if self._max_delay and len(self._pending) < self._max_rows:
+                await asyncio.sleep(self._max_delay)  # let a batch gather
+            await self._flush()
+            if not self._pending:
+                self._wakeup.clear()
+
+    async def _flush(self) -> None:
+        batch, self._pending = self._pending[: self._max_rows], self._pending[self._max_rows :]
+        if not batch:
+            return
+        rows = [astuple(attempt) for attempt, _ in batch]
+        seen: dict[int, int] = {}
+        for attempt, _ in batch:
+            if attempt.license_id is not None:
+                seen[attempt.license_id] = attempt.at_ms // 1000
+        try:
+            async with self._db.write() as conn:
+                await attempt_rows.insert_attempts(conn, rows)
+                if seen:
+                    await attempt_rows.touch_last_access(conn, list(seen.items()))
+        except Exception as exc:
+            log.exception("could not write %d verification attempts", len(batch))
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        for _, future in batch:
+            if not future.done():
+                future.set_result(None)
+
+    async def prune(self, retention_days: int, rollup: bool, now: float | None = None) -> int:
+        """Fold attempts past retention into hourly counts (if `rollup`) and delete them."""
+        cutoff_ms = int(((now or time.time()) - retention_days * 86400) * 1000)
+        async with self._db.write() as conn:
+            if rollup:
+                await attempt_rows.roll_up_before(conn, cutoff_ms)
+            return await attempt_rows.delete_before(conn, cutoff_ms)

@@ -1,0 +1,44 @@
+"""The caller's IP address, believing X-Forwarded-For only from configured trusted proxies.
+
+Anyone can send an X-Forwarded-For header; trusting it from everyone would let a client pick
+the IP its rate limits and attempt log are keyed by (seed 003 trusts it blindly; we do not).
+The header is read right to left, skipping addresses of trusted proxies: the first address not
+ours is the client (the same rule as RFC 7239's proxy chain).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable
+
+from aiohttp import web
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class ClientIpResolver:
+    def __init__(self, trusted_proxies: Iterable[str]) -> None:
+        self._trusted: tuple[Network, ...] = tuple(
+            ipaddress.ip_network(entry, strict=False) for entry in trusted_proxies
+        )
+
+    def _is_trusted(self, address: str) -> bool:
+        try:
+            ip = ipaddress.ip_address(address.strip())
+        except ValueError:
+            return False
+        return any(ip in network for network in self._trusted)
+
+    def __call__(self, request: web.Request) -> str:
+        peer = request.remote or ""
+        if not self._trusted or not self._is_trusted(peer):
+            return peer
+        forwarded = request.headers.getall("X-Forwarded-For", [])
+        hops = [hop.strip() for header in forwarded for hop in header.split(",") if hop.strip()]
+        for hop in reversed(hops):
+            if not self._is_trusted(hop):
+                try:
+                    return str(ipaddress.ip_address(hop))
+                except ValueError:
+                    return peer  # a garbled header: fall back to the proxy itself
+        return peer

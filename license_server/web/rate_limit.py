@@ -1,0 +1,118 @@
+"""Rate limits on the verification endpoints, with `limits`' moving window.
+
+Three policies (DESIGN.md, seed 000 "rate limits per endpoint class", ASVS 4.0.3 V11.1.4):
+`per-ip` on every request, `per-key` per license key, and a stricter `unknown-key-per-ip` that
+only unknown or forged keys consume, so key guessing is cut off long before a busy customer
+behind one IP notices anything. Storage is `memory://` for one process or
+`async+redis://` shared by several.
+
+Failure mode, chosen on purpose: if the storage (Redis) is down, requests are allowed and the
+error is logged. Failing closed would refuse every module's check, pushing every customer into
+grace mode because of an outage of an auxiliary store; the attempt log still records everything.
+
+`NoRateLimiter` is what `rate_limit.enabled = false` gives (benchmarks, trusted set-ups).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass
+
+import limits
+from limits.aio.strategies import MovingWindowRateLimiter
+from limits.storage import storage_from_string
+
+from license_server.settings import RateLimitSettings
+
+log = logging.getLogger(__name__)
+
+PER_IP = "per-ip"
+PER_KEY = "per-key"
+UNKNOWN_KEY_PER_IP = "unknown-key-per-ip"
+
+
+@dataclass(frozen=True, slots=True)
+class Limited:
+    """A refused request: what to put in Retry-After and the RateLimit-* fields."""
+
+    policy: str
+    quota: int
+    window_seconds: int
+    retry_after: int
+
+
+class RateLimiter:
+    def __init__(self, settings: RateLimitSettings) -> None:
+        uri = settings.storage_uri
+        self._storage = storage_from_string(uri if uri.startswith("async+") else f"async+{uri}")
+        self._strategy = MovingWindowRateLimiter(self._storage)
+        self._items = {
+            PER_IP: limits.parse(settings.per_ip),
+            PER_KEY: limits.parse(settings.per_key),
+            UNKNOWN_KEY_PER_IP: limits.parse(settings.unknown_key_per_ip),
+        }
+
+    async def hit(self, policy: str, identifier: str) -> Limited | None:
+        """Consume one request; a `Limited` if the policy refuses it."""
+        item = self._items[policy]
+        try:
+            if await self._strategy.hit(item, policy, identifier):
+                return None
+        except Exception:
+            log.exception("rate-limit storage failed; allowing the request (fail-open)")
+            return None
+        return await self._limited(policy, identifier)
+
+    async def exhausted(self, policy: str, identifier: str) -> Limited | None:
+        """Test without consuming (is this IP already barred from guessing?)."""
+        item = self._items[policy]
+        try:
+            if await self._strategy.test(item, policy, identifier):
+                return None
+        except Exception:
+            log.exception("rate-limit storage failed; allowing the request (fail-open)")
+            return None
+        return await self._limited(policy, identifier)
+
+    async def _limited(self, policy: str, identifier: str) -> Limited:
+        item = self._items[policy]
+        try:
+            stats = await self._strategy.get_window_stats(item, policy, identifier)
+            retry_after = max(1, math.ceil(stats.reset_time - time.time()))
+        except Exception:
+            retry_after = item.get_expiry()
+        return Limited(policy, item.amount, item.get_expiry(), retry_after)
+
+    async def ping(self) -> bool:
+        return bool(await self._storage.check())
+
+    async def reset(self) -> None:
+        await self._storage.reset()
+
+
+class NoRateLimiter(RateLimiter):
+    def __init__(self) -> None:  # no storage at all
+        pass
+
+    async def hit(self, policy: str, identifier: str) -> Limited | None:
+        return None
+
+    async def exhausted(self, policy: str, identifier: str) -> Limited | None:
+        return None
+
+    async def ping(self) -> bool:
+        return True
+
+    async def reset(self) -> None:
+        return None
+
+
+def limited_headers(limited: Limited) -> dict[str, str]:
+    """Retry-After plus the structured fields of the IETF RateLimit header draft."""
+    return {
+        "Retry-After": str(limited.retry_after),
+        "RateLimit-Policy": f'"{limited.policy}";q={limited.quota};w={limited.window_seconds}',
+        "RateLimit": f'"{limited.policy}";r=0;t={limited.retry_after}',
+    }

@@ -1,0 +1,27 @@
+"""Signs every answer of the verification endpoints, errors and rate limits included.
+
+A module trusts nothing it cannot verify: the `License-Signature` header (DESIGN.md) covers the
+exact body bytes of every answer under the signed prefixes, including 4xx problem documents
+and the 429s of the rate limiter, so a forged "invalid" or a proxy's rewrite is detectable.
+It runs outermost, after the error middleware has turned every failure into a response.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from license_server import appkeys
+from license_server.crypto.answers import signature_header
+
+SIGNED_PREFIXES = ("/api/v1/verify", "/modules/servers/licensing/")
+
+
+@web.middleware
+async def signed_answers_middleware(request: web.Request, handler) -> web.StreamResponse:
+    response = await handler(request)
+    if request.path.startswith(SIGNED_PREFIXES) and isinstance(response, web.Response):
+        body = response.body
+        if isinstance(body, bytes):
+            keyring = request.app[appkeys.RUNTIME].keyring
+            response.headers["License-Signature"] = signature_header(keyring, body)
+    return response

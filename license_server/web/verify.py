@@ -1,0 +1,194 @@
+"""`POST /api/v1/verify`: the native phone-home protocol (DESIGN.md, v1).
+
+Thin on purpose: rate limits, parse and validate (pydantic), ask the verifier, record the
+attempt, answer. HTTP 200 for every decision (valid or not); 400/413/415/429 for a request that
+could not be decided, as RFC 9457 problem documents. The signing middleware signs every body.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from aiohttp import web
+from pydantic import ValidationError
+
+from license_server import appkeys
+from license_server.licensing.attempt_log import Attempt
+from license_server.licensing.decision import Answer
+from license_server.licensing.verifier import Outcome
+from license_server.web.problems import problem_body
+from license_server.web.rate_limit import PER_IP, PER_KEY, UNKNOWN_KEY_PER_IP, limited_headers
+from license_server.web.verify_input import BadBody, VerifyRequest, field_errors, read_fields
+
+GUESSING_REASONS = frozenset({"unknown_key", "bad_signature"})
+
+
+async def verify(request: web.Request) -> web.Response:
+    started = time.perf_counter_ns()
+    app = request.app
+    source_ip = app[appkeys.CLIENT_IP](request)
+    limiter = app[appkeys.RATE_LIMITER]
+    attempt = _attempt(request, source_ip)
+
+    async def answer(status: int, body: dict[str, Any], headers=None) -> web.Response:
+        attempt.latency_us = (time.perf_counter_ns() - started) // 1000
+        try:
+            await app[appkeys.ATTEMPT_LOG].append(attempt)
+        except Exception:
+            # Not recorded means not acknowledged: the module retries later.
+            body = problem_body(503, "Service Unavailable", "Try again shortly.")
+            status, headers = 503, {"Retry-After": "5"}
+        return _json(status, body, headers)
+
+    limited = await limiter.hit(PER_IP, source_ip) or await limiter.exhausted(
+        UNKNOWN_KEY_PER_IP, source_ip
+    )
+    if limited:
+        attempt.result, attempt.reason = "rate_limited", limited.policy
+        return await answer(429, _too_many(limited), limited_headers(limited))
+
+    server_time = int(time.time())
+    try:
+        fields = await read_fields(request)
+        checked = VerifyRequest.model_validate(fields)
+    except web.HTTPException as exc:  # 413 / 415 from reading the body
+        attempt.result, attempt.reason = "malformed", f"http_{exc.status}"
+        return await answer(exc.status, problem_body(exc.status, exc.reason, exc.text or ""))
+    except (BadBody, ValidationError) as exc:
+        attempt.result, attempt.reason = "malformed", "invalid_fields"
+        errors = [{"field": "body", "message": str(exc)}]
+        if isinstance(exc, ValidationError):
+            errors = field_errors(exc)
+            _fill_from_raw(attempt, fields)
+        return await answer(400, _invalid(errors, fields if errors[0]["field"] != "body" else {}))
+
+    runtime = app[appkeys.RUNTIME]
+    facts = checked.facts(source_ip)
+    _fill_from_request(attempt, checked, facts)
+    key_id = runtime.licenses.hasher.hash("rate-limit", checked.license_key)
+    limited = await limiter.hit(PER_KEY, key_id.hex())
+    if limited:
+        attempt.result, attempt.reason = "rate_limited", limited.policy
+        body = _too_many(limited) | {"nonce": checked.nonce, "server_time": server_time}
+        return await answer(429, body, limited_headers(limited))
+
+    outcome = await runtime.verifier.check(checked.license_key, facts, checked.raw())
+    verdict = outcome.verdict
+    if verdict.reason in GUESSING_REASONS:
+        await limiter.hit(UNKNOWN_KEY_PER_IP, source_ip)
+    attempt.result, attempt.reason = verdict.answer.value, verdict.reason
+    attempt.license_id = outcome.license.id if outcome.license else None
+    attempt.key_hash = None if outcome.license else outcome.key_hash
+    body = _decision(outcome, checked, server_time)
+    if verdict.answer is Answer.ACTIVE:
+        body["local_key"] = runtime.verifier.local_key(outcome.license, facts, checked.license_key)
+    return await answer(200, body)
+
+
+def _decision(outcome: Outcome, checked: VerifyRequest, server_time: int) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "status": outcome.verdict.answer.value,
+        "reason": outcome.verdict.reason,
+        "nonce": checked.nonce,
+        "server_time": server_time,
+    }
+    license = outcome.license
+    if license is not None:  # facts only for a genuine key: its holder may see them
+        body["license"] = {
+            "product": license.product.code,
+            "licensee": license.licensee_name,
+            "company": license.licensee_company,
+            "expires_at": _iso(license.expires_at),
+            "domains": [b.value for b in license.bindings_of("domain")],
+            "ips": list(license.rules_of("ip")) + [b.value for b in license.bindings_of("ip")],
+            "directories": list(license.rules_of("directory"))
+            + [b.value for b in license.bindings_of("directory")],
+            "features": list(license.product.features),
+            "seats": license.seats,
+        }
+    return body
+
+
+def _invalid(errors: list[dict[str, str]], fields: dict[str, Any]) -> dict[str, Any]:
+    body = problem_body(
+        400,
+        "Invalid verification request",
+        "; ".join(f"{e['field']}: {e['message']}" for e in errors),
+        slug="invalid-request",
+        errors=errors,
+    )
+    nonce = fields.get("nonce")
+    if isinstance(nonce, str) and 16 <= len(nonce) <= 64:
+        # Echoed so that a client can still match this signed refusal to its request.
+        body.update(nonce=nonce, server_time=int(time.time()))
+    return body
+
+
+def _too_many(limited) -> dict[str, Any]:
+    return problem_body(
+        429,
+        "Too Many Requests",
+        f"Rate limit '{limited.policy}' reached; retry in {limited.retry_after} s.",
+        slug="rate-limited",
+    )
+
+
+def _iso(timestamp: int | None) -> str | None:
+    if timestamp is None:
+        return None
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(timestamp))
+
+
+def _json(status: int, body: dict[str, Any], headers=None) -> web.Response:
+    content_type = "application/json" if status == 200 else "application/problem+json"
+    return web.Response(
+        status=status,
+        body=json.dumps(body, separators=(",", ":")).encode(),
+        content_type=content_type,
+        headers=headers,
+    )
+
+
+def _attempt(request: web.Request, source_ip: str) -> Attempt:
+    return Attempt(
+        at_ms=int(time.time() * 1000),
+        endpoint="native",
+        source_ip=source_ip,
+        reported_ip="",
+        domain_raw="",
+        domain="",
+        directory="",
+        license_id=None,
+        key_hash=None,
+        product="",
+        result="",
+        reason="",
+        client_version="",
+        user_agent=request.headers.get("User-Agent", "")[:256],
+        latency_us=0,
+    )
+
+
+def _fill_from_request(attempt: Attempt, checked: VerifyRequest, facts) -> None:
+    attempt.reported_ip = checked.ip
+    attempt.domain_raw = checked.domain
+    attempt.domain = facts.domain
+    attempt.directory = checked.directory
+    attempt.product = checked.product
+    attempt.client_version = checked.client_version
+
+
+def _fill_from_raw(attempt: Attempt, fields: dict[str, Any]) -> None:
+    """Keep what can be kept of a malformed request, cut to size, never the key itself."""
+
+    def text(name: str, limit: int) -> str:
+        value = fields.get(name)
+        return value[:limit] if isinstance(value, str) else ""
+
+    attempt.domain_raw = text("domain", 253)
+    attempt.reported_ip = text("ip", 64)
+    attempt.directory = text("directory", 1024)
+    attempt.product = text("product", 32)
+    attempt.client_version = text("client_version", 64)
