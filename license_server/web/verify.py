@@ -30,6 +30,8 @@ async def verify(request: web.Request) -> web.Response:
     app = request.app
     source_ip = app[appkeys.CLIENT_IP](request)
     limiter = app[appkeys.RATE_LIMITER]
+    runtime = app[appkeys.RUNTIME]
+    server_time = runtime.licenses.now()  # one clock for decisions, tokens and answers
     attempt = _attempt(request, source_ip)
 
     async def answer(status: int, body: dict[str, Any], headers=None) -> web.Response:
@@ -49,7 +51,7 @@ async def verify(request: web.Request) -> web.Response:
         attempt.result, attempt.reason = "rate_limited", limited.policy
         return await answer(429, _too_many(limited), limited_headers(limited))
 
-    server_time = int(time.time())
+    fields: dict[str, Any] = {}
     try:
         fields = await read_fields(request)
         checked = VerifyRequest.model_validate(fields)
@@ -62,9 +64,8 @@ async def verify(request: web.Request) -> web.Response:
         if isinstance(exc, ValidationError):
             errors = field_errors(exc)
             _fill_from_raw(attempt, fields)
-        return await answer(400, _invalid(errors, fields if errors[0]["field"] != "body" else {}))
+        return await answer(400, _invalid(errors, fields, server_time))
 
-    runtime = app[appkeys.RUNTIME]
     facts = checked.facts(source_ip)
     _fill_from_request(attempt, checked, facts)
     key_id = runtime.licenses.hasher.hash("rate-limit", checked.license_key)
@@ -111,7 +112,9 @@ def _decision(outcome: Outcome, checked: VerifyRequest, server_time: int) -> dic
     return body
 
 
-def _invalid(errors: list[dict[str, str]], fields: dict[str, Any]) -> dict[str, Any]:
+def _invalid(
+    errors: list[dict[str, str]], fields: dict[str, Any], server_time: int
+) -> dict[str, Any]:
     body = problem_body(
         400,
         "Invalid verification request",
@@ -122,7 +125,7 @@ def _invalid(errors: list[dict[str, str]], fields: dict[str, Any]) -> dict[str, 
     nonce = fields.get("nonce")
     if isinstance(nonce, str) and 16 <= len(nonce) <= 64:
         # Echoed so that a client can still match this signed refusal to its request.
-        body.update(nonce=nonce, server_time=int(time.time()))
+        body.update(nonce=nonce, server_time=server_time)
     return body
 
 

@@ -1,0 +1,228 @@
+"""The verify decision through the native endpoint: every status, every reason, bindings."""
+
+from __future__ import annotations
+
+import pytest
+
+from license_server.licensing.lifecycle import Action
+from tests.verify_helpers import attempts, issue, product, reference_client
+
+
+@pytest.fixture
+async def checker(client, app_runtime):
+    await product(app_runtime, seats=2, dev_host_allowance=2)
+    return reference_client(client, app_runtime)
+
+
+async def test_first_check_activates_and_binds(checker, app_runtime):
+    license, key = await issue(app_runtime)
+    result = await checker.check(key, "Shop.Example.com")
+    assert (result.status, result.reason) == ("active", "activated")
+    assert result.claims["domain"] == "shop.example.com"
+    assert result.license["domains"] == ["shop.example.com"]
+    stored = await app_runtime.licenses.license_by_id(license.id)
+    assert stored.status.value == "active"
+    assert [(b.value, b.raw_value) for b in stored.bindings] == [
+        ("shop.example.com", "Shop.Example.com")
+    ]
+    (row,) = await attempts(app_runtime)
+    assert (row["license_id"], row["result"], row["reason"]) == (license.id, "active", "activated")
+    assert (row["domain_raw"], row["domain"]) == ("Shop.Example.com", "shop.example.com")
+    assert row["key_hash"] is None
+
+
+@pytest.mark.parametrize(
+    "same_site", ["www.shop.example.com", "SHOP.example.com.", "https://shop.example.com:8443/x"]
+)
+async def test_the_same_site_uses_the_same_seat(checker, app_runtime, same_site):
+    _, key = await issue(app_runtime, seats=1)
+    assert (await checker.check(key, "shop.example.com")).reason == "activated"
+    result = await checker.check(key, same_site)
+    assert (result.status, result.reason) == ("active", "ok")
+
+
+async def test_binding_up_to_the_seat_limit_then_refusal(checker, app_runtime):
+    license, key = await issue(app_runtime)  # product default: 2 seats
+    assert (await checker.check(key, "one.com")).reason == "activated"
+    assert (await checker.check(key, "two.com")).reason == "activated"
+    refused = await checker.check(key, "three.com")
+    assert (refused.status, refused.reason) == ("invalid", "seat_limit")
+    assert refused.license["domains"] == ["one.com", "two.com"]  # tells the customer why
+    assert (await checker.check(key, "one.com")).reason == "ok"
+    stored = await app_runtime.licenses.license_by_id(license.id)
+    assert len(stored.bindings) == 2
+
+
+async def test_per_license_seats_override_the_product(checker, app_runtime):
+    _, key = await issue(app_runtime, seats=1)
+    await checker.check(key, "one.com")
+    assert (await checker.check(key, "two.com")).reason == "seat_limit"
+
+
+@pytest.mark.parametrize(
+    "dev_host", ["localhost", "127.0.0.1", "192.168.1.20", "shop.test", "staging.shop.com"]
+)
+async def test_dev_hosts_use_no_seat(checker, app_runtime, dev_host):
+    license, key = await issue(app_runtime, seats=1)
+    dev = await checker.check(key, dev_host)
+    assert (dev.status, dev.reason) == ("active", "dev_host")
+    assert (await checker.check(key, "real.com")).reason == "activated"  # the seat is free
+    assert (await checker.check(key, dev_host)).reason == "dev_host"
+    stored = await app_runtime.licenses.license_by_id(license.id)
+    assert {(b.value, b.is_dev) for b in stored.bindings} >= {("real.com", False)}
+    (row,) = [r for r in await attempts(app_runtime) if r["domain_raw"] == dev_host][:1]
+    assert row["reason"] == "dev_host"
+
+
+async def test_dev_host_allowance_is_capped(checker, app_runtime):
+    _, key = await issue(app_runtime, seats=1)
+    for host in ("a.test", "b.test"):
+        assert (await checker.check(key, host)).reason == "dev_host"
+    # The product allows 2 dev hosts; a third one takes the seat like any other domain.
+    assert (await checker.check(key, "c.test")).reason == "activated"
+    assert (await checker.check(key, "real.com")).reason == "seat_limit"
+
+
+async def test_unknown_key(checker, app_runtime):
+    result = await checker.check("Leased-5c6d2f1a9b", "shop.com")
+    assert (result.status, result.reason) == ("invalid", "unknown_key")
+    assert result.license is None  # no facts for a key that matches nothing
+    (row,) = await attempts(app_runtime)
+    assert row["license_id"] is None and len(row["key_hash"]) == 32
+    assert "Leased-5c6d2f1a9b" not in repr(row)
+
+
+async def test_forged_key_is_refused_without_a_database_lookup(checker, app_runtime, monkeypatch):
+    _, key = await issue(app_runtime)
+    forged = key[:-10] + ("A" if key[-10] != "A" else "B") + key[-9:]
+
+    async def no_lookup(*args, **kwargs):
+        raise AssertionError("a forged key reached the database")
+
+    monkeypatch.setattr(app_runtime.licenses, "license_by_lookup", no_lookup)
+    result = await checker.check(forged, "shop.com")
+    assert (result.status, result.reason) == ("invalid", "bad_signature")
+
+
+@pytest.mark.parametrize(
+    ("action", "status"),
+    [(Action.SUSPEND, "suspended"), (Action.REVOKE, "revoked"), (Action.EXPIRE, "expired")],
+)
+async def test_statuses(checker, app_runtime, action, status):
+    license, key = await issue(app_runtime)
+    assert (await checker.check(key, "shop.com")).status == "active"
+    await app_runtime.licenses.apply(license.id, action)
+    result = await checker.check(key, "shop.com")  # the cache was dropped at once
+    assert (result.status, result.reason, result.local_key) == (status, status, None)
+    assert (await attempts(app_runtime))[-1]["result"] == status
+
+
+async def test_expiry_date_passes_without_a_job(checker, app_runtime):
+    import datetime as dt
+
+    license, key = await issue(app_runtime, expires=dt.date.today() + dt.timedelta(days=3))
+    active = await checker.check(key, "shop.com")
+    assert active.claims["exp"] <= license.expires_at  # the local key never outlives it
+    assert active.claims["grace_until"] <= license.expires_at
+    # Move the server past the expiry date (the client's clock too, or it would rightly
+    # reject the answer's server_time as stale: both run on this one machine).
+    app_runtime.licenses.clock = lambda: license.expires_at + 1
+    checker.clock = lambda: license.expires_at + 1
+    app_runtime.verifier.forget(license.id)
+    result = await checker.check(key, "shop.com")
+    assert (result.status, result.reason) == ("expired", "expired")
+
+
+async def test_product_mismatch(checker, app_runtime):
+    _, key = await issue(app_runtime)
+    result = await checker.check(key, "shop.com", product="othermod")
+    assert (result.status, result.reason) == ("invalid", "product_mismatch")
+    assert (await checker.check(key, "shop.com", product="mymod")).status == "active"
+
+
+async def test_domain_rules_exact_and_wildcard(checker, app_runtime):
+    _, key = await issue(app_runtime, domains=("*.shops.net", "exact.com"), seats=5)
+    assert (await checker.check(key, "a.shops.net")).status == "active"
+    assert (await checker.check(key, "b.c.shops.net")).status == "active"
+    assert (await checker.check(key, "www.exact.com")).status == "active"
+    for outside in ("shops.net", "evil.com", "exact.com.evil.com"):
+        result = await checker.check(key, outside)
+        assert (result.status, result.reason) == ("invalid", "domain_not_allowed"), outside
+
+
+async def test_ip_rules_exact_and_cidr(checker, app_runtime):
+    _, key = await issue(app_runtime, ips=("203.0.113.0/24", "198.51.100.7"))
+    assert (await checker.check(key, "shop.com", ip="203.0.113.99")).status == "active"
+    assert (await checker.check(key, "shop.com", ip="198.51.100.7")).status == "active"
+    result = await checker.check(key, "shop.com", ip="198.51.100.8")
+    assert (result.status, result.reason) == ("invalid", "ip_not_allowed")
+    # No reported IP: the caller's address (127.0.0.1 here) is what is checked.
+    assert (await checker.check(key, "shop.com")).reason == "ip_not_allowed"
+
+
+async def test_directory_rules(checker, app_runtime):
+    _, key = await issue(app_runtime, directories=("/var/www/whmcs/modules/addons/mymod",))
+    ok = await checker.check(key, "shop.com", directory="/var/www/whmcs/modules/addons/mymod/")
+    assert ok.status == "active"
+    result = await checker.check(key, "shop.com", directory="/home/pirate/mymod")
+    assert (result.status, result.reason) == ("invalid", "directory_not_allowed")
+
+
+async def test_reissue_frees_bindings_and_the_next_check_binds(checker, app_runtime):
+    license, key = await issue(app_runtime, seats=1)
+    await checker.check(key, "old.com")
+    assert (await checker.check(key, "new.com")).reason == "seat_limit"
+    await app_runtime.licenses.apply(license.id, Action.REISSUE)
+    result = await checker.check(key, "new.com")
+    assert (result.status, result.reason) == ("active", "activated")
+    assert (await checker.check(key, "old.com")).reason == "seat_limit"
+    stored = await app_runtime.licenses.license_by_id(license.id)
+    assert stored.reissue_count == 1 and [b.value for b in stored.bindings] == ["new.com"]
+
+
+async def test_banned_domain_and_ip_are_suspended(checker, app_runtime):
+    _, key = await issue(app_runtime, seats=5)
+    await app_runtime.bans.ban("domain", "WWW.Pirate.net")
+    result = await checker.check(key, "pirate.net")
+    assert (result.status, result.reason) == ("suspended", "banned")
+    await app_runtime.bans.ban("ip", "203.0.113.9")
+    assert (await checker.check(key, "fine.com", ip="203.0.113.9")).reason == "banned"
+    assert await app_runtime.bans.unban("domain", "pirate.net")
+    assert (await checker.check(key, "pirate.net")).status == "active"
+
+
+async def test_a_second_free_trial_on_the_same_domain_is_suspended(client, app_runtime):
+    await product(app_runtime, code="trial", free_trial=True)
+    checker = reference_client(client, app_runtime)
+    _, first = await issue(app_runtime, "trial")
+    second_license, second = await issue(app_runtime, "trial")
+    assert (await checker.check(first, "shop.com")).status == "active"
+    result = await checker.check(second, "www.shop.com")
+    assert (result.status, result.reason) == ("suspended", "trial_already_used")
+    stored = await app_runtime.licenses.license_by_id(second_license.id)
+    assert stored.status.value == "suspended" and stored.bindings == ()
+    # A trial on another domain is fine.
+    _, third = await issue(app_runtime, "trial")
+    assert (await checker.check(third, "other.com")).status == "active"
+
+
+async def test_simultaneous_first_checks_cannot_exceed_the_seats(checker, app_runtime):
+    import asyncio
+
+    license, key = await issue(app_runtime, seats=1)
+    results = await asyncio.gather(*(checker.check(key, f"site{i}.com") for i in range(8)))
+    assert sorted(r.reason for r in results) == ["activated"] + ["seat_limit"] * 7
+    stored = await app_runtime.licenses.license_by_id(license.id)
+    assert len(stored.bindings) == 1
+
+
+async def test_json_bodies_are_accepted_too(client, app_runtime):
+    await product(app_runtime)
+    _, key = await issue(app_runtime)
+    response = await client.post(
+        "/api/v1/verify",
+        json={"license_key": key, "domain": "shop.com", "nonce": "n" * 20, "extra": [1, 2]},
+    )
+    assert response.status == 200
+    body = await response.json()
+    assert (body["status"], body["nonce"]) == ("active", "n" * 20)
