@@ -2,9 +2,9 @@
 
 Pure rules, no I/O, so that each branch is tested directly and both endpoints (native and
 WHMCS-compatible) decide the same way. Order matters and is part of the contract:
-product, status (revoked > suspended > expired), bans, allow-rules (domain / IP / directory),
-IP and directory bindings (WHMCS-style licenses), then the domain binding: bound already,
-a free development-host slot, a free seat, or refused.
+product, status (revoked > suspended > expired), bans, the domain (allow-rules, then its
+binding: bound already, a free development-host slot, a free seat, or refused), then IP and
+directory (allow-rules, and the bindings of WHMCS-style licenses).
 """
 
 from __future__ import annotations
@@ -80,9 +80,21 @@ def decide(
     if banned:
         return Verdict(Answer.SUSPENDED, "banned")
     dev = product.dev_host_allowance > 0 and is_dev_host(facts.domain, dev_patterns)
-    mismatch = _rule_mismatch(license, facts, dev)
-    if mismatch:
-        return refused(mismatch)
+    if not dev and not product.allow_domain_conflict:
+        rules = license.rules_of("domain")
+        if rules and not any(domain_matches_rule(facts.domain, rule) for rule in rules):
+            return refused("domain_not_allowed")
+    # The domain is judged before IP and directory: a module on a foreign site hears
+    # "Domain Invalid" (as from WHMCS), not a message about its server address.
+    domain_verdict = _domain_verdict(license, facts, dev)
+    if domain_verdict.answer is Answer.INVALID:
+        return domain_verdict
+    mismatch = _address_mismatch(license, facts)
+    return refused(mismatch) if mismatch else domain_verdict
+
+
+def _domain_verdict(license: License, facts: Facts, dev: bool) -> Verdict:
+    product = license.product
     if product.allow_domain_conflict:
         return accepted("ok")
     bound = {b.value: b for b in license.bindings_of("domain")}
@@ -95,12 +107,8 @@ def decide(
     return refused("seat_limit")
 
 
-def _rule_mismatch(license: License, facts: Facts, dev: bool) -> str | None:
+def _address_mismatch(license: License, facts: Facts) -> str | None:
     product = license.product
-    if not product.allow_domain_conflict and not dev:
-        rules = license.rules_of("domain")
-        if rules and not any(domain_matches_rule(facts.domain, rule) for rule in rules):
-            return "domain_not_allowed"
     if not product.allow_ip_conflict:
         # Allow-rules, and IPs bound by a WHMCS-style first check, both restrict.
         allowed = license.rules_of("ip") + tuple(b.value for b in license.bindings_of("ip"))

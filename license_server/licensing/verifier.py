@@ -21,7 +21,7 @@ from license_server.licensing.caches import TtlCache
 from license_server.licensing.decision import Answer, Bind, Facts, Verdict, decide, refused
 from license_server.licensing.license_keys import KeyRejected
 from license_server.licensing.lifecycle import Action, LicenseState, transition
-from license_server.licensing.models import License, Status
+from license_server.licensing.models import License, Product, Status
 from license_server.licensing.service import KEY_HASH_PURPOSE, KeyLookup, LicenseService
 
 LOCAL_KEY_REUSE_SECONDS = 60
@@ -62,6 +62,7 @@ class Verifier:
         self._lookups: TtlCache[str, KeyLookup] = TtlCache(float("inf"), _PARSED_KEYS)
         self._licenses: TtlCache[bytes, License] = TtlCache(cache_seconds, cache_size)
         self._local_keys: TtlCache[tuple, str] = TtlCache(LOCAL_KEY_REUSE_SECONDS, cache_size)
+        self._whmcs_secrets: TtlCache[int, str] = TtlCache(cache_seconds, 10_000)
         service.change_listeners.append(self.forget)
 
     def forget(self, license_id: int) -> None:
@@ -180,7 +181,7 @@ class Verifier:
                 license.id,
                 kind="ip",
                 value=facts.ip,
-                raw_value=raw.ip,
+                raw_value=raw.ip or facts.ip,  # WHMCS: the caller's address if none was posted
                 is_dev=is_dev,
                 now=now,
             )
@@ -194,6 +195,17 @@ class Verifier:
                 is_dev=is_dev,
                 now=now,
             )
+
+    async def whmcs_secret(self, product: Product) -> str | None:
+        """The product's md5hash secret, decrypted once per cache period, not per check."""
+        if not product.has_whmcs_secret:
+            return None
+        secret = self._whmcs_secrets.get(product.id)
+        if secret is None:
+            secret = await self.service.whmcs_secret(product)
+            if secret is not None:
+                self._whmcs_secrets.put(product.id, secret)
+        return secret
 
     def local_key(self, license: License, facts: Facts, key_text: str) -> str:
         """The signed token a module may cache and trust offline until `exp`."""

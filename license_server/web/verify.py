@@ -18,6 +18,7 @@ from license_server import appkeys
 from license_server.licensing.attempt_log import Attempt
 from license_server.licensing.decision import Answer
 from license_server.licensing.verifier import Outcome
+from license_server.web.attempts import new_attempt, record
 from license_server.web.problems import problem_body
 from license_server.web.rate_limit import PER_IP, PER_KEY, UNKNOWN_KEY_PER_IP, limited_headers
 from license_server.web.verify_input import BadBody, VerifyRequest, field_errors, read_fields
@@ -32,13 +33,10 @@ async def verify(request: web.Request) -> web.Response:
     limiter = app[appkeys.RATE_LIMITER]
     runtime = app[appkeys.RUNTIME]
     server_time = runtime.licenses.now()  # one clock for decisions, tokens and answers
-    attempt = _attempt(request, source_ip)
+    attempt = new_attempt(request, source_ip, "native")
 
     async def answer(status: int, body: dict[str, Any], headers=None) -> web.Response:
-        attempt.latency_us = (time.perf_counter_ns() - started) // 1000
-        try:
-            await app[appkeys.ATTEMPT_LOG].append(attempt)
-        except Exception:
+        if not await record(request, attempt, started):
             # Not recorded means not acknowledged: the module retries later.
             body = problem_body(503, "Service Unavailable", "Try again shortly.")
             status, headers = 503, {"Retry-After": "5"}
@@ -151,26 +149,6 @@ def _json(status: int, body: dict[str, Any], headers=None) -> web.Response:
         body=json.dumps(body, separators=(",", ":")).encode(),
         content_type=content_type,
         headers=headers,
-    )
-
-
-def _attempt(request: web.Request, source_ip: str) -> Attempt:
-    return Attempt(
-        at_ms=int(time.time() * 1000),
-        endpoint="native",
-        source_ip=source_ip,
-        reported_ip="",
-        domain_raw="",
-        domain="",
-        directory="",
-        license_id=None,
-        key_hash=None,
-        product="",
-        result="",
-        reason="",
-        client_version="",
-        user_agent=request.headers.get("User-Agent", "")[:256],
-        latency_us=0,
     )
 
 
