@@ -175,7 +175,9 @@ class Verifier:
         )
         # WHMCS-style licenses also pin the first IP and directory (the addon's behaviour);
         # the native protocol leaves those to explicit rules, as sites move between servers.
-        if bind_ip_and_dir and not license.bindings_of("ip") and facts.ip:
+        product = license.product
+        # An allowed conflict means the product does not check that binding: nothing to pin.
+        if bind_ip_and_dir and not product.allow_ip_conflict and not license.bindings_of("ip"):
             await license_rows.upsert_binding(
                 conn,
                 license.id,
@@ -185,7 +187,12 @@ class Verifier:
                 is_dev=is_dev,
                 now=now,
             )
-        if bind_ip_and_dir and not license.bindings_of("directory") and facts.directory:
+        if (
+            bind_ip_and_dir
+            and not product.allow_directory_conflict
+            and not license.bindings_of("directory")
+            and facts.directory
+        ):
             await license_rows.upsert_binding(
                 conn,
                 license.id,

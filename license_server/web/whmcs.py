@@ -180,7 +180,8 @@ async def _tags(
 
 def _valid_domains(license: License, raw: RawBinding) -> list[str]:
     """`d,www.d` for every bound domain, as the module sent it (WHMCS's own format)."""
-    sent = [b.raw_value for b in license.bindings_of("domain")] or [raw.domain]
+    bound = [b.raw_value for b in license.bindings_of("domain")]
+    sent = [raw.domain] if license.product.allow_domain_conflict or not bound else bound
     out: list[str] = []
     for value in sent:
         bare = value[4:] if value.lower().startswith("www.") else value
@@ -191,7 +192,13 @@ def _valid_domains(license: License, raw: RawBinding) -> list[str]:
 
 
 def _echo(license: License, kind: str, sent: str) -> list[str]:
-    bound = [b.raw_value for b in license.bindings_of(kind)]
+    """The bound values, or what the module sent when nothing binds this kind: either way the
+    module finds its own value in its local key and does not phone home on every page."""
+    conflict_allowed = {
+        "ip": license.product.allow_ip_conflict,
+        "directory": license.product.allow_directory_conflict,
+    }[kind]
+    bound = [] if conflict_allowed else [b.raw_value for b in license.bindings_of(kind)]
     return bound or ([sent] if sent else [])
 
 
