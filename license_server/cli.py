@@ -25,6 +25,8 @@ from license_server.licensing.lifecycle import Action, TransitionRefused
 from license_server.licensing.models import License
 from license_server.licensing.service import Conflict, NotFound
 from license_server.licensing.specs import LicenseSpec, ProductSpec, end_of_day_utc
+from license_server.licensing.whmcs_export import ExportFormatError
+from license_server.licensing.whmcs_import import import_export
 from license_server.runtime import Runtime, open_runtime
 from license_server.settings import Settings, SettingsError, load_settings
 
@@ -95,6 +97,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     backup = commands.add_parser("backup", help="consistent online copy of the database")
     backup.add_argument("target", type=Path)
+
+    whmcs = commands.add_parser(
+        "import-whmcs", help="import the licenses of a WHMCS Licensing Addon export"
+    )
+    whmcs.add_argument("file", type=Path, help="mod_licensing export: SQL dump or CSV")
+    whmcs.add_argument("--product", required=True, help="code of the product the keys are for")
+    whmcs.add_argument("--dry-run", action="store_true", help="check everything, write nothing")
     return parser
 
 
@@ -175,6 +184,8 @@ async def _run_async(command: str, args: argparse.Namespace, settings: Settings)
             await runtime.db.backup(args.target)
             print(f"backup written to {args.target}")
             return 0
+        if command == "import-whmcs":
+            return await _import_whmcs(runtime, args)
         return await _lifecycle(runtime, Action(command), args)
 
 
@@ -260,3 +271,72 @@ def _print_license(license: License) -> None:
     width = max(len(label) for label, _ in lines)
     for label, value in lines:
         print(f"{label.ljust(width)}  {value}")
+
+
+# --- import-whmcs ------------------------------------------------------------------------
+
+_MAX_BAD_ROWS_SHOWN = 100
+
+
+async def _import_whmcs(runtime: Runtime, args: argparse.Namespace) -> int:
+    try:
+        report = await _import_with_progress_bar(runtime, args)
+    except ExportFormatError as exc:  # its message already names the file
+        print(f"run.py import-whmcs: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as exc:  # missing or unreadable file
+        print(f"run.py import-whmcs: {args.file}: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_USAGE
+    for bad in report.bad[:_MAX_BAD_ROWS_SHOWN]:
+        print(f"{args.file}:{bad.line}: {bad.reason}", file=sys.stderr)
+    if len(report.bad) > _MAX_BAD_ROWS_SHOWN:
+        print(f"... and {len(report.bad) - _MAX_BAD_ROWS_SHOWN} more", file=sys.stderr)
+    skipped = f"skipped {len(report.bad)} bad row{'' if len(report.bad) == 1 else 's'}"
+    if report.dry_run:
+        print(f"dry run: would import {report.imported}, ", end="")
+    else:
+        print(f"imported {report.imported}, ", end="")
+    print(f"already present {report.already_present}, {skipped}")
+    # Skipped rows must not go unnoticed by scripts that run the import.
+    return EXIT_REFUSED if report.bad else 0
+
+
+class _ProgressBar:
+    """`[#####     ]  45%  123,456 rows` redrawn in place on a terminal."""
+
+    WIDTH = 30
+
+    def __init__(self, stream) -> None:
+        self.stream = stream
+        self.drawn = False
+
+    def update(self, done: int, total: int, rows: int) -> None:
+        fraction = done / total if total else 1.0
+        filled = int(fraction * self.WIDTH)
+        bar = "#" * filled + " " * (self.WIDTH - filled)
+        self.stream.write(f"\r[{bar}] {fraction:4.0%}  {rows:,} rows")
+        self.stream.flush()
+        self.drawn = True
+
+    def finish(self) -> None:
+        if self.drawn:
+            self.stream.write("\n")
+            self.stream.flush()
+            self.drawn = False
+
+
+async def _import_with_progress_bar(runtime: Runtime, args: argparse.Namespace):
+
+    # Only on a terminal: in a log file the redrawn line would be noise.
+    bar = _ProgressBar(sys.stderr) if sys.stderr.isatty() else None
+    try:
+        return await import_export(
+            runtime.licenses,
+            args.file,
+            args.product,
+            dry_run=args.dry_run,
+            on_progress=bar.update if bar else None,
+        )
+    finally:
+        if bar is not None:
+            bar.finish()  # before any message, so it does not land on the bar's line

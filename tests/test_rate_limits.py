@@ -1,0 +1,437 @@
+"""Rate limits on `POST /api/v1/verify`: per-ip, per-key, unknown keys, off, Redis, fail-open."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import secrets
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from license_server.app import create_app
+from license_server.appkeys import RUNTIME
+from license_server.client import parse_signature_header, verify_answer
+from license_server.licensing.service import NotFound
+from license_server.licensing.specs import LicenseSpec
+from license_server.settings import (
+    ProxySettings,
+    RateLimitSettings,
+    Settings,
+    SettingsError,
+    load_settings,
+)
+from tests.conftest import PRODUCT
+
+VERIFY = "/api/v1/verify"
+RATE_LIMIT_HEADER = re.compile(r'^"(?P<policy>[a-z-]+)";r=0;t=(?P<t>\d+)$')
+
+
+def make_settings(tmp_path: Path, name: str = "app", **sections) -> Settings:
+    return Settings(database=tmp_path / name / "test.db", keys_dir=tmp_path / "keys", **sections)
+
+
+def nonce() -> str:
+    return secrets.token_urlsafe(24)
+
+
+def public_keys(runtime) -> dict:
+    return {k.kid: k.public_key for k in runtime.keyring.keys}
+
+
+def assert_signed(runtime, response, body: bytes) -> None:
+    kid, signature = parse_signature_header(response.headers["License-Signature"])
+    public_keys(runtime)[kid].verify(signature, body)  # raises InvalidSignature if forged
+
+
+def verified(runtime, response, body: bytes, sent: str) -> dict:
+    """The answer as the reference client accepts it: signed, our nonce, fresh."""
+    signature = response.headers["License-Signature"]
+    return verify_answer(body, signature, public_keys(runtime), nonce=sent, now=time.time())
+
+
+async def issue_key(runtime, licensee: str = "A") -> str:
+    try:
+        await runtime.licenses.product(PRODUCT.code)
+    except NotFound:
+        await runtime.licenses.create_product(PRODUCT)
+    _, key = await runtime.licenses.issue(
+        LicenseSpec(product="mymod", licensee=licensee, email="a@example.org")
+    )
+    return key
+
+
+async def check(client, key: str, *, sent: str | None = None, forwarded: str | None = None):
+    fields = {"license_key": key, "domain": "shop.com", "nonce": sent or nonce()}
+    headers = {"X-Forwarded-For": forwarded} if forwarded else None
+    response = await client.post(VERIFY, data=fields, headers=headers)
+    return response, await response.read()
+
+
+async def attempt_rows(runtime) -> list[dict]:
+    async with (
+        runtime.db.read() as conn,
+        conn.execute("SELECT * FROM verification_attempts ORDER BY id") as cur,
+    ):
+        return [dict(row) for row in await cur.fetchall()]
+
+
+def assert_limited(response, body: bytes, runtime, policy: str, quota: int, window: int) -> dict:
+    assert response.status == 429
+    assert response.content_type == "application/problem+json"
+    retry_after = response.headers["Retry-After"]
+    assert retry_after.isdigit() and 1 <= int(retry_after) <= window
+    assert response.headers["RateLimit-Policy"] == f'"{policy}";q={quota};w={window}'
+    match = RATE_LIMIT_HEADER.match(response.headers["RateLimit"])
+    assert match and match["policy"] == policy and match["t"] == retry_after
+    assert_signed(runtime, response, body)
+    problem = json.loads(body)
+    assert problem["status"] == 429 and problem["type"].endswith("/rate-limited")
+    assert policy in problem["detail"]
+    return problem
+
+
+# -- per-ip ---------------------------------------------------------------------------------
+
+
+async def test_per_ip_limit_refuses_the_request_after_the_quota(aiohttp_client, tmp_path):
+    settings = make_settings(tmp_path, rate_limit=RateLimitSettings(per_ip="3/minute"))
+    client = await aiohttp_client(create_app(settings))
+    runtime = client.app[RUNTIME]
+    key = await issue_key(runtime)
+    for _ in range(3):
+        response, _ = await check(client, key)
+        assert response.status == 200
+    response, body = await check(client, key)
+    problem = assert_limited(response, body, runtime, "per-ip", 3, 60)
+    assert "nonce" not in problem  # refused before the body was read
+    rows = await attempt_rows(runtime)
+    assert [row["result"] for row in rows] == ["active"] * 3 + ["rate_limited"]
+    limited = rows[-1]
+    assert limited["reason"] == "per-ip"
+    assert limited["source_ip"] == "127.0.0.1"
+    assert limited["license_id"] is None and limited["key_hash"] is None
+
+
+async def test_per_ip_limit_counts_malformed_requests_too(aiohttp_client, tmp_path):
+    settings = make_settings(tmp_path, rate_limit=RateLimitSettings(per_ip="2/minute"))
+    client = await aiohttp_client(create_app(settings))
+    for _ in range(2):
+        response = await client.post(VERIFY, data={"domain": "shop.com"})
+        assert response.status == 400
+    response = await client.post(VERIFY, data={"domain": "shop.com"})
+    assert response.status == 429
+
+
+# -- per-key --------------------------------------------------------------------------------
+
+
+async def test_per_key_limit_applies_across_client_ips(aiohttp_client, tmp_path):
+    settings = make_settings(
+        tmp_path,
+        rate_limit=RateLimitSettings(per_ip="1000/minute", per_key="4/minute"),
+        proxy=ProxySettings(trusted_proxies=("127.0.0.1",)),
+    )
+    client = await aiohttp_client(create_app(settings))
+    runtime = client.app[RUNTIME]
+    key = await issue_key(runtime)
+    for n in range(4):
+        response, _ = await check(client, key, forwarded=f"203.0.113.{n + 1}")
+        assert response.status == 200
+    sent = nonce()
+    response, body = await check(client, key, sent=sent, forwarded="198.51.100.9")
+    assert_limited(response, body, runtime, "per-key", 4, 60)
+    # A per-key refusal comes after parsing: it echoes the nonce and is fresh, so the reference
+    # client accepts it as the genuine answer to its own request.
+    document = verified(runtime, response, body, sent)
+    assert document["nonce"] == sent and isinstance(document["server_time"], int)
+
+    rows = await attempt_rows(runtime)
+    assert [row["source_ip"] for row in rows] == [
+        "203.0.113.1",
+        "203.0.113.2",
+        "203.0.113.3",
+        "203.0.113.4",
+        "198.51.100.9",
+    ]
+    assert (rows[-1]["result"], rows[-1]["reason"]) == ("rate_limited", "per-key")
+    assert rows[-1]["domain"] == "shop.com"  # the body was read before the per-key check
+
+    # Another key is not affected, from any address.
+    other = await issue_key(runtime, licensee="B")
+    response, _ = await check(client, other, forwarded="198.51.100.9")
+    assert response.status == 200
+
+
+# -- unknown-key-per-ip ---------------------------------------------------------------------
+
+
+def forged(key: str) -> str:
+    """The same key with one signature character changed: shaped right, does not verify."""
+    index = len(key) - 10
+    replacement = "A" if key[index] != "A" else "B"
+    return key[:index] + replacement + key[index + 1 :]
+
+
+async def test_unknown_keys_exhaust_a_stricter_budget_per_ip(aiohttp_client, tmp_path):
+    settings = make_settings(
+        tmp_path,
+        rate_limit=RateLimitSettings(per_ip="1000/minute", unknown_key_per_ip="3/minute"),
+        proxy=ProxySettings(trusted_proxies=("127.0.0.1",)),
+    )
+    client = await aiohttp_client(create_app(settings))
+    runtime = client.app[RUNTIME]
+    key = await issue_key(runtime)
+    guesses = ["NOPE-" + secrets.token_hex(8), forged(key), "GUESS-" + secrets.token_hex(8)]
+    for guess in guesses:
+        response, body = await check(client, guess, forwarded="203.0.113.66")
+        assert response.status == 200
+        assert json.loads(body)["status"] == "invalid"
+    reasons = [row["reason"] for row in await attempt_rows(runtime)]
+    assert reasons == ["unknown_key", "bad_signature", "unknown_key"]
+
+    # Now even a genuine key from that address is refused, before its body is looked at.
+    response, body = await check(client, key, forwarded="203.0.113.66")
+    assert_limited(response, body, runtime, "unknown-key-per-ip", 3, 60)
+    row = (await attempt_rows(runtime))[-1]
+    assert (row["result"], row["reason"]) == ("rate_limited", "unknown-key-per-ip")
+    assert row["source_ip"] == "203.0.113.66"
+
+    # Another address is unaffected.
+    response, body = await check(client, key, forwarded="203.0.113.67")
+    assert response.status == 200 and json.loads(body)["status"] == "active"
+
+
+async def test_valid_keys_do_not_consume_the_unknown_key_budget(aiohttp_client, tmp_path):
+    settings = make_settings(
+        tmp_path,
+        rate_limit=RateLimitSettings(
+            per_ip="1000/minute", per_key="1000/minute", unknown_key_per_ip="3/minute"
+        ),
+    )
+    client = await aiohttp_client(create_app(settings))
+    runtime = client.app[RUNTIME]
+    key = await issue_key(runtime)
+    for _ in range(20):
+        response, body = await check(client, key)
+        assert response.status == 200 and json.loads(body)["status"] == "active"
+    # The whole guessing budget is still there: three unknown keys are decided...
+    for _ in range(3):
+        response, body = await check(client, "NOPE-" + secrets.token_hex(8))
+        assert response.status == 200 and json.loads(body)["reason"] == "unknown_key"
+    # ...and only then is the address barred.
+    response, _ = await check(client, key)
+    assert response.status == 429
+    assert response.headers["RateLimit-Policy"].startswith('"unknown-key-per-ip"')
+
+
+# -- switched off ---------------------------------------------------------------------------
+
+
+async def assert_never_limited(client, runtime, requests: int) -> None:
+    key = await issue_key(runtime)
+    statuses = set()
+    for _ in range(requests):
+        response, _ = await check(client, key)
+        statuses.add(response.status)
+        response, _ = await check(client, "NOPE-" + secrets.token_hex(8))
+        statuses.add(response.status)
+    assert statuses == {200}
+
+
+def assert_warned_off(caplog) -> None:
+    warnings = [
+        record
+        for record in caplog.records
+        if record.levelno == logging.WARNING and "rate limiting is OFF" in record.getMessage()
+    ]
+    assert len(warnings) == 1
+
+
+async def test_disabled_rate_limiting_never_refuses_and_warns(aiohttp_client, tmp_path, caplog):
+    caplog.set_level(logging.WARNING)
+    settings = make_settings(
+        tmp_path,
+        rate_limit=RateLimitSettings(
+            enabled=False, per_ip="1/minute", per_key="1/minute", unknown_key_per_ip="1/minute"
+        ),
+    )
+    client = await aiohttp_client(create_app(settings))
+    assert_warned_off(caplog)
+    await assert_never_limited(client, client.app[RUNTIME], 10)
+
+
+async def test_rate_limiting_can_be_disabled_from_the_environment(aiohttp_client, tmp_path, caplog):
+    caplog.set_level(logging.WARNING)
+    path = tmp_path / "settings.toml"
+    path.write_text('[rate_limit]\nper_ip = "1/minute"\n')
+    settings = load_settings(
+        path,
+        environ={
+            "LICENSE_SERVER_RATE_LIMIT_ENABLED": "false",
+            "LICENSE_SERVER_DATABASE": str(tmp_path / "data" / "env.db"),
+            "LICENSE_SERVER_KEYS_DIR": str(tmp_path / "keys"),
+        },
+    )
+    assert settings.rate_limit.enabled is False
+    assert settings.rate_limit.per_ip == "1/minute"
+    client = await aiohttp_client(create_app(settings))
+    assert_warned_off(caplog)
+    await assert_never_limited(client, client.app[RUNTIME], 5)
+
+
+async def test_enabled_rate_limiting_does_not_warn(aiohttp_client, tmp_path, caplog):
+    caplog.set_level(logging.WARNING)
+    await aiohttp_client(create_app(make_settings(tmp_path)))
+    assert not any("rate limiting is OFF" in r.getMessage() for r in caplog.records)
+
+
+# -- Redis storage --------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def redis_answers(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
+            sock.sendall(b"PING\r\n")
+            return sock.recv(64).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+def start_redis(executable: str, workdir: Path) -> tuple[subprocess.Popen, int]:
+    """redis-server on a free local port, answering PING; a few ports are tried (port race)."""
+    for _ in range(3):
+        port = free_port()
+        process = subprocess.Popen(
+            [executable, "--bind", "127.0.0.1", "--port", str(port), "--save", "",
+             "--appendonly", "no", "--dir", str(workdir)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        deadline = time.monotonic() + 10
+        while process.poll() is None and time.monotonic() < deadline:
+            if redis_answers(port):
+                return process, port
+            time.sleep(0.05)  # bounded wait for the subprocess to start
+        stop_process(process)
+    pytest.fail("redis-server did not start answering PING on 127.0.0.1")
+
+
+def stop_process(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def redis_command(port: int, command: bytes) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(command + b"\r\n")
+        return sock.recv(1024)
+
+
+@pytest.fixture
+def redis_port(tmp_path):
+    executable = shutil.which("redis-server")
+    if executable is None:
+        pytest.fail("redis-server is not installed (CI installs it; so must you)")
+    process, port = start_redis(executable, tmp_path)
+    try:
+        yield port
+    finally:
+        stop_process(process)
+
+
+async def test_instances_sharing_redis_share_the_per_ip_budget(
+    aiohttp_client, tmp_path, redis_port
+):
+    limits = RateLimitSettings(
+        storage_uri=f"async+redis://127.0.0.1:{redis_port}", per_ip="4/minute"
+    )
+    first = await aiohttp_client(create_app(make_settings(tmp_path, "one", rate_limit=limits)))
+    second = await aiohttp_client(create_app(make_settings(tmp_path, "two", rate_limit=limits)))
+    assert await first.app[RUNTIME].db.ping()
+    statuses = []
+    for client in (first, second, first, second):
+        response, _ = await check(client, "NOPE-" + secrets.token_hex(8))
+        statuses.append(response.status)
+    assert statuses == [200] * 4
+    # Each instance has seen only two requests, but the budget of four is shared and spent.
+    for client in (first, second):
+        response, body = await check(client, "NOPE-" + secrets.token_hex(8))
+        assert_limited(response, body, client.app[RUNTIME], "per-ip", 4, 60)
+    # The counters really live in Redis.
+    reply = redis_command(redis_port, b"DBSIZE")
+    assert reply.startswith(b":") and int(reply[1:].strip()) >= 1
+
+
+async def test_redis_storage_uri_without_async_prefix_works(aiohttp_client, tmp_path, redis_port):
+    limits = RateLimitSettings(storage_uri=f"redis://127.0.0.1:{redis_port}", per_ip="1/minute")
+    client = await aiohttp_client(create_app(make_settings(tmp_path, rate_limit=limits)))
+    response, _ = await check(client, "NOPE-" + secrets.token_hex(8))
+    assert response.status == 200
+    response, _ = await check(client, "NOPE-" + secrets.token_hex(8))
+    assert response.status == 429
+
+
+async def test_unreachable_redis_fails_open(aiohttp_client, tmp_path, caplog):
+    caplog.set_level(logging.ERROR, logger="license_server")
+    limits = RateLimitSettings(
+        storage_uri=f"async+redis://127.0.0.1:{free_port()}", per_ip="1/minute"
+    )
+    client = await aiohttp_client(create_app(make_settings(tmp_path, rate_limit=limits)))
+    runtime = client.app[RUNTIME]
+    key = await issue_key(runtime)
+    started = time.monotonic()
+    for _ in range(3):  # beyond the quota of one: nothing is counted while Redis is down
+        sent = nonce()
+        response, body = await check(client, key, sent=sent)
+        assert response.status == 200
+        document = verified(runtime, response, body, sent)
+        assert document["status"] == "active"
+    assert time.monotonic() - started < 30  # retries are bounded: no hang
+    errors = [
+        record
+        for record in caplog.records
+        if record.levelno == logging.ERROR and "fail-open" in record.getMessage()
+    ]
+    assert errors and all(record.exc_info for record in errors)
+    assert [row["result"] for row in await attempt_rows(runtime)] == ["active"] * 3
+
+
+# -- settings -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["per_ip", "per_key", "unknown_key_per_ip"])
+def test_a_bad_rate_in_the_file_is_one_line_naming_the_setting(tmp_path, name):
+    path = tmp_path / "settings.toml"
+    path.write_text(f'[rate_limit]\n{name} = "lots"\n')
+    with pytest.raises(SettingsError) as info:
+        load_settings(path, environ={})
+    message = str(info.value)
+    assert "\n" not in message
+    assert f"rate_limit.{name}" in message and "'lots'" in message and str(path) in message
+
+
+def test_a_bad_rate_from_the_environment_names_the_variable(tmp_path):
+    path = tmp_path / "settings.toml"
+    path.write_text("")
+    with pytest.raises(SettingsError) as info:
+        load_settings(path, environ={"LICENSE_SERVER_RATE_LIMIT_PER_KEY": "10 per fortnight"})
+    message = str(info.value)
+    assert "\n" not in message
+    assert "rate_limit.per_key" in message and "LICENSE_SERVER_RATE_LIMIT_PER_KEY" in message
