@@ -44,9 +44,12 @@ class _Section(BaseModel):
 def _rate(value: str) -> str:
     # Validated with the same parser the limiter uses, so a bad rate stops start-up.
     try:
-        limits.parse(value)
+        items = limits.parse_many(value)
     except ValueError:
-        raise ValueError(f"{value!r} is not a rate such as '60/minute'") from None
+        items = []
+    # One limit per setting: limits.parse would silently keep only the first of several.
+    if len(items) != 1 or items[0].amount < 1:
+        raise ValueError(f"{value!r} is not one rate such as '60/minute'")
     return value
 
 

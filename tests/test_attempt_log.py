@@ -566,3 +566,40 @@ async def test_last_access_only_moves_forward(runtime):
         assert (await runtime.licenses.license_by_id(license_id)).last_access_at == 2_000_000_360
     finally:
         await log.stop()
+
+
+async def test_the_newest_attempt_of_a_batch_sets_last_access(runtime):
+    license_id, _ = await issue_key(runtime)
+    log = AttemptLog(runtime.db, max_rows=2, max_delay=3600)  # both land in one batch
+    log.start()
+    try:
+        await asyncio.gather(
+            log.append(attempt(2_000_000_000_000, license_id=license_id, result="active")),
+            log.append(attempt(1_999_999_000_000, license_id=license_id, result="active")),
+        )
+    finally:
+        await log.stop()
+    assert (await runtime.licenses.license_by_id(license_id)).last_access_at == 2_000_000_000
+
+
+async def test_stop_during_a_write_finishes_that_batch(db, monkeypatch):
+    entered, release = asyncio.Event(), asyncio.Event()
+    real_insert = attempt_rows.insert_attempts
+
+    async def slow_insert(conn, batch):
+        entered.set()
+        await release.wait()
+        await real_insert(conn, batch)
+
+    monkeypatch.setattr(attempt_rows, "insert_attempts", slow_insert)
+    log = AttemptLog(db, max_delay=0)
+    log.start()
+    appended = asyncio.create_task(log.append(attempt(1)))
+    await entered.wait()  # the writer is inside its transaction
+    stopping = asyncio.create_task(log.stop())
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert not stopping.done()  # stop waits for the batch instead of cancelling it
+    release.set()
+    await asyncio.wait_for(asyncio.gather(appended, stopping), 30)
+    assert [row["at_ms"] for row in await rows(db)] == [1]

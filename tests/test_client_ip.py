@@ -189,3 +189,9 @@ async def test_the_app_ignores_the_header_when_the_peer_is_not_the_trusted_proxy
     aiohttp_client, tmp_path
 ):
     assert await source_ips(aiohttp_client, tmp_path, ("10.0.0.0/8",)) == ["127.0.0.1"] * 3
+
+
+def test_an_ipv4_mapped_peer_matches_ipv4_rules_and_is_stored_as_ipv4():
+    resolve = ClientIpResolver(["127.0.0.1"])
+    assert resolve(request_from("::ffff:127.0.0.1", "203.0.113.7")) == "203.0.113.7"
+    assert ClientIpResolver([])(request_from("::ffff:198.51.100.4")) == "198.51.100.4"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
@@ -435,3 +436,48 @@ def test_a_bad_rate_from_the_environment_names_the_variable(tmp_path):
     message = str(info.value)
     assert "\n" not in message
     assert "rate_limit.per_key" in message and "LICENSE_SERVER_RATE_LIMIT_PER_KEY" in message
+
+
+# -- regressions ----------------------------------------------------------------------------
+
+
+async def test_concurrent_guesses_cannot_overrun_the_unknown_key_budget(aiohttp_client, tmp_path):
+    settings = make_settings(
+        tmp_path, rate_limit=RateLimitSettings(per_ip="1000/minute", unknown_key_per_ip="3/minute")
+    )
+    client = await aiohttp_client(create_app(settings))
+    runtime = client.app[RUNTIME]
+    await issue_key(runtime)
+    answers = await asyncio.gather(*(check(client, f"Guess-{n:04d}") for n in range(30)))
+    statuses = sorted(response.status for response, _ in answers)
+    # All 30 passed the budget test before any was decided; only 3 decisions may go out.
+    assert statuses == [200] * 3 + [429] * 27
+    for response, body in answers:
+        if response.status == 429:
+            assert_limited(response, body, runtime, "unknown-key-per-ip", 3, 60)
+
+
+async def test_respelling_a_key_does_not_reset_its_budget(aiohttp_client, tmp_path):
+    settings = make_settings(
+        tmp_path,
+        rate_limit=RateLimitSettings(per_key="2/minute"),
+        proxy=ProxySettings(trusted_proxies=("127.0.0.1",)),
+    )
+    client = await aiohttp_client(create_app(settings))
+    runtime = client.app[RUNTIME]
+    key = await issue_key(runtime)
+    prefix, body = key.split("-")
+    spellings = [key, key.lower(), f"{prefix}-{body.replace('0', 'O').replace('1', 'l')}"]
+    statuses = []
+    for n, spelling in enumerate(spellings):
+        response, _ = await check(client, spelling, forwarded=f"198.51.100.{n}")
+        statuses.append(response.status)
+    assert statuses == [200, 200, 429]
+
+
+def test_a_setting_with_several_rates_or_zero_is_refused(tmp_path):
+    for bad in ("10/minute;20/hour", "10/minute,20/hour", "0/minute"):
+        path = tmp_path / "s.toml"
+        path.write_text(f'[rate_limit]\nper_ip = "{bad}"\n')
+        with pytest.raises(SettingsError, match=r"rate_limit\.per_ip"):
+            load_settings(path, environ={})

@@ -52,36 +52,50 @@ class AttemptLog:
         self._pending: list[tuple[Attempt, asyncio.Future[None]]] = []
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+        # Set when waiting for more rows is pointless: a full batch, or stopping.
+        self._flush_now = asyncio.Event()
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="attempt-log-writer")
 
     async def stop(self) -> None:
-        """Write whatever is pending, then stop."""
+        """Let the writer finish its batch and write whatever is pending, then stop.
+
+        Not a cancel: cancelling mid-transaction would roll back a batch whose callers then
+        wait forever.
+        """
+        self._stopping = True
+        self._flush_now.set()
+        self._wakeup.set()
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await self._task
             self._task = None
-        while self._pending:
-            await self._flush()
 
     async def append(self, attempt: Attempt) -> None:
         """Record one attempt; returns when it is committed (raises if it could not be)."""
-        if self._task is None:
+        if self._task is None or self._stopping:
             raise RuntimeError("attempt log is not running")
         future = asyncio.get_running_loop().create_future()
         self._pending.append((attempt, future))
         self._wakeup.set()
+        if len(self._pending) >= self._max_rows:
+            self._flush_now.set()
         await future
 
     async def _run(self) -> None:
-        while True:
+        while not (self._stopping and not self._pending):
             await self._wakeup.wait()
-            if self._max_delay and len(self._pending) < self._max_rows:
-                await asyncio.sleep(self._max_delay)  # let a batch gather
+            if self._max_delay and not self._flush_now.is_set():
+                # Let a batch gather, but no longer than a full batch or a stop takes.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._flush_now.wait(), self._max_delay)
+            if not self._stopping:
+                self._flush_now.clear()
             await self._flush()
-            if not self._pending:
+            if len(self._pending) >= self._max_rows:
+                self._flush_now.set()  # a full batch queued up during the commit
+            if not self._pending and not self._stopping:
                 self._wakeup.clear()
 
     async def _flush(self) -> None:
@@ -92,18 +106,24 @@ class AttemptLog:
         seen: dict[int, int] = {}
         for attempt, _ in batch:
             if attempt.license_id is not None:
-                seen[attempt.license_id] = attempt.at_ms // 1000
+                # Attempts arrive in completion order, not start order: keep the newest.
+                at = attempt.at_ms // 1000
+                seen[attempt.license_id] = max(at, seen.get(attempt.license_id, at))
         try:
             async with self._db.write() as conn:
                 await attempt_rows.insert_attempts(conn, rows)
                 if seen:
                     await attempt_rows.touch_last_access(conn, list(seen.items()))
-        except Exception as exc:
-            log.exception("could not write %d verification attempts", len(batch))
+        except BaseException as exc:
+            if not isinstance(exc, asyncio.CancelledError):
+                log.exception("could not write %d verification attempts", len(batch))
+            failure = exc if isinstance(exc, Exception) else RuntimeError("attempt log stopped")
             for _, future in batch:
                 if not future.done():
-                    future.set_exception(exc)
-            return
+                    future.set_exception(failure)
+            if isinstance(exc, Exception):
+                return
+            raise
         for _, future in batch:
             if not future.done():
                 future.set_result(None)

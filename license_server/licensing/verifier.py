@@ -86,6 +86,14 @@ class Verifier:
             license, verdict = await self._first_use(license, facts, raw, bind_ip_and_dir)
         return Outcome(verdict, license, lookup.key_hash)
 
+    def rate_limit_id(self, key_text: str) -> str:
+        """One identity per key however it is spelt (case, O/0, I/L/1), for per-key limits."""
+        try:
+            canonical = self._lookup(key_text).canonical
+        except KeyRejected:
+            canonical = key_text.strip().upper()
+        return self.service.hasher.hash("rate-limit", canonical).hex()
+
     def _lookup(self, key_text: str) -> KeyLookup:
         lookup = self._lookups.get(key_text)
         if lookup is None:

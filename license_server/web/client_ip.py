@@ -23,22 +23,31 @@ class ClientIpResolver:
         )
 
     def _is_trusted(self, address: str) -> bool:
-        try:
-            ip = ipaddress.ip_address(address.strip())
-        except ValueError:
-            return False
-        return any(ip in network for network in self._trusted)
+        ip = _parse(address)
+        return ip is not None and any(ip in network for network in self._trusted)
 
     def __call__(self, request: web.Request) -> str:
         peer = request.remote or ""
+        parsed = _parse(peer)
+        peer = str(parsed) if parsed is not None else peer
         if not self._trusted or not self._is_trusted(peer):
             return peer
         forwarded = request.headers.getall("X-Forwarded-For", [])
         hops = [hop.strip() for header in forwarded for hop in header.split(",") if hop.strip()]
         for hop in reversed(hops):
             if not self._is_trusted(hop):
-                try:
-                    return str(ipaddress.ip_address(hop))
-                except ValueError:
-                    return peer  # a garbled header: fall back to the proxy itself
+                parsed = _parse(hop)
+                # A garbled header falls back to the proxy itself.
+                return str(parsed) if parsed is not None else peer
         return peer
+
+
+def _parse(address: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """An address in one canonical form: an IPv4-mapped IPv6 peer is its IPv4 address."""
+    try:
+        ip = ipaddress.ip_address(address.strip())
+    except ValueError:
+        return None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    return ip

@@ -66,8 +66,7 @@ async def verify(request: web.Request) -> web.Response:
 
     facts = checked.facts(source_ip)
     _fill_from_request(attempt, checked, facts)
-    key_id = runtime.licenses.hasher.hash("rate-limit", checked.license_key)
-    limited = await limiter.hit(PER_KEY, key_id.hex())
+    limited = await limiter.hit(PER_KEY, runtime.verifier.rate_limit_id(checked.license_key))
     if limited:
         attempt.result, attempt.reason = "rate_limited", limited.policy
         body = _too_many(limited) | {"nonce": checked.nonce, "server_time": server_time}
@@ -76,7 +75,12 @@ async def verify(request: web.Request) -> web.Response:
     outcome = await runtime.verifier.check(checked.license_key, facts, checked.raw())
     verdict = outcome.verdict
     if verdict.reason in GUESSING_REASONS:
-        await limiter.hit(UNKNOWN_KEY_PER_IP, source_ip)
+        # Consumed here and enforced here too: concurrent guesses all passed the test above.
+        limited = await limiter.hit(UNKNOWN_KEY_PER_IP, source_ip)
+        if limited:
+            attempt.result, attempt.reason = "rate_limited", limited.policy
+            body = _too_many(limited) | {"nonce": checked.nonce, "server_time": server_time}
+            return await answer(429, body, limited_headers(limited))
     attempt.result, attempt.reason = verdict.answer.value, verdict.reason
     attempt.license_id = outcome.license.id if outcome.license else None
     attempt.key_hash = None if outcome.license else outcome.key_hash

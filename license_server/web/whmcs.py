@@ -77,10 +77,13 @@ async def verify_php(request: web.Request) -> web.Response:
     attempt.domain_raw, attempt.reported_ip, attempt.directory = raw.domain, raw.ip, raw.directory
     if not key:
         attempt.result, attempt.reason = "invalid", "missing_key"
-        await limiter.hit(UNKNOWN_KEY_PER_IP, source_ip)
+        limited = await limiter.hit(UNKNOWN_KEY_PER_IP, source_ip)
+        if limited:
+            attempt.result, attempt.reason = "rate_limited", limited.policy
+            return await _answer(request, attempt, started, b"", 429, limited_headers(limited))
         return await _decided(request, attempt, started, [("status", "Invalid")], check_token)
 
-    limited = await limiter.hit(PER_KEY, runtime.licenses.hasher.hash("rate-limit", key).hex())
+    limited = await limiter.hit(PER_KEY, runtime.verifier.rate_limit_id(key))
     if limited:
         attempt.result, attempt.reason = "rate_limited", limited.policy
         return await _answer(request, attempt, started, b"", 429, limited_headers(limited))
@@ -95,7 +98,10 @@ async def verify_php(request: web.Request) -> web.Response:
     outcome = await runtime.verifier.check(key, facts, raw, bind_ip_and_dir=True)
     verdict = outcome.verdict
     if verdict.reason in GUESSING_REASONS:
-        await limiter.hit(UNKNOWN_KEY_PER_IP, source_ip)
+        limited = await limiter.hit(UNKNOWN_KEY_PER_IP, source_ip)
+        if limited:  # enforced after the decision too: concurrent guesses passed the test
+            attempt.result, attempt.reason = "rate_limited", limited.policy
+            return await _answer(request, attempt, started, b"", 429, limited_headers(limited))
     attempt.result, attempt.reason = verdict.answer.value, verdict.reason
     attempt.license_id = outcome.license.id if outcome.license else None
     attempt.key_hash = None if outcome.license else outcome.key_hash
