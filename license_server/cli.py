@@ -24,7 +24,12 @@ from license_server.licensing.license_keys import KeyRejected
 from license_server.licensing.lifecycle import Action, TransitionRefused
 from license_server.licensing.models import License
 from license_server.licensing.service import Conflict, NotFound
-from license_server.licensing.specs import LicenseSpec, ProductSpec, end_of_day_utc
+from license_server.licensing.specs import (
+    LicenseSpec,
+    ProductChanges,
+    ProductSpec,
+    end_of_day_utc,
+)
 from license_server.licensing.whmcs_export import ExportFormatError
 from license_server.licensing.whmcs_import import import_export
 from license_server.runtime import Runtime, open_runtime
@@ -69,6 +74,21 @@ def build_parser() -> argparse.ArgumentParser:
             help=f"WHMCS option: do not check the {binding} binding",
         )
 
+    update = commands.add_parser("update-product", help="change a product's settings")
+    update.add_argument("--code", required=True)
+    update.add_argument("--name")
+    update.add_argument("--seats", type=int)
+    update.add_argument("--local-key-days", type=int)
+    update.add_argument("--grace-days", type=int)
+    update.add_argument("--dev-hosts", type=int)
+    update.add_argument("--whmcs-secret")
+    reissues = update.add_mutually_exclusive_group()
+    reissues.add_argument("--max-reissues", type=int)
+    reissues.add_argument("--unlimited-reissues", action="store_true")
+    for flag in ("free-trial", "allow-domain-conflict", "allow-ip-conflict",
+                 "allow-directory-conflict"):  # fmt: skip
+        update.add_argument(f"--{flag}", action=argparse.BooleanOptionalAction)
+
     issue = commands.add_parser("issue", help="issue a license; prints the key last")
     issue.add_argument("--product", required=True)
     issue.add_argument("--licensee", required=True)
@@ -92,6 +112,15 @@ def build_parser() -> argparse.ArgumentParser:
     when = renew.add_mutually_exclusive_group(required=True)
     when.add_argument("--expires", type=_date)
     when.add_argument("--no-expiry", action="store_true")
+
+    ban = commands.add_parser("ban", help="ban a domain or IP: its checks answer suspended")
+    ban.add_argument("kind", choices=("domain", "ip"))
+    ban.add_argument("value")
+    ban.add_argument("--reason", default="")
+    unban = commands.add_parser("unban", help="lift a ban")
+    unban.add_argument("kind", choices=("domain", "ip"))
+    unban.add_argument("value")
+    commands.add_parser("bans", help="list the bans")
 
     commands.add_parser("rotate-keys", help="add a new signing key; old ones stay published")
 
@@ -173,6 +202,8 @@ async def _run_async(command: str, args: argparse.Namespace, settings: Settings)
     async with open_runtime(settings) as runtime:
         if command == "create-product":
             return await _create_product(runtime, args)
+        if command == "update-product":
+            return await _update_product(runtime, args)
         if command == "issue":
             return await _issue(runtime, args)
         if command == "show":
@@ -184,6 +215,8 @@ async def _run_async(command: str, args: argparse.Namespace, settings: Settings)
             await runtime.db.backup(args.target)
             print(f"backup written to {args.target}")
             return 0
+        if command in ("ban", "unban", "bans"):
+            return await _bans(runtime, command, args)
         if command == "import-whmcs":
             return await _import_whmcs(runtime, args)
         return await _lifecycle(runtime, Action(command), args)
@@ -211,6 +244,26 @@ async def _create_product(runtime: Runtime, args: argparse.Namespace) -> int:
     return 0
 
 
+async def _update_product(runtime: Runtime, args: argparse.Namespace) -> int:
+    changes = ProductChanges(
+        name=args.name,
+        seats=args.seats,
+        local_key_days=args.local_key_days,
+        grace_days=args.grace_days,
+        dev_host_allowance=args.dev_hosts,
+        whmcs_secret=args.whmcs_secret,
+        max_reissues=args.max_reissues,
+        unlimited_reissues=args.unlimited_reissues,
+        free_trial=args.free_trial,
+        allow_domain_conflict=args.allow_domain_conflict,
+        allow_ip_conflict=args.allow_ip_conflict,
+        allow_directory_conflict=args.allow_directory_conflict,
+    )
+    product = await runtime.licenses.update_product(args.code, changes)
+    print(f"updated product {product.code} ({product.name})")
+    return 0
+
+
 async def _issue(runtime: Runtime, args: argparse.Namespace) -> int:
     spec = LicenseSpec(
         product=args.product,
@@ -227,6 +280,21 @@ async def _issue(runtime: Runtime, args: argparse.Namespace) -> int:
     license, key = await runtime.licenses.issue(spec)
     print(f"issued license {license.id} for {license.licensee_name} ({license.product.code})")
     print(key)
+    return 0
+
+
+async def _bans(runtime: Runtime, command: str, args: argparse.Namespace) -> int:
+    if command == "ban":
+        value = await runtime.bans.ban(args.kind, args.value, args.reason)
+        print(f"banned {args.kind} {value}")
+    elif command == "unban":
+        if not await runtime.bans.unban(args.kind, args.value):
+            raise CommandError(f"{args.kind} {args.value} is not banned")
+        print(f"unbanned {args.kind} {args.value}")
+    else:
+        for ban in await runtime.bans.all():
+            reason = f"  ({ban['reason']})" if ban["reason"] else ""
+            print(f"{ban['kind']:6}  {ban['value']}{reason}")
     return 0
 
 

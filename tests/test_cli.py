@@ -210,3 +210,38 @@ def test_unsafe_key_permissions_stop_the_cli(run, tmp_path):
     assert result.returncode == 2
     assert "readable by other users" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_ban_list_and_unban(run):
+    assert run("ban", "domain", "WWW.Pirate.NET", "--reason", "chargeback").stdout == (
+        "banned domain pirate.net\n"
+    )
+    run("ban", "ip", "203.0.113.9")
+    listed = run("bans").stdout
+    assert "pirate.net  (chargeback)" in listed and "203.0.113.9" in listed
+    assert run("unban", "domain", "pirate.net").returncode == 0
+    again = run("unban", "domain", "pirate.net", check=False)
+    assert again.returncode == 1 and again.stderr.strip().endswith("is not banned")
+    bad = run("ban", "ip", "not-an-ip", check=False)
+    assert bad.returncode == 1 and len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_update_product_changes_whmcs_options(run):
+    run("create-product", "--code", "m", "--name", "M")
+    run(
+        "update-product", "--code", "m", "--whmcs-secret", "new", "--free-trial",
+        "--allow-ip-conflict", "--max-reissues", "2", "--seats", "3",
+    )  # fmt: skip
+    key = run("issue", "--product", "m", "--licensee", "A", "--email", "a@example.org").stdout
+    key = key.splitlines()[-1]
+    assert "seats            3" in run("show", key).stdout
+    run("reissue", key)
+    run("reissue", key)
+    refused = run("reissue", key, check=False)
+    assert refused.returncode == 1 and "reissue limit (2)" in refused.stderr
+    run("update-product", "--code", "m", "--unlimited-reissues", "--no-free-trial")
+    run("reissue", key)
+    nothing = run("update-product", "--code", "m", check=False)
+    assert nothing.returncode == 1 and "nothing to change" in nothing.stderr
+    unknown = run("update-product", "--code", "zz", "--seats", "2", check=False)
+    assert unknown.returncode == 1 and "no product" in unknown.stderr

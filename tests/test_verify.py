@@ -226,3 +226,14 @@ async def test_json_bodies_are_accepted_too(client, app_runtime):
     assert response.status == 200
     body = await response.json()
     assert (body["status"], body["nonce"]) == ("active", "n" * 20)
+
+
+async def test_a_product_change_reaches_cached_licenses_at_once(checker, app_runtime):
+    from license_server.licensing.specs import ProductChanges
+
+    _, key = await issue(app_runtime)  # seats from the product: 2
+    await checker.check(key, "one.com")
+    await checker.check(key, "two.com")
+    assert (await checker.check(key, "three.com")).reason == "seat_limit"
+    await app_runtime.licenses.update_product("mymod", ProductChanges(seats=3))
+    assert (await checker.check(key, "three.com")).reason == "activated"

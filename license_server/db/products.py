@@ -37,3 +37,33 @@ async def product_by(conn: aiosqlite.Connection, column: str, value: object) -> 
 async def all_products(conn: aiosqlite.Connection) -> list[dict]:
     async with conn.execute("SELECT * FROM products ORDER BY code") as cur:
         return [dict(row) for row in await cur.fetchall()]
+
+
+UPDATABLE = frozenset(
+    {
+        "name",
+        "seats",
+        "local_key_days",
+        "grace_days",
+        "dev_host_allowance",
+        "features",
+        "whmcs_secret",
+        "allow_domain_conflict",
+        "allow_ip_conflict",
+        "allow_directory_conflict",
+        "free_trial",
+        "max_reissues",
+        "updated_at",
+    }
+)
+
+
+async def update_product(conn: aiosqlite.Connection, product_id: int, changes: dict) -> None:
+    unknown = set(changes) - UPDATABLE
+    if unknown:
+        raise ValueError(f"not updatable: {sorted(unknown)}")
+    assignments = ", ".join(f"{column} = ?" for column in changes)
+    await conn.execute(
+        f"UPDATE products SET {assignments} WHERE id = ?",  # noqa: S608 - whitelisted columns
+        [*changes.values(), product_id],
+    )

@@ -29,7 +29,12 @@ from license_server.licensing.license_keys import (
 )
 from license_server.licensing.models import KeyKind, License, Product, Status
 from license_server.licensing.repository import license_from_rows, product_from_row
-from license_server.licensing.specs import LicenseSpec, ProductSpec, end_of_day_utc
+from license_server.licensing.specs import (
+    LicenseSpec,
+    ProductChanges,
+    ProductSpec,
+    end_of_day_utc,
+)
 
 KEY_HASH_PURPOSE = "license-key"
 
@@ -65,10 +70,11 @@ class LicenseService:
         self.cipher = cipher
         self.hasher = hasher
         self.clock = clock
-        # Called with a license id after any change to it, so caches can drop it at once.
-        self.change_listeners: list[Callable[[int], None]] = []
+        # Called with a license id after any change to it, so caches can drop it at once;
+        # with None after a product change (it is part of every cached license).
+        self.change_listeners: list[Callable[[int | None], None]] = []
 
-    def changed(self, license_id: int) -> None:
+    def changed(self, license_id: int | None) -> None:
         for listener in self.change_listeners:
             listener(license_id)
 
@@ -110,6 +116,23 @@ class LicenseService:
                 ) from None
             raise
         return product_from_row(row)
+
+    async def update_product(self, code: str, changes: ProductChanges) -> Product:
+        product = await self.product(code)
+        values = changes.model_dump(exclude_none=True, exclude={"unlimited_reissues"})
+        if "whmcs_secret" in values:
+            values["whmcs_secret"] = self.cipher.encrypt(
+                "products", "whmcs_secret", values["whmcs_secret"]
+            )
+        if changes.unlimited_reissues:
+            values["max_reissues"] = None
+        if not values:
+            raise ValueError("nothing to change")
+        values["updated_at"] = self.now()
+        async with self.db.write() as conn:
+            await product_rows.update_product(conn, product.id, values)
+        self.changed(None)
+        return await self.product(code)
 
     async def product(self, code: str) -> Product:
         async with self.db.read() as conn:

@@ -73,6 +73,26 @@ class ProductSpec(BaseModel):
         return self.key_prefix or default_prefix(self.code)
 
 
+class ProductChanges(BaseModel):
+    """Changes to an existing product; None means unchanged (the code and prefix never
+    change: they are signed into every key)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: PlainText | None = Field(None, min_length=1, max_length=200)
+    seats: int | None = Field(None, ge=1, le=100_000)
+    local_key_days: int | None = Field(None, ge=1, le=365)
+    grace_days: int | None = Field(None, ge=0, le=365)
+    dev_host_allowance: int | None = Field(None, ge=0, le=1000)
+    whmcs_secret: str | None = Field(None, min_length=1, max_length=255)
+    allow_domain_conflict: bool | None = None
+    allow_ip_conflict: bool | None = None
+    allow_directory_conflict: bool | None = None
+    free_trial: bool | None = None
+    max_reissues: int | None = Field(None, ge=0, le=10_000)
+    unlimited_reissues: bool = False
+
+
 class LicenseSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 

@@ -65,7 +65,12 @@ class Verifier:
         self._whmcs_secrets: TtlCache[int, str] = TtlCache(cache_seconds, 10_000)
         service.change_listeners.append(self.forget)
 
-    def forget(self, license_id: int) -> None:
+    def forget(self, license_id: int | None) -> None:
+        """Drop a changed license from the cache; None (a product changed) drops them all."""
+        if license_id is None:
+            self._licenses.clear()
+            self._whmcs_secrets.clear()
+            return
         self._licenses.discard_where(lambda _, license: license.id == license_id)
 
     async def check(
