@@ -176,43 +176,29 @@ class Verifier:
         bind_ip_and_dir: bool,
         now: int,
     ) -> None:
-        is_dev = bind is Bind.DEV
-        await license_rows.upsert_binding(
-            conn,
-            license.id,
-            kind="domain",
-            value=facts.domain,
-            raw_value=raw.domain,
-            is_dev=is_dev,
-            now=now,
-        )
+        bindings = [("domain", facts.domain, raw.domain)]
         # WHMCS-style licenses also pin the first IP and directory (the addon's behaviour);
         # the native protocol leaves those to explicit rules, as sites move between servers.
-        product = license.product
         # An allowed conflict means the product does not check that binding: nothing to pin.
+        product = license.product
         if bind_ip_and_dir and not product.allow_ip_conflict and not license.bindings_of("ip"):
-            await license_rows.upsert_binding(
-                conn,
-                license.id,
-                kind="ip",
-                value=facts.ip,
-                raw_value=raw.ip or facts.ip,  # WHMCS: the caller's address if none was posted
-                is_dev=is_dev,
-                now=now,
-            )
+            # WHMCS: the caller's address when the module posted none.
+            bindings.append(("ip", facts.ip, raw.ip or facts.ip))
         if (
             bind_ip_and_dir
+            and facts.directory
             and not product.allow_directory_conflict
             and not license.bindings_of("directory")
-            and facts.directory
         ):
+            bindings.append(("directory", facts.directory, raw.directory))
+        for kind, value, raw_value in bindings:
             await license_rows.upsert_binding(
                 conn,
                 license.id,
-                kind="directory",
-                value=facts.directory,
-                raw_value=raw.directory,
-                is_dev=is_dev,
+                kind=kind,
+                value=value,
+                raw_value=raw_value,
+                is_dev=bind is Bind.DEV,
                 now=now,
             )
 
