@@ -28,19 +28,11 @@ import asyncio
 import contextlib
 import itertools
 import json
-import os
 import secrets
 import signal
-import socket
 import sqlite3
-import subprocess
-import sys
-import time
-import urllib.error
-import urllib.request
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import aiohttp
 
@@ -48,13 +40,10 @@ from license_server.licensing.lifecycle import Action
 from license_server.licensing.specs import LicenseSpec, ProductSpec
 from license_server.runtime import open_runtime
 from license_server.settings import Settings
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests.server_process import ServerProcess
 
 WORKERS = 16
 KILL_AFTER = 400  # acknowledged answers before the SIGKILL
-READY_TRIES = 300  # x READY_PAUSE: bounded wait for start-up
-READY_PAUSE = 0.1
 LOAD_TIMEOUT = 60  # seconds; only reached if the server stops answering
 REQUEST_TIMEOUT = 10
 
@@ -84,86 +73,6 @@ async def _prepare(settings: Settings) -> Keys:
     return Keys(valid, revoked)
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class Server:
-    """`run.py serve` as a child process; output goes to files in the test's directory."""
-
-    def __init__(self, tmp_path: Path, env: dict[str, str], port: int) -> None:
-        self.tmp_path = tmp_path
-        self.env = env
-        self.port = port
-        self.url = f"http://127.0.0.1:{port}"
-        self.proc: subprocess.Popen | None = None
-        self.runs = 0
-        self.stderr_path = tmp_path / "server-0.err"
-
-    def start(self) -> None:
-        self.runs += 1
-        self.stderr_path = self.tmp_path / f"server-{self.runs}.err"
-        with (
-            open(self.tmp_path / f"server-{self.runs}.out", "wb") as out,
-            open(self.stderr_path, "wb") as err,
-        ):
-            self.proc = subprocess.Popen(
-                [sys.executable, "run.py", "serve"],
-                cwd=ROOT,
-                env=self.env,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=err,
-            )
-
-    def stderr(self) -> str:
-        try:
-            text = self.stderr_path.read_text(errors="replace")
-        except OSError:
-            return "(no stderr)"
-        return text[-4000:] or "(stderr empty)"
-
-    def wait_ready(self) -> None:
-        assert self.proc is not None
-        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never a proxy
-        for _ in range(READY_TRIES):
-            if self.proc.poll() is not None:
-                raise AssertionError(
-                    f"server exited with {self.proc.returncode} during start-up:\n{self.stderr()}"
-                )
-            try:
-                with opener.open(f"{self.url}/readyz", timeout=2) as answer:
-                    if answer.status == 200:
-                        return
-            except (urllib.error.URLError, OSError):
-                pass
-            time.sleep(READY_PAUSE)
-        raise AssertionError(f"server not ready at {self.url}/readyz:\n{self.stderr()}")
-
-    def kill(self) -> None:
-        """SIGKILL, without waiting (safe to call from the event loop)."""
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-
-    def reap(self, timeout: float = 15) -> int:
-        assert self.proc is not None
-        return self.proc.wait(timeout=timeout)
-
-    def stop(self) -> int:
-        """A clean stop: SIGTERM, then wait for the exit code."""
-        assert self.proc is not None
-        self.proc.terminate()
-        return self.reap(timeout=30)
-
-    def ensure_dead(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.proc.wait(timeout=15)
-
-
 # --- load --------------------------------------------------------------------------------
 
 
@@ -172,7 +81,7 @@ class Load:
     """What the load generator sent and what it got back."""
 
     keys: Keys
-    server: Server
+    server: ServerProcess
     counter: itertools.count = field(default_factory=lambda: itertools.count(1))
     acknowledged: dict[str, str] = field(default_factory=dict)  # client_version -> result
     answers: dict[str, tuple[int, str]] = field(default_factory=dict)  # for failure messages
@@ -266,29 +175,16 @@ def test_sigkill_under_load_loses_no_acknowledged_attempt(tmp_path):
     keys_dir = tmp_path / "keys"
     keys = asyncio.run(_prepare(Settings(database=database, keys_dir=keys_dir)))
 
-    env = {
-        **os.environ,
-        "LICENSE_SERVER_DATABASE": str(database),
-        "LICENSE_SERVER_KEYS_DIR": str(keys_dir),
-        "LICENSE_SERVER_PORT": str(_free_port()),
-        "LICENSE_SERVER_HOST": "127.0.0.1",
-        "LICENSE_SERVER_RATE_LIMIT_ENABLED": "false",
-        "LICENSE_SERVER_LOG_LEVEL": "WARNING",
-    }
-    server = Server(tmp_path, env, int(env["LICENSE_SERVER_PORT"]))
-    load = Load(keys, server)
-    try:
-        server.start()
-        server.wait_ready()
+    env = {"LICENSE_SERVER_LOG_LEVEL": "WARNING"}
+    with ServerProcess(database, keys_dir, tmp_path, env) as server:
+        load = Load(keys, server)
         asyncio.run(load.run())
-        assert server.reap() == -signal.SIGKILL, server.stderr()
+        assert server.wait() == -signal.SIGKILL, server.log()
 
         # Restart on the crashed database (WAL recovery), then stop cleanly.
         server.start()
         server.wait_ready()
-        assert server.stop() == 0, server.stderr()
-    finally:
-        server.ensure_dead()
+        assert server.stop() == 0, server.log()
 
     assert load.in_flight_at_kill > 0  # the kill did hit requests in progress
     assert not load.wrong, "\n".join(load.wrong[:20])

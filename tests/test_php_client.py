@@ -17,15 +17,10 @@ import datetime as dt
 import hashlib
 import http.client
 import json
-import os
 import shutil
 import socket
-import sqlite3
 import subprocess
-import sys
 import threading
-import time
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -39,6 +34,7 @@ from license_server.licensing.lifecycle import Action
 from license_server.licensing.specs import LicenseSpec, ProductSpec
 from license_server.runtime import open_runtime
 from license_server.settings import Settings
+from tests.server_process import ServerProcess, query
 
 ROOT = Path(__file__).resolve().parent.parent
 RUN_CHECKS = ROOT / "clients" / "php" / "tests" / "run_checks.php"
@@ -105,12 +101,6 @@ class Server:
 # ------------------------------------------------------------------ the server
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 async def _seed(settings: Settings) -> dict[str, Issued]:
     expires_soon = dt.datetime.now(dt.UTC).date() + dt.timedelta(days=30)
     extra: dict[str, dict[str, Any]] = {
@@ -136,88 +126,34 @@ async def _seed(settings: Settings) -> dict[str, Issued]:
     return issued
 
 
-def _get(url: str, timeout: float = 5) -> bytes:
-    with urllib.request.urlopen(url, timeout=timeout) as response:
-        return response.read()
-
-
-def _wait_ready(url: str, process: subprocess.Popen, log: Path) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"server exited with {process.returncode}:\n{log.read_text()}")
-        try:
-            _get(f"{url}/readyz", timeout=1)
-            return
-        except OSError:
-            time.sleep(0.05)  # bounded start-up wait only
-    pytest.fail(f"server not ready within 30 s:\n{log.read_text()}")
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory) -> Iterator[Server]:
     home = tmp_path_factory.mktemp("php-server")
     database, keys_dir = home / "db.sqlite", home / "keys"
     licenses = asyncio.run(_seed(Settings(database=database, keys_dir=keys_dir)))
-    port = _free_port()
-    env = {
-        **os.environ,
-        "LICENSE_SERVER_DATABASE": str(database),
-        "LICENSE_SERVER_KEYS_DIR": str(keys_dir),
-        "LICENSE_SERVER_HOST": "127.0.0.1",
-        "LICENSE_SERVER_PORT": str(port),
-        "LICENSE_SERVER_RATE_LIMIT_ENABLED": "false",
-    }
-    log = home / "server.log"
-    url = f"http://127.0.0.1:{port}"
-    # cwd outside the repository: the repository's settings.toml is not read, env rules.
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, str(ROOT / "run.py"), "serve"],
-            cwd=home,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        _wait_ready(url, process, log)
+    with ServerProcess(database, keys_dir, home) as process:
         # The vendor fetches the JWKS once and pastes kid => x into the module.
-        jwks = json.loads(_get(f"{url}/.well-known/jwks.json"))
+        jwks = json.loads(process.get("/.well-known/jwks.json"))
         public_keys = {k["kid"]: k["x"] for k in jwks["keys"] if k["crv"] == "Ed25519"}
         assert public_keys
-        yield Server(url, database, public_keys, licenses)
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=15)
+        yield Server(process.url, database, public_keys, licenses)
 
 
 # ------------------------------------------------------------------ the attempt log
 
 
-def _query(database: Path, sql: str, params: tuple = ()) -> list[tuple]:
-    conn = sqlite3.connect(f"file:{database}?mode=ro", uri=True)
-    try:
-        return conn.execute(sql, params).fetchall()
-    finally:
-        conn.close()
-
-
 def attempts(server: Server, license: Issued) -> int:
     sql = "SELECT COUNT(*) FROM verification_attempts WHERE license_id = ?"
-    return _query(server.database, sql, (license.id,))[0][0]
+    return query(server.database, sql, (license.id,))[0][0]
 
 
 def keyless_attempts(server: Server, reason: str) -> int:
     sql = "SELECT COUNT(*) FROM verification_attempts WHERE license_id IS NULL AND reason = ?"
-    return _query(server.database, sql, (reason,))[0][0]
+    return query(server.database, sql, (reason,))[0][0]
 
 
 def all_attempts(server: Server) -> int:
-    return _query(server.database, "SELECT COUNT(*) FROM verification_attempts")[0][0]
+    return query(server.database, "SELECT COUNT(*) FROM verification_attempts")[0][0]
 
 
 def last_attempt(server: Server, license: Issued) -> tuple[str, str, str, str]:
@@ -225,7 +161,7 @@ def last_attempt(server: Server, license: Issued) -> tuple[str, str, str, str]:
         "SELECT result, reason, domain_raw, domain FROM verification_attempts "
         "WHERE license_id = ? ORDER BY id DESC LIMIT 1"
     )
-    return _query(server.database, sql, (license.id,))[0]
+    return query(server.database, sql, (license.id,))[0]
 
 
 # ------------------------------------------------------------------ running the PHP client
@@ -667,7 +603,7 @@ def test_cron_without_server_name_uses_the_cached_domain(server, php, tmp_path):
     assert outcome(forced) == ("active", "ok", False)
     assert attempts(server, license) == 2
 
-    domains = _query(
+    domains = query(
         server.database,
         "SELECT domain_raw, domain FROM verification_attempts WHERE license_id = ?",
         (license.id,),

@@ -20,15 +20,10 @@ import base64
 import datetime as dt
 import hashlib
 import json
-import os
 import re
 import shutil
-import socket
 import sqlite3
 import subprocess
-import sys
-import time
-import urllib.request
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -43,6 +38,7 @@ from license_server.licensing.whmcs_import import import_export
 from license_server.runtime import open_runtime
 from license_server.settings import Settings
 from tests.fixtures.whmcs_export import ZERO_DATE, write_csv
+from tests.server_process import ServerProcess, query
 
 ROOT = Path(__file__).resolve().parent.parent
 PHP_DIR = ROOT / "tests" / "php"
@@ -133,12 +129,6 @@ class Server:
 # ------------------------------------------------------------------ the server
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 async def _seed(settings: Settings, export: Path) -> tuple[int, dict[str, Issued]]:
     async with open_runtime(settings) as rt:
         product = await rt.licenses.create_product(PRODUCT)
@@ -174,24 +164,6 @@ async def _seed(settings: Settings, export: Path) -> tuple[int, dict[str, Issued
     return product.id, issued
 
 
-def _get(url: str, timeout: float = 5) -> bytes:
-    with urllib.request.urlopen(url, timeout=timeout) as response:  # http://127.0.0.1 only
-        return response.read()
-
-
-def _wait_ready(url: str, process: subprocess.Popen, log: Path) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"server exited with {process.returncode}:\n{log.read_text()}")
-        try:
-            _get(f"{url}/readyz", timeout=1)
-            return
-        except OSError:
-            time.sleep(0.05)  # bounded start-up poll only
-    pytest.fail(f"server not ready within 30 s:\n{log.read_text()}")
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory) -> Iterator[Server]:
     home = tmp_path_factory.mktemp("whmcs-php")
@@ -200,57 +172,22 @@ def server(tmp_path_factory) -> Iterator[Server]:
     product_id, licenses = asyncio.run(
         _seed(Settings(database=database, keys_dir=keys_dir), home / "mod_licensing.csv")
     )
-    port = _free_port()
-    env = {
-        **os.environ,
-        "LICENSE_SERVER_DATABASE": str(database),
-        "LICENSE_SERVER_KEYS_DIR": str(keys_dir),
-        "LICENSE_SERVER_HOST": "127.0.0.1",
-        "LICENSE_SERVER_PORT": str(port),
-        "LICENSE_SERVER_RATE_LIMIT_ENABLED": "false",
-        "LICENSE_SERVER_VERIFY_CACHE_SECONDS": "0",
-    }
-    log = home / "server.log"
-    url = f"http://127.0.0.1:{port}"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, str(ROOT / "run.py"), "serve"],
-            cwd=ROOT,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        _wait_ready(url, process, log)
-        jwks = _get(f"{url}/.well-known/jwks.json").decode()
-        yield Server(url, database, jwks, product_id, seeded_on, licenses)
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=15)
+    env = {"LICENSE_SERVER_VERIFY_CACHE_SECONDS": "0"}
+    with ServerProcess(database, keys_dir, home, env) as process:
+        jwks = process.get("/.well-known/jwks.json").decode()
+        yield Server(process.url, database, jwks, product_id, seeded_on, licenses)
 
 
 # ------------------------------------------------------------------ the attempt log
 
 
-def _query(database: Path, sql: str, params: tuple = ()) -> list[tuple]:
-    conn = sqlite3.connect(f"file:{database}?mode=ro", uri=True)
-    try:
-        return conn.execute(sql, params).fetchall()
-    finally:
-        conn.close()
-
-
 def all_attempts(server: Server) -> int:
-    return _query(server.database, "SELECT COUNT(*) FROM verification_attempts")[0][0]
+    return query(server.database, "SELECT COUNT(*) FROM verification_attempts")[0][0]
 
 
 def attempts(server: Server, license: Issued) -> int:
     sql = "SELECT COUNT(*) FROM verification_attempts WHERE license_id = ?"
-    return _query(server.database, sql, (license.id,))[0][0]
+    return query(server.database, sql, (license.id,))[0][0]
 
 
 def last_attempt(server: Server) -> dict[str, Any]:
