@@ -1,0 +1,620 @@
+#!/usr/bin/env python3
+"""Benchmark of `POST /api/v1/verify` beside a bare aiohttp handler (see bench/README.md).
+
+    python bench/verify.py                      # 10,000 licenses in the database
+    python bench/verify.py --licenses 1000000   # the same with 1,000,000
+
+One run: seed N active, domain-bound licenses with the project's own code (or reuse a seeded
+copy from the cache), start the real server (`run.py serve`) and `bench/bare_server.py` as
+subprocesses on free ports of 127.0.0.1, then measure each with wrk (same threads, connections,
+duration and POST body, a warm-up first):
+
+- bare               aiohttp handler that reads the body and answers {"status": "ok"}
+- verify, 1 key      one active license, answered from the server's caches after warm-up
+- verify, 1000 keys  1,000 different active licenses in turn (more cache misses and lookups)
+
+and print req/s, p50 and p99 of each and the ratio verify req/s ÷ bare req/s. The attempt log
+of the server is checked afterwards: every measured request must have been answered `active`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import re
+import shutil
+import signal
+import socket
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = ROOT / "bench"
+LUA_SCRIPT = BENCH / "post.lua"
+VERIFY_PATH = "/api/v1/verify"
+
+PRODUCT_CODE = "bench"
+NONCE = "bench-nonce-0123456789abcdef"  # 16-64 url-safe characters; any fixed one will do
+MIX_KEYS = 1000
+BATCH_ROWS = 10_000
+WRK_THREADS = 2
+TARGET_RATIO = 0.5
+BASE_LICENSES = 10_000
+# Bump when the seeded data changes, so that an old cached database is not reused.
+CACHE_VERSION = 1
+DEFAULT_CACHE = Path(tempfile.gettempdir()) / "license-server-bench"
+
+
+class BenchError(Exception):
+    """The benchmark cannot go on; the message is one line."""
+
+
+# --- seeding ------------------------------------------------------------------------------
+
+
+@dataclass
+class Dataset:
+    database: Path
+    keys_dir: Path
+    sample: list[tuple[str, str]]  # (license key, bound domain) of active licenses
+    seed_seconds: float
+    cached: bool
+
+
+class _Statements:
+    """Stands in for the connection while rows are built: collects what the project's own
+    `db.licenses` functions execute, to run it as one `executemany` per statement.
+
+    aiosqlite costs a thread round trip per statement (~0.1 ms here), which would make
+    1,000,000 licenses take several minutes; batched, the SQL is still the project's own.
+    """
+
+    def __init__(self) -> None:
+        self.calls: dict[str, list] = {}  # in first-seen order: licenses before bindings
+
+    async def execute(self, sql: str, parameters) -> None:
+        self.calls.setdefault(sql, []).append(tuple(parameters))
+
+    async def run(self, conn) -> None:
+        for sql, rows in self.calls.items():
+            await conn.executemany(sql, rows)
+
+
+def _domain(index: int) -> str:
+    # Not a development host (*.example is one, example.com is not): each takes a real seat.
+    return f"customer-{index:07d}.example.com"
+
+
+async def _seed(settings, count: int, sample_size: int, progress: bool) -> list[tuple[str, str]]:
+    # Imported here: the project is on sys.path only once main() has put it there.
+    from license_server.db.licenses import insert_license, upsert_binding
+    from license_server.licensing.domains import normalise_domain
+    from license_server.licensing.license_keys import MAX_LICENSE_ID, make_license_key
+    from license_server.licensing.models import KeyKind, Status
+    from license_server.licensing.service import KEY_HASH_PURPOSE
+    from license_server.licensing.specs import ProductSpec
+    from license_server.runtime import open_runtime
+
+    assert normalise_domain(_domain(1)) == _domain(1)
+    async with open_runtime(settings) as runtime:
+        service = runtime.licenses
+        product = await service.create_product(
+            ProductSpec(code=PRODUCT_CODE, name="Benchmark module", seats=1)
+        )
+        # Random ids like the service's own, so rows spread over the table the same way.
+        ids = random.Random(count).sample(range(1, MAX_LICENSE_ID + 1), count)
+        now = service.now()
+        sample: list[tuple[str, str]] = []
+        next_report = count // 10
+        for start in range(0, count, BATCH_ROWS):
+            statements = _Statements()
+            for index in range(start, min(count, start + BATCH_ROWS)):
+                license_id, domain = ids[index], _domain(index)
+                key = make_license_key(runtime.keyring, product.key_prefix, license_id)
+                await insert_license(
+                    statements,
+                    {
+                        "id": license_id,
+                        "product_id": product.id,
+                        "key_hash": service.hasher.hash(KEY_HASH_PURPOSE, key),
+                        "key_encrypted": service.cipher.encrypt("licenses", "key_encrypted", key),
+                        "key_kind": KeyKind.SIGNED.value,
+                        "status": Status.ACTIVE.value,
+                        "licensee_name": f"Customer {index}",
+                        "licensee_company": "",
+                        "licensee_email": f"billing@{domain}",
+                        "expires_at": None,
+                        "seats": 1,
+                        "reissue_count": 0,
+                        "notes": "",
+                        "created_at": now,
+                        "updated_at": now,
+                    },
+                )
+                await upsert_binding(
+                    statements,
+                    license_id,
+                    kind="domain",
+                    value=domain,
+                    raw_value=domain,
+                    is_dev=False,
+                    now=now,
+                )
+                if index < sample_size:
+                    sample.append((key, domain))
+            async with runtime.db.write() as conn:
+                await statements.run(conn)
+            done = min(count, start + BATCH_ROWS)
+            if progress and next_report and done >= next_report and done < count:
+                print(f"  seeded {done:,} / {count:,}", flush=True)
+                next_report += count // 10
+    return sample
+
+
+def _settings(env: dict[str, str]):
+    from license_server.settings import load_settings
+
+    config = ROOT / "settings.toml"
+    return load_settings(config if config.is_file() else None, env)
+
+
+def _seed_into(directory: Path, count: int) -> tuple[list[tuple[str, str]], float]:
+    directory.mkdir(mode=0o700, parents=True)
+    env = _server_env(directory / "license_server.db", directory / "keys", port=8080)
+    started = time.perf_counter()
+    sample = asyncio.run(_seed(_settings(env), count, min(MIX_KEYS, count), count >= 100_000))
+    seconds = time.perf_counter() - started
+    (directory / "sample.json").write_text(json.dumps(sample))
+    (directory / "meta.json").write_text(json.dumps({"licenses": count, "seed_seconds": seconds}))
+    return sample, seconds
+
+
+def _copy_database(source: Path, target: Path) -> None:
+    target.mkdir(mode=0o700, parents=True, exist_ok=True)
+    for name in ("license_server.db", "license_server.db-wal"):
+        if (source / name).exists():
+            shutil.copy2(source / name, target / name)
+    shutil.copytree(source / "keys", target / "keys")  # keeps the 0700 / 0600 modes
+
+
+def prepare_dataset(count: int, cache_dir: Path | None, workdir: Path) -> Dataset:
+    """A fresh copy of a database of `count` licenses, and the keys that open it."""
+    run_dir = workdir / "data"
+    if cache_dir is None:
+        sample, seconds = _seed_into(run_dir, count)
+        return Dataset(run_dir / "license_server.db", run_dir / "keys", sample, seconds, False)
+    entry = cache_dir / f"licenses-{count}-v{CACHE_VERSION}"
+    cached = (entry / "meta.json").is_file()
+    if not cached:
+        cache_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        partial = cache_dir / f".{entry.name}.{os.getpid()}.partial"
+        shutil.rmtree(partial, ignore_errors=True)
+        try:
+            _seed_into(partial, count)
+            shutil.rmtree(entry, ignore_errors=True)
+            partial.rename(entry)
+        finally:
+            shutil.rmtree(partial, ignore_errors=True)
+    meta = json.loads((entry / "meta.json").read_text())
+    sample = [tuple(pair) for pair in json.loads((entry / "sample.json").read_text())]
+    # The run writes attempts into its database: it gets a copy, the cached one stays pristine.
+    _copy_database(entry, run_dir)
+    return Dataset(
+        run_dir / "license_server.db", run_dir / "keys", sample, meta["seed_seconds"], cached
+    )
+
+
+# --- servers ------------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _server_env(database: Path, keys_dir: Path, port: int) -> dict[str, str]:
+    # Inherited LICENSE_SERVER_* (signing keys in the environment...) would change the server.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LICENSE_SERVER_")}
+    env.update(
+        LICENSE_SERVER_HOST="127.0.0.1",
+        LICENSE_SERVER_PORT=str(port),
+        LICENSE_SERVER_DATABASE=str(database),
+        LICENSE_SERVER_KEYS_DIR=str(keys_dir),
+        # All load comes from one IP and a few keys: the limiter would answer 429s.
+        LICENSE_SERVER_RATE_LIMIT_ENABLED="false",
+        LICENSE_SERVER_LOG_LEVEL="WARNING",
+    )
+    return env
+
+
+class Server:
+    def __init__(self, name: str, argv: list[str], env: dict[str, str], log: Path) -> None:
+        self.name = name
+        self.log = log
+        with log.open("wb") as out:
+            # Own session: Ctrl+C reaches only this script, which then stops the server itself.
+            self.process = subprocess.Popen(
+                argv,
+                cwd=ROOT,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+    def log_tail(self, lines: int = 15) -> str:
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def wait_until(self, ready, timeout: float = 120.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise BenchError(
+                    f"{self.name} exited with code {self.process.returncode}:\n{self.log_tail()}"
+                )
+            if ready():
+                return
+            time.sleep(0.1)
+        raise BenchError(f"{self.name} not ready after {timeout:.0f} s:\n{self.log_tail()}")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()  # aiohttp shuts down gracefully on SIGTERM
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def _http(method: str, url: str, body: bytes | None = None, timeout: float = 5.0):
+    request = urllib.request.Request(url, data=body, method=method)
+    if body is not None:
+        request.add_header("Content-Type", "application/x-www-form-urlencoded")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+    except OSError:
+        return None, b""
+
+
+def _body(key: str, domain: str) -> str:
+    return urllib.parse.urlencode({"license_key": key, "domain": domain, "nonce": NONCE})
+
+
+def check_active(url: str, pairs: list[tuple[str, str]]) -> None:
+    for key, domain in pairs:
+        status, raw = _http("POST", url, _body(key, domain).encode())
+        try:
+            answer = json.loads(raw)
+        except ValueError:
+            answer = {}
+        if status != 200 or answer.get("status") != "active":
+            shown = raw[:300].decode(errors="replace")
+            raise BenchError(
+                f"the server does not answer 200 active for a seeded license ({domain}): "
+                f"HTTP {status} {shown}"
+            )
+
+
+# --- load ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Measurement:
+    requests_per_s: float
+    p50_ms: float
+    p99_ms: float
+    requests: int
+    non_2xx: int
+    socket_errors: int
+
+
+_UNITS_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0, "h": 3_600_000.0}
+
+
+def parse_wrk(output: str) -> Measurement:
+    def number(pattern: str) -> str:
+        match = re.search(pattern, output, re.MULTILINE)
+        if match is None:
+            raise BenchError(f"unexpected wrk output (no match for {pattern!r}):\n{output}")
+        return match.group(1)
+
+    def percentile(p: int) -> float:
+        match = re.search(rf"^\s*{p}%\s+([\d.]+)(us|ms|s|m|h)\s*$", output, re.MULTILINE)
+        if match is None:
+            raise BenchError(f"unexpected wrk output (no {p}% latency):\n{output}")
+        return float(match.group(1)) * _UNITS_MS[match.group(2)]
+
+    errors = re.search(
+        r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output
+    )
+    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
+    return Measurement(
+        requests_per_s=float(number(r"^Requests/sec:\s+([\d.]+)")),
+        p50_ms=percentile(50),
+        p99_ms=percentile(99),
+        requests=int(number(r"^\s*(\d+) requests in")),
+        non_2xx=int(non_2xx.group(1)) if non_2xx else 0,
+        socket_errors=sum(int(n) for n in errors.groups()) if errors else 0,
+    )
+
+
+def run_wrk(url: str, bodies: Path, seconds: int, connections: int) -> Measurement:
+    argv = [
+        "wrk",
+        "--threads",
+        str(min(WRK_THREADS, connections)),
+        "--connections",
+        str(connections),
+        "--duration",
+        f"{seconds}s",
+        "--latency",
+        "--script",
+        str(LUA_SCRIPT),
+        url,
+    ]
+    env = {**os.environ, "BENCH_BODIES": str(bodies)}
+    result = subprocess.run(
+        argv, env=env, capture_output=True, text=True, timeout=seconds + 60, check=False
+    )
+    if result.returncode != 0:
+        raise BenchError(f"wrk failed ({result.returncode}): {result.stderr.strip()}")
+    return parse_wrk(result.stdout)
+
+
+def attempt_results(database: Path, since_ms: int) -> dict[tuple[str, str], tuple[int, int]]:
+    """(result, reason) -> (attempts, distinct licenses) logged by the server since a time."""
+    uri = f"file:{database}?mode=ro"
+    with sqlite3.connect(uri, uri=True, timeout=30) as conn:
+        rows = conn.execute(
+            "SELECT result, reason, COUNT(*), COUNT(DISTINCT license_id) "
+            "FROM verification_attempts WHERE at_ms >= ? GROUP BY result, reason",
+            (since_ms,),
+        ).fetchall()
+    return {(result, reason): (n, licenses) for result, reason, n, licenses in rows}
+
+
+# --- the run ------------------------------------------------------------------------------
+
+
+@dataclass
+class Scenario:
+    name: str
+    url: str
+    bodies: Path
+    verify: bool
+    runs: list[Measurement]
+
+
+def measure(scenario: Scenario, args, database: Path) -> Measurement:
+    run_wrk(scenario.url, scenario.bodies, args.warmup, args.connections)
+    since_ms = int(time.time() * 1000)
+    result = run_wrk(scenario.url, scenario.bodies, args.duration, args.connections)
+    problems = []
+    if result.non_2xx:
+        problems.append(f"{result.non_2xx:,} non-2xx answers")
+    if result.socket_errors:
+        problems.append(f"{result.socket_errors:,} socket errors (connect/read/write/timeout)")
+    note = ""
+    if scenario.verify:
+        time.sleep(0.2)  # the last attempts of the run are committed before their answers
+        logged = attempt_results(database, since_ms)
+        refused = {k: v for k, v in logged.items() if k[0] != "active"}
+        if refused:
+            shown = ", ".join(f"{r}/{why}: {n:,}" for (r, why), (n, _) in refused.items())
+            raise BenchError(f"{scenario.name}: the server did not answer active: {shown}")
+        attempts = sum(n for n, _ in logged.values())
+        licenses = sum(distinct for _, distinct in logged.values())
+        note = f"  ({attempts:,} attempts logged, all active; licenses used: {licenses:,})"
+    print(
+        f"  {scenario.name:<18} {result.requests_per_s:>9,.0f} req/s  "
+        f"p50 {result.p50_ms:7.2f} ms  p99 {result.p99_ms:7.2f} ms{note}",
+        flush=True,
+    )
+    for problem in problems:
+        print(f"  WARNING {scenario.name}: {problem}", flush=True)
+    return result
+
+
+def summary(runs: list[Measurement]) -> Measurement:
+    """One figure per metric: the median over rounds (the value itself for one round)."""
+    return Measurement(
+        requests_per_s=statistics.median(r.requests_per_s for r in runs),
+        p50_ms=statistics.median(r.p50_ms for r in runs),
+        p99_ms=statistics.median(r.p99_ms for r in runs),
+        requests=sum(r.requests for r in runs),
+        non_2xx=sum(r.non_2xx for r in runs),
+        socket_errors=sum(r.socket_errors for r in runs),
+    )
+
+
+def report(args, scenarios: list[Scenario], result_file: Path | None) -> None:
+    bare, hot, mix = (summary(s.runs) for s in scenarios)
+    rounds = f", median of {args.rounds} rounds" if args.rounds > 1 else ""
+    print()
+    print(f"POST {VERIFY_PATH}, {args.licenses:,} licenses in the database{rounds}")
+    print(f"{'':<20}{'req/s':>10}{'p50':>12}{'p99':>12}")
+    for scenario, m in zip(scenarios, (bare, hot, mix), strict=True):
+        rate, p50, p99 = m.requests_per_s, m.p50_ms, m.p99_ms
+        print(f"{scenario.name:<20}{rate:>10,.0f}{p50:>9.2f} ms{p99:>9.2f} ms")
+    print()
+    ratio_hot = hot.requests_per_s / bare.requests_per_s
+    ratio_mix = mix.requests_per_s / bare.requests_per_s
+    verdict = "met" if ratio_hot >= TARGET_RATIO else "NOT met"
+    print(f"ratio verify/bare = {ratio_hot:.2f}   (1 key; target >= {TARGET_RATIO}: {verdict})")
+    print(f"ratio verify/bare = {ratio_mix:.2f}   ({scenarios[2].name})")
+    if result_file is not None:
+        _compare_with_base(args, ratio_hot, ratio_mix, scenarios[2].name, result_file)
+
+
+def _compare_with_base(
+    args, ratio_hot: float, ratio_mix: float, mix_name: str, result_file: Path
+) -> None:
+    """Keep this run's ratios; beside a run of another N, show the last 10,000-license ones."""
+    record = {
+        "licenses": args.licenses,
+        "connections": args.connections,
+        "duration": args.duration,
+        "warmup": args.warmup,
+        "ratio_hot": ratio_hot,
+        "ratio_mix": ratio_mix,
+        "at": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
+    base_file = result_file.with_name(f"result-{BASE_LICENSES}.json")
+    if args.licenses != BASE_LICENSES and base_file.is_file():
+        base = json.loads(base_file.read_text())
+        same = ("connections", "duration", "warmup")
+        if all(base.get(name) == getattr(args, name) for name in same):
+            print(f"last {BASE_LICENSES:,}-license run ({base['at']}):")
+            for label, now, then in (
+                ("verify, 1 key", ratio_hot, base["ratio_hot"]),
+                (mix_name, ratio_mix, base["ratio_mix"]),
+            ):
+                change = (now - then) / then * 100
+                verdict = "within" if change >= -10 else "NOT within"
+                print(
+                    f"  {label:<18} {then:.2f} -> {now:.2f} here ({change:+.1f}%; "
+                    f"target: at most 10% below, {verdict})"
+                )
+    try:
+        result_file.write_text(json.dumps(record))
+    except OSError:
+        pass
+
+
+def run(args) -> None:
+    if shutil.which("wrk") is None:
+        raise BenchError("wrk is not installed (apt-get install wrk)")
+    sys.path.insert(0, str(ROOT))
+    cache_dir = None if args.no_cache else args.cache_dir
+    servers: list[Server] = []
+    workdir = Path(tempfile.mkdtemp(prefix="verify-bench-"))
+    try:
+        print(f"preparing a database of {args.licenses:,} licenses ...", flush=True)
+        dataset = prepare_dataset(args.licenses, cache_dir, workdir)
+        origin = f"reused from {cache_dir}, seeded earlier in" if dataset.cached else "seeded in"
+        print(f"database of {args.licenses:,} licenses {origin} {dataset.seed_seconds:.1f} s")
+
+        bare_port, verify_port = _free_port(), _free_port()
+        bare = Server(
+            "bare server",
+            [sys.executable, str(BENCH / "bare_server.py"), "--port", str(bare_port)],
+            {**os.environ},
+            workdir / "bare.log",
+        )
+        servers.append(bare)
+        env = _server_env(dataset.database, dataset.keys_dir, verify_port)
+        server = Server(
+            "license server", [sys.executable, "run.py", "serve"], env, workdir / "server.log"
+        )
+        servers.append(server)
+        bare_url = f"http://127.0.0.1:{bare_port}{VERIFY_PATH}"
+        verify_url = f"http://127.0.0.1:{verify_port}{VERIFY_PATH}"
+        bare.wait_until(lambda: _http("POST", bare_url, b"x=1")[0] == 200)
+        server.wait_until(lambda: _http("GET", f"http://127.0.0.1:{verify_port}/readyz")[0] == 200)
+        hot_key = dataset.sample[0]
+        spot_checks = random.sample(dataset.sample, min(20, len(dataset.sample)))
+        check_active(verify_url, [hot_key, *spot_checks])
+
+        hot_bodies, mix_bodies = workdir / "hot.txt", workdir / "mix.txt"
+        hot_bodies.write_text(_body(*hot_key) + "\n")
+        mix_bodies.write_text("".join(_body(k, d) + "\n" for k, d in dataset.sample))
+        mix_name = f"verify, {len(dataset.sample)} keys"
+        scenarios = [
+            Scenario("bare aiohttp", bare_url, hot_bodies, False, []),
+            Scenario("verify, 1 key", verify_url, hot_bodies, True, []),
+            Scenario(mix_name, verify_url, mix_bodies, True, []),
+        ]
+        print(
+            f"wrk: {min(WRK_THREADS, args.connections)} threads, {args.connections} connections, "
+            f"{args.duration} s per measurement after {args.warmup} s of warm-up; "
+            f"{os.cpu_count()} CPUs"
+        )
+        for number in range(1, args.rounds + 1):
+            if args.rounds > 1:
+                print(f"round {number} of {args.rounds}")
+            for scenario in scenarios:
+                scenario.runs.append(measure(scenario, args, dataset.database))
+        result_file = cache_dir / f"result-{args.licenses}.json" if cache_dir else None
+        report(args, scenarios, result_file)
+    finally:
+        # A second Ctrl+C must not leave a server running.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        for server in reversed(servers):
+            server.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(
+        description="Requests/s and latency of POST /api/v1/verify beside a bare aiohttp handler."
+    )
+    parser.add_argument(
+        "--licenses", type=_positive, default=BASE_LICENSES, help="licenses in the database"
+    )
+    parser.add_argument("--duration", type=_positive, default=10, help="seconds per measurement")
+    parser.add_argument("--connections", type=_positive, default=32, help="open connections")
+    parser.add_argument("--warmup", type=_positive, default=3, help="seconds before each")
+    parser.add_argument(
+        "--rounds", type=_positive, default=1, help="repeat bare/verify in turn; report medians"
+    )
+    parser.add_argument(
+        "--cache-dir",
+        type=Path,
+        default=DEFAULT_CACHE,
+        help=f"seeded databases kept per N (default {DEFAULT_CACHE})",
+    )
+    parser.add_argument("--no-cache", action="store_true", help="seed afresh, keep nothing")
+    return parser.parse_args(argv)
+
+
+def _interrupted(signum, frame):
+    raise KeyboardInterrupt
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    # Ctrl+C even when started in the background (which ignores SIGINT), and `kill`.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _interrupted)
+    try:
+        run(args)
+    except BenchError as exc:
+        print(f"bench/verify.py: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("bench/verify.py: interrupted; servers stopped", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
