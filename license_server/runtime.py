@@ -41,7 +41,13 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
     db = Database(settings.database, readers=settings.db_readers)
     await db.open()
     try:
-        service = LicenseService(db, keyring, FieldCipher(data_key), LookupHasher(data_key))
+        service = LicenseService(
+            db,
+            keyring,
+            FieldCipher(data_key),
+            LookupHasher(data_key),
+            product_cache_seconds=settings.verify.cache_seconds,
+        )
         bans = BanList(db, ttl=settings.verify.cache_seconds)
         verifier = Verifier(
             service,

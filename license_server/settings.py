@@ -117,7 +117,7 @@ class Settings(_Section):
     keys_dir: Path = Path("keys")
     issuer: str = Field("license-server", min_length=1, max_length=200)
     log_level: str = Field("INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")
-    db_readers: int = Field(2, ge=1, le=32)
+    db_readers: int = Field(4, ge=1, le=32)
     # Key material for containers, env only (settings.toml must never hold secrets):
     # PEM private key(s), the last one active; base64 of 32 random bytes.
     signing_keys: SecretStr | None = None

@@ -20,6 +20,7 @@ from license_server.db import licenses as license_rows
 from license_server.db import products as product_rows
 from license_server.db.database import Database
 from license_server.licensing import lifecycle
+from license_server.licensing.caches import TtlCache
 from license_server.licensing.license_keys import (
     MAX_LICENSE_ID,
     SignedKey,
@@ -64,6 +65,7 @@ class LicenseService:
         cipher: FieldCipher,
         hasher: LookupHasher,
         clock: Callable[[], float] = time.time,
+        product_cache_seconds: float = 0,
     ) -> None:
         self.db = db
         self.keyring = keyring
@@ -73,8 +75,12 @@ class LicenseService:
         # Called with a license id after any change to it, so caches can drop it at once;
         # with None after a product change (it is part of every cached license).
         self.change_listeners: list[Callable[[int | None], None]] = []
+        # Products are few and read on every license load: kept briefly in memory.
+        self._products: TtlCache[int, Product] = TtlCache(product_cache_seconds, 10_000)
 
     def changed(self, license_id: int | None) -> None:
+        if license_id is None:
+            self._products.clear()
         for listener in self.change_listeners:
             listener(license_id)
 
@@ -231,10 +237,13 @@ class LicenseService:
         return None if row is None else await self._load(conn, row)
 
     async def _load(self, conn, row: dict) -> License:
-        product_row = await product_rows.product_by(conn, "id", row["product_id"])
+        product = self._products.get(row["product_id"])
+        if product is None:
+            product = product_from_row(await product_rows.product_by(conn, "id", row["product_id"]))
+            self._products.put(product.id, product)
         rules = await license_rows.rules_of(conn, row["id"])
         bindings = await license_rows.bindings_of(conn, row["id"])
-        return license_from_rows(row, product_from_row(product_row), rules, bindings)
+        return license_from_rows(row, product, rules, bindings)
 
     async def apply(self, license_id: int, action: lifecycle.Action, **options: object) -> License:
         """Run one lifecycle action; the read-check-write happens inside one transaction."""

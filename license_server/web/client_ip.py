@@ -8,6 +8,7 @@ ours is the client (the same rule as RFC 7239's proxy chain).
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Iterable
 
@@ -42,6 +43,7 @@ class ClientIpResolver:
         return peer
 
 
+@functools.lru_cache(maxsize=4096)
 def _parse(address: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     """An address in one canonical form: an IPv4-mapped IPv6 peer is its IPv4 address."""
     try:

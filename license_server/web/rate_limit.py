@@ -44,6 +44,8 @@ class Limited:
 
 
 class RateLimiter:
+    enabled = True
+
     def __init__(self, settings: RateLimitSettings) -> None:
         uri = settings.storage_uri
         self._storage = storage_from_string(uri if uri.startswith("async+") else f"async+{uri}")
@@ -93,6 +95,8 @@ class RateLimiter:
 
 
 class NoRateLimiter(RateLimiter):
+    enabled = False
+
     def __init__(self) -> None:  # no storage at all
         pass
 

@@ -66,7 +66,9 @@ async def verify(request: web.Request) -> web.Response:
 
     facts = checked.facts(source_ip)
     _fill_from_request(attempt, checked, facts)
-    limited = await limiter.hit(PER_KEY, runtime.verifier.rate_limit_id(checked.license_key))
+    limited = limiter.enabled and await limiter.hit(
+        PER_KEY, runtime.verifier.rate_limit_id(checked.license_key)
+    )
     if limited:
         attempt.result, attempt.reason = "rate_limited", limited.policy
         body = _too_many(limited) | {"nonce": checked.nonce, "server_time": server_time}

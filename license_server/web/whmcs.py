@@ -83,7 +83,7 @@ async def verify_php(request: web.Request) -> web.Response:
             return await _answer(request, attempt, started, b"", 429, limited_headers(limited))
         return await _decided(request, attempt, started, [("status", "Invalid")], check_token)
 
-    limited = await limiter.hit(PER_KEY, runtime.verifier.rate_limit_id(key))
+    limited = limiter.enabled and await limiter.hit(PER_KEY, runtime.verifier.rate_limit_id(key))
     if limited:
         attempt.result, attempt.reason = "rate_limited", limited.policy
         return await _answer(request, attempt, started, b"", 429, limited_headers(limited))
