@@ -57,3 +57,23 @@ async def test_security_headers_on_every_response(client):
         response = await client.get(path)
         for name, value in SECURITY_HEADERS.items():
             assert response.headers[name] == value, (path, name)
+
+
+def test_access_log_masks_client_addresses():
+    from license_server.web.access_log import mask_ip
+
+    assert mask_ip("203.0.113.77") == "203.0.113.0/24"
+    assert mask_ip("2001:db8:1234:5678::1") == "2001:db8:1234::/48"
+    assert mask_ip("::ffff:198.51.100.9") == "198.51.100.0/24"
+    assert mask_ip(None) == "-" and mask_ip("garbage") == "-"
+
+
+def test_the_served_access_log_carries_no_full_address(tmp_path):
+    from tests.server_process import ServerProcess
+
+    server = ServerProcess(tmp_path / "db.sqlite", tmp_path / "keys", tmp_path)
+    with server:
+        server.get("/healthz")
+    log = server.log()
+    assert '127.0.0.0/24 "GET /healthz" 200' in log
+    assert "127.0.0.1 " not in log.replace("http://127.0.0.1:", "")
