@@ -60,19 +60,3 @@ async def delete_before(conn: aiosqlite.Connection, cutoff_ms: int) -> int:
         "DELETE FROM verification_attempts WHERE at_ms < ?", (cutoff_ms,)
     ) as cur:
         return cur.rowcount
-
-
-async def attempts_for_license(
-    conn: aiosqlite.Connection, license_id: int, limit: int = 100
-) -> list[dict]:
-    async with conn.execute(
-        "SELECT * FROM verification_attempts WHERE license_id = ? ORDER BY at_ms DESC LIMIT ?",
-        (license_id, limit),
-    ) as cur:
-        return [dict(row) for row in await cur.fetchall()]
-
-
-async def count_attempts(conn: aiosqlite.Connection) -> int:
-    async with conn.execute("SELECT COUNT(*) FROM verification_attempts") as cur:
-        (count,) = await cur.fetchone()
-    return int(count)

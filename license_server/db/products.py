@@ -34,11 +34,6 @@ async def product_by(conn: aiosqlite.Connection, column: str, value: object) -> 
     return None if row is None else dict(row)
 
 
-async def all_products(conn: aiosqlite.Connection) -> list[dict]:
-    async with conn.execute("SELECT * FROM products ORDER BY code") as cur:
-        return [dict(row) for row in await cur.fetchall()]
-
-
 UPDATABLE = frozenset(
     {
         "name",

@@ -90,9 +90,6 @@ class RateLimiter:
     async def ping(self) -> bool:
         return bool(await self._storage.check())
 
-    async def reset(self) -> None:
-        await self._storage.reset()
-
 
 class NoRateLimiter(RateLimiter):
     enabled = False
@@ -108,9 +105,6 @@ class NoRateLimiter(RateLimiter):
 
     async def ping(self) -> bool:
         return True
-
-    async def reset(self) -> None:
-        return None
 
 
 def limited_headers(limited: Limited) -> dict[str, str]:
