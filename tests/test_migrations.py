@@ -79,3 +79,30 @@ async def test_database_file_is_private(tmp_path):
     await db.open()
     await db.close()
     assert (db.path.stat().st_mode & 0o777) == 0o600
+
+
+async def test_a_failing_rollback_never_replaces_the_cancellation(tmp_path, monkeypatch):
+    """A cancelled COMMIT may complete in the connection's thread, and the ROLLBACK after it
+    then fails ('no transaction is active'). That error once replaced the CancelledError and
+    left a background task sleeping through shutdown."""
+    import asyncio
+
+    import aiosqlite
+
+    db = Database(tmp_path / "x.db")
+    await db.open()
+    real_execute = aiosqlite.Connection.execute
+
+    def execute(self, sql, *args, **kwargs):
+        if sql == "ROLLBACK":
+            raise sqlite3.OperationalError("cannot rollback - no transaction is active")
+        return real_execute(self, sql, *args, **kwargs)
+
+    try:
+        monkeypatch.setattr(aiosqlite.Connection, "execute", execute)
+        with pytest.raises(asyncio.CancelledError):
+            async with db.write():
+                raise asyncio.CancelledError
+    finally:
+        monkeypatch.undo()
+        await db.close()

@@ -9,6 +9,8 @@ bug in a read path cannot write.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -60,8 +62,10 @@ class Database:
                 yield conn
                 await conn.execute("COMMIT")
             except BaseException:
-                # Also covers a failed COMMIT (disk full): the transaction is still open then.
-                if conn.in_transaction:
+                # Also after a failed COMMIT (disk full: still open) or a cancelled one (it may
+                # have completed in the connection's thread: nothing left to roll back). The
+                # ROLLBACK must never replace the original exception, above all a cancellation.
+                with contextlib.suppress(sqlite3.Error):
                     await conn.execute("ROLLBACK")
                 raise
 
