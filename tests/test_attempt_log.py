@@ -603,3 +603,23 @@ async def test_stop_during_a_write_finishes_that_batch(db, monkeypatch):
     release.set()
     await asyncio.wait_for(asyncio.gather(appended, stopping), 30)
     assert [row["at_ms"] for row in await rows(db)] == [1]
+
+
+async def test_prune_works_in_short_transactions(db, monkeypatch):
+    """Old attempts go one minute per transaction, so the shared writer is never held long."""
+    minute = 60_000
+    base = 1_700_000_000_000 - 1_700_000_000_000 % minute
+    await insert(db, *(attempt(base + n * minute + 5) for n in range(5)))
+    windows = []
+    real_delete = attempt_rows.delete_before
+
+    async def counting_delete(conn, cutoff_ms):
+        windows.append(cutoff_ms)
+        return await real_delete(conn, cutoff_ms)
+
+    monkeypatch.setattr(attempt_rows, "delete_before", counting_delete)
+    log = AttemptLog(db)
+    now = (base + 10 * minute) / 1000 + 86400  # all five are past a one-day retention
+    assert await log.prune(retention_days=1, rollup=True, now=now) == 5
+    assert windows == [base + (n + 1) * minute for n in range(5)]
+    assert sum((await rollups(db)).values()) == 5

@@ -55,6 +55,12 @@ async def roll_up_before(conn: aiosqlite.Connection, cutoff_ms: int) -> None:
     )
 
 
+async def oldest_at_ms(conn: aiosqlite.Connection) -> int | None:
+    async with conn.execute("SELECT MIN(at_ms) FROM verification_attempts") as cur:
+        (oldest,) = await cur.fetchone()
+    return oldest
+
+
 async def delete_before(conn: aiosqlite.Connection, cutoff_ms: int) -> int:
     async with conn.execute(
         "DELETE FROM verification_attempts WHERE at_ms < ?", (cutoff_ms,)

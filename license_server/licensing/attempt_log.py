@@ -24,6 +24,8 @@ from license_server.db.database import Database
 
 log = logging.getLogger(__name__)
 
+PRUNE_WINDOW_MS = 60_000  # minute slices always fall inside one roll-up hour
+
 
 @dataclass(slots=True)
 class Attempt:
@@ -150,9 +152,20 @@ class AttemptLog:
                 future.set_result(None)
 
     async def prune(self, retention_days: int, rollup: bool, now: float | None = None) -> int:
-        """Fold attempts past retention into hourly counts (if `rollup`) and delete them."""
+        """Fold attempts past retention into hourly counts (if `rollup`) and delete them.
+
+        One short transaction per minute of old attempts, not one for all of them: the
+        writer is shared with the verify path, whose answers wait for their attempts' commit.
+        """
         cutoff_ms = int(((now or time.time()) - retention_days * 86400) * 1000)
-        async with self._db.write() as conn:
-            if rollup:
-                await attempt_rows.roll_up_before(conn, cutoff_ms)
-            return await attempt_rows.delete_before(conn, cutoff_ms)
+        deleted = 0
+        while True:
+            async with self._db.read() as conn:
+                oldest = await attempt_rows.oldest_at_ms(conn)
+            if oldest is None or oldest >= cutoff_ms:
+                return deleted
+            window_end = min(cutoff_ms, (oldest // PRUNE_WINDOW_MS + 1) * PRUNE_WINDOW_MS)
+            async with self._db.write() as conn:
+                if rollup:
+                    await attempt_rows.roll_up_before(conn, window_end)
+                deleted += await attempt_rows.delete_before(conn, window_end)
