@@ -13,31 +13,19 @@ import pytest
 
 from license_server.app import MAX_REQUEST_BYTES, create_app
 from license_server.appkeys import RUNTIME
-from license_server.client import parse_signature_header, verify_answer
+from license_server.client import verify_answer
 from license_server.db import attempts as attempt_rows
 from license_server.db.database import Database
 from license_server.licensing.attempt_log import Attempt, AttemptLog
 from license_server.licensing.specs import LicenseSpec
 from license_server.settings import AttemptLogSettings, RateLimitSettings, Settings
 from tests.conftest import PRODUCT
+from tests.verify_helpers import assert_signed, nonce, public_keys
 
 VERIFY = "/api/v1/verify"
 GENEROUS = RateLimitSettings(
     per_ip="100000/minute", per_key="100000/minute", unknown_key_per_ip="100000/minute"
 )
-
-
-def nonce() -> str:
-    return secrets.token_urlsafe(24)
-
-
-def public_keys(runtime) -> dict:
-    return {k.kid: k.public_key for k in runtime.keyring.keys}
-
-
-def assert_signed(runtime, response, body: bytes) -> None:
-    kid, signature = parse_signature_header(response.headers["License-Signature"])
-    public_keys(runtime)[kid].verify(signature, body)  # raises InvalidSignature if forged
 
 
 async def issue_key(runtime) -> tuple[int, str]:

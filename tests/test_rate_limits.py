@@ -17,7 +17,7 @@ import pytest
 
 from license_server.app import create_app
 from license_server.appkeys import RUNTIME
-from license_server.client import parse_signature_header, verify_answer
+from license_server.client import verify_answer
 from license_server.licensing.service import NotFound
 from license_server.licensing.specs import LicenseSpec
 from license_server.settings import (
@@ -28,6 +28,7 @@ from license_server.settings import (
     load_settings,
 )
 from tests.conftest import PRODUCT
+from tests.verify_helpers import assert_signed, nonce, public_keys
 
 VERIFY = "/api/v1/verify"
 RATE_LIMIT_HEADER = re.compile(r'^"(?P<policy>[a-z-]+)";r=0;t=(?P<t>\d+)$')
@@ -35,19 +36,6 @@ RATE_LIMIT_HEADER = re.compile(r'^"(?P<policy>[a-z-]+)";r=0;t=(?P<t>\d+)$')
 
 def make_settings(tmp_path: Path, name: str = "app", **sections) -> Settings:
     return Settings(database=tmp_path / name / "test.db", keys_dir=tmp_path / "keys", **sections)
-
-
-def nonce() -> str:
-    return secrets.token_urlsafe(24)
-
-
-def public_keys(runtime) -> dict:
-    return {k.kid: k.public_key for k in runtime.keyring.keys}
-
-
-def assert_signed(runtime, response, body: bytes) -> None:
-    kid, signature = parse_signature_header(response.headers["License-Signature"])
-    public_keys(runtime)[kid].verify(signature, body)  # raises InvalidSignature if forged
 
 
 def verified(runtime, response, body: bytes, sent: str) -> dict:

@@ -14,13 +14,20 @@ from license_server.app import create_app
 from license_server.appkeys import RUNTIME
 from license_server.client import (
     AnswerRejected,
-    parse_signature_header,
     public_keys_from_jwks,
     verify_answer,
     verify_local_key,
 )
 from license_server.crypto.signing import rotate_signing_key
-from tests.verify_helpers import attempts, issue, nonce, product, public_keys, reference_client
+from tests.verify_helpers import (
+    assert_signed,
+    attempts,
+    issue,
+    nonce,
+    product,
+    public_keys,
+    reference_client,
+)
 
 
 @pytest.fixture
@@ -33,11 +40,6 @@ async def key(app_runtime):
 async def post(client, **fields):
     response = await client.post("/api/v1/verify", data=fields)
     return response, await response.read()
-
-
-def assert_signed(runtime, response, body: bytes) -> None:
-    kid, signature = parse_signature_header(response.headers["License-Signature"])
-    public_keys(runtime)[kid].verify(signature, body)  # raises if not genuine
 
 
 async def test_answers_are_signed_over_the_exact_body(client, app_runtime, key):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import secrets
 
-from license_server.client import LicenseClient
+from license_server.client import LicenseClient, parse_signature_header
 from license_server.licensing.specs import LicenseSpec, ProductSpec
 
 
@@ -37,3 +37,9 @@ async def attempts(runtime) -> list[dict]:
         conn.execute("SELECT * FROM verification_attempts ORDER BY id") as cur,
     ):
         return [dict(row) for row in await cur.fetchall()]
+
+
+def assert_signed(runtime, response, body: bytes) -> None:
+    """The License-Signature header verifies over exactly these body bytes."""
+    kid, signature = parse_signature_header(response.headers["License-Signature"])
+    public_keys(runtime)[kid].verify(signature, body)  # raises InvalidSignature if forged
