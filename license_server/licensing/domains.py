@@ -166,6 +166,7 @@ def _canonical_name(host: str, raw: str, *, strip_www: bool) -> str:
     return ".".join(labels)
 
 
+@lru_cache(maxsize=65536)  # pure, and the verify path sees the same values over and over
 def normalise_domain(raw: str) -> str:
     """Return the canonical hostname or IP address in ``raw`` (a host or URL)."""
     host, bracketed = _split_authority(raw)
@@ -174,6 +175,7 @@ def normalise_domain(raw: str) -> str:
     return _canonical_name(host, raw, strip_www=True)
 
 
+@lru_cache(maxsize=65536)  # pure, and the verify path sees the same values over and over
 def normalise_ip(raw: str) -> str:
     """Return the canonical text of an IPv4/IPv6 address (brackets allowed)."""
     text = raw.strip()
@@ -261,6 +263,7 @@ def ip_matches_rule(ip: str, rule: str) -> bool:
     return address.version == network.version and address in network
 
 
+@lru_cache(maxsize=65536)  # pure, and the verify path sees the same values over and over
 def normalise_directory(raw: str) -> str:
     """Return a canonical installation directory (case is preserved)."""
     path = raw.strip()
