@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import limits
@@ -31,6 +32,8 @@ log = logging.getLogger(__name__)
 PER_IP = "per-ip"
 PER_KEY = "per-key"
 UNKNOWN_KEY_PER_IP = "unknown-key-per-ip"
+# Decisions that spend the unknown-key budget (a missing key on the WHMCS endpoint too).
+GUESSING_REASONS = frozenset({"unknown_key", "bad_signature", "missing_key"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +58,25 @@ class RateLimiter:
             PER_KEY: limits.parse(settings.per_key),
             UNKNOWN_KEY_PER_IP: limits.parse(settings.unknown_key_per_ip),
         }
+
+    # The three stages of a check, the same for every verification endpoint.
+
+    async def before_reading(self, source_ip: str) -> Limited | None:
+        """Every request counts per IP; an IP out of guesses is refused before any work."""
+        return await self.hit(PER_IP, source_ip) or await self.exhausted(
+            UNKNOWN_KEY_PER_IP, source_ip
+        )
+
+    async def for_key(self, key_identity: Callable[[], str]) -> Limited | None:
+        """Per license key (the identity is computed only when limiting is on)."""
+        return await self.hit(PER_KEY, key_identity()) if self.enabled else None
+
+    async def after_decision(self, reason: str, source_ip: str) -> Limited | None:
+        """Guesses spend the unknown-key budget, and it is enforced here as well:
+        concurrent guesses all passed `before_reading` before any of them was decided."""
+        if reason in GUESSING_REASONS:
+            return await self.hit(UNKNOWN_KEY_PER_IP, source_ip)
+        return None
 
     async def hit(self, policy: str, identifier: str) -> Limited | None:
         """Consume one request; a `Limited` if the policy refuses it."""

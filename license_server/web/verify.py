@@ -20,16 +20,8 @@ from license_server.licensing.decision import Answer
 from license_server.licensing.verifier import Outcome
 from license_server.web.attempts import new_attempt, record
 from license_server.web.problems import problem_body
-from license_server.web.rate_limit import (
-    PER_IP,
-    PER_KEY,
-    UNKNOWN_KEY_PER_IP,
-    Limited,
-    limited_headers,
-)
+from license_server.web.rate_limit import Limited, limited_headers
 from license_server.web.verify_input import BadBody, VerifyRequest, field_errors, read_fields
-
-GUESSING_REASONS = frozenset({"unknown_key", "bad_signature"})
 
 
 async def verify(request: web.Request) -> web.Response:
@@ -52,9 +44,7 @@ async def verify(request: web.Request) -> web.Response:
         attempt.result, attempt.reason = "rate_limited", limited.policy
         return await answer(429, _too_many(limited) | (echo or {}), limited_headers(limited))
 
-    limited = await limiter.hit(PER_IP, source_ip) or await limiter.exhausted(
-        UNKNOWN_KEY_PER_IP, source_ip
-    )
+    limited = await limiter.before_reading(source_ip)
     if limited:
         return await too_many(limited)
 
@@ -76,19 +66,15 @@ async def verify(request: web.Request) -> web.Response:
     facts = checked.facts(source_ip)
     _fill_from_request(attempt, checked, facts)
     echo = {"nonce": checked.nonce, "server_time": server_time}
-    limited = limiter.enabled and await limiter.hit(
-        PER_KEY, runtime.verifier.rate_limit_id(checked.license_key)
-    )
+    limited = await limiter.for_key(lambda: runtime.verifier.rate_limit_id(checked.license_key))
     if limited:
         return await too_many(limited, echo)
 
     outcome = await runtime.verifier.check(checked.license_key, facts, checked.raw())
     verdict = outcome.verdict
-    if verdict.reason in GUESSING_REASONS:
-        # Consumed here and enforced here too: concurrent guesses all passed the test above.
-        limited = await limiter.hit(UNKNOWN_KEY_PER_IP, source_ip)
-        if limited:
-            return await too_many(limited, echo)
+    limited = await limiter.after_decision(verdict.reason, source_ip)
+    if limited:
+        return await too_many(limited, echo)
     attempt.result, attempt.reason = verdict.answer.value, verdict.reason
     attempt.license_id = outcome.license.id if outcome.license else None
     attempt.key_hash = None if outcome.license else outcome.key_hash

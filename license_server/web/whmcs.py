@@ -36,7 +36,7 @@ from license_server.licensing.domains import (
 from license_server.licensing.models import License
 from license_server.licensing.verifier import Outcome, RawBinding
 from license_server.web.attempts import new_attempt, record
-from license_server.web.rate_limit import PER_IP, PER_KEY, UNKNOWN_KEY_PER_IP, limited_headers
+from license_server.web.rate_limit import Limited, limited_headers
 from license_server.web.whmcs_format import render
 
 MISMATCH_MESSAGES = {
@@ -50,7 +50,6 @@ _WIRE_STATUS = {
     Answer.EXPIRED: "Expired",
     Answer.SUSPENDED: "Suspended",
 }
-GUESSING_REASONS = frozenset({"unknown_key", "bad_signature", "missing_key"})
 _MAX_FIELD = 1024
 
 
@@ -62,12 +61,13 @@ async def verify_php(request: web.Request) -> web.Response:
     source_ip = app[appkeys.CLIENT_IP](request)
     attempt = new_attempt(request, source_ip, "whmcs")
 
-    limited = await limiter.hit(PER_IP, source_ip) or await limiter.exhausted(
-        UNKNOWN_KEY_PER_IP, source_ip
-    )
-    if limited:
+    async def too_many(limited: Limited) -> web.Response:
         attempt.result, attempt.reason = "rate_limited", limited.policy
         return await _answer(request, attempt, started, b"", 429, limited_headers(limited))
+
+    limited = await limiter.before_reading(source_ip)
+    if limited:
+        return await too_many(limited)
 
     fields = await _read_fields(request)
     key = fields.get("licensekey", "").strip()
@@ -77,16 +77,14 @@ async def verify_php(request: web.Request) -> web.Response:
     attempt.domain_raw, attempt.reported_ip, attempt.directory = raw.domain, raw.ip, raw.directory
     if not key:
         attempt.result, attempt.reason = "invalid", "missing_key"
-        limited = await limiter.hit(UNKNOWN_KEY_PER_IP, source_ip)
+        limited = await limiter.after_decision("missing_key", source_ip)
         if limited:
-            attempt.result, attempt.reason = "rate_limited", limited.policy
-            return await _answer(request, attempt, started, b"", 429, limited_headers(limited))
+            return await too_many(limited)
         return await _decided(request, attempt, started, [("status", "Invalid")], check_token)
 
-    limited = limiter.enabled and await limiter.hit(PER_KEY, runtime.verifier.rate_limit_id(key))
+    limited = await limiter.for_key(lambda: runtime.verifier.rate_limit_id(key))
     if limited:
-        attempt.result, attempt.reason = "rate_limited", limited.policy
-        return await _answer(request, attempt, started, b"", 429, limited_headers(limited))
+        return await too_many(limited)
 
     facts, bad_field = _facts(raw, source_ip)
     if facts is None:
@@ -97,11 +95,9 @@ async def verify_php(request: web.Request) -> web.Response:
 
     outcome = await runtime.verifier.check(key, facts, raw, bind_ip_and_dir=True)
     verdict = outcome.verdict
-    if verdict.reason in GUESSING_REASONS:
-        limited = await limiter.hit(UNKNOWN_KEY_PER_IP, source_ip)
-        if limited:  # enforced after the decision too: concurrent guesses passed the test
-            attempt.result, attempt.reason = "rate_limited", limited.policy
-            return await _answer(request, attempt, started, b"", 429, limited_headers(limited))
+    limited = await limiter.after_decision(verdict.reason, source_ip)
+    if limited:
+        return await too_many(limited)
     attempt.result, attempt.reason = verdict.answer.value, verdict.reason
     attempt.license_id = outcome.license.id if outcome.license else None
     attempt.key_hash = None if outcome.license else outcome.key_hash
