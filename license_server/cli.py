@@ -177,14 +177,14 @@ def serve(settings: Settings) -> int:
     from aiohttp import web
 
     from license_server.app import create_app
-    from license_server.web.access_log import MaskedAccessLogger
+    from license_server.web.serving import runner_options
 
     url = f"http://{settings.host}:{settings.port}"
     web.run_app(
         create_app(settings),
         host=settings.host,
         port=settings.port,
-        access_log_class=MaskedAccessLogger,
+        **runner_options(),
         print=lambda _: print(f"License server listening on {url} (Ctrl+C to stop)", flush=True),
     )
     return 0

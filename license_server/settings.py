@@ -64,6 +64,8 @@ class VerifySettings(_Section):
     # process are seen at once; changes by another process (the CLI) within this time.
     cache_seconds: float = Field(5.0, ge=0, le=300)
     cache_size: int = Field(100_000, ge=0)
+    # A request body that has not fully arrived after this many seconds is cut off (408).
+    body_read_timeout_seconds: float = Field(10.0, gt=0, le=300)
 
 
 class RateLimitSettings(_Section):

@@ -184,12 +184,20 @@ async def test_unknown_keys_exhaust_a_stricter_budget_per_ip(aiohttp_client, tmp
     reasons = [row["reason"] for row in await attempt_rows(runtime)]
     assert reasons == ["unknown_key", "bad_signature", "unknown_key"]
 
-    # Now even a genuine key from that address is refused, before its body is looked at.
-    response, body = await check(client, key, forwarded="203.0.113.66")
+    # Another guess from that address is refused before its key is looked up...
+    response, body = await check(client, "MORE-" + secrets.token_hex(8), forwarded="203.0.113.66")
     assert_limited(response, body, runtime, "unknown-key-per-ip", 3, 60)
     row = (await attempt_rows(runtime))[-1]
     assert (row["result"], row["reason"]) == ("rate_limited", "unknown-key-per-ip")
     assert row["source_ip"] == "203.0.113.66"
+    # ... and so is another forged one (its signature does not verify: still a guess).
+    response, body = await check(client, forged(forged(key)), forwarded="203.0.113.66")
+    assert_limited(response, body, runtime, "unknown-key-per-ip", 3, 60)
+
+    # A genuine key from the same address (shared hosting) is not collateral damage of the
+    # guessing: its signature verifies, so it is answered (issue #11, item 6).
+    response, body = await check(client, key, forwarded="203.0.113.66")
+    assert response.status == 200 and json.loads(body)["status"] == "active"
 
     # Another address is unaffected.
     response, body = await check(client, key, forwarded="203.0.113.67")
@@ -213,8 +221,8 @@ async def test_valid_keys_do_not_consume_the_unknown_key_budget(aiohttp_client, 
     for _ in range(3):
         response, body = await check(client, "NOPE-" + secrets.token_hex(8))
         assert response.status == 200 and json.loads(body)["reason"] == "unknown_key"
-    # ...and only then is the address barred.
-    response, _ = await check(client, key)
+    # ...and only then is the address barred from guessing (a genuine key still is not).
+    response, _ = await check(client, "NOPE-" + secrets.token_hex(8))
     assert response.status == 429
     assert response.headers["RateLimit-Policy"].startswith('"unknown-key-per-ip"')
 

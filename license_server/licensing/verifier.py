@@ -99,6 +99,15 @@ class Verifier:
             canonical = key_text.strip().upper()
         return self.service.hasher.hash("rate-limit", canonical).hex()
 
+    def is_known_genuine(self, key_text: str) -> bool:
+        """Not a guess: a signed key whose signature verifies, or the key of a license this
+        process has found recently (legacy keys carry no signature). Memory only."""
+        try:
+            lookup = self._lookup(key_text)
+        except KeyRejected:
+            return False
+        return lookup.signed is not None or self._licenses.get(lookup.key_hash) is not None
+
     def _lookup(self, key_text: str) -> KeyLookup:
         lookup = self._lookups.get(key_text)
         if lookup is None:

@@ -62,10 +62,14 @@ class RateLimiter:
     # The three stages of a check, the same for every verification endpoint.
 
     async def before_reading(self, source_ip: str) -> Limited | None:
-        """Every request counts per IP; an IP out of guesses is refused before any work."""
-        return await self.hit(PER_IP, source_ip) or await self.exhausted(
-            UNKNOWN_KEY_PER_IP, source_ip
-        )
+        """Every request counts per IP, before any work."""
+        return await self.hit(PER_IP, source_ip)
+
+    async def guessing_exhausted(self, source_ip: str) -> Limited | None:
+        """An IP out of guesses is refused before its key is looked up, unless the key is
+        known to be genuine (the caller asks only then): a genuine key on shared hosting is
+        not collateral damage of a neighbour's guessing."""
+        return await self.exhausted(UNKNOWN_KEY_PER_IP, source_ip)
 
     async def for_key(self, key_identity: Callable[[], str]) -> Limited | None:
         """Per license key (the identity is computed only when limiting is on)."""

@@ -14,12 +14,20 @@ from license_server import appkeys
 from license_server.crypto.answers import signature_header
 
 SIGNED_PREFIXES = ("/api/v1/verify", "/modules/servers/licensing/")
+# Set on a response whose body carries its own signature over every byte (the WHMCS answer's
+# <licensesignature> tag, which also binds the module's check_token): signing it again would
+# double the cost of the answer and add nothing.
+SIGNED_IN_BODY = web.ResponseKey("signed_in_body", bool)
 
 
 @web.middleware
 async def signed_answers_middleware(request: web.Request, handler) -> web.StreamResponse:
     response = await handler(request)
-    if request.path.startswith(SIGNED_PREFIXES) and isinstance(response, web.Response):
+    if (
+        request.path.startswith(SIGNED_PREFIXES)
+        and isinstance(response, web.Response)
+        and not response.get(SIGNED_IN_BODY)
+    ):
         body = response.body
         if isinstance(body, bytes):
             keyring = request.app[appkeys.RUNTIME].keyring

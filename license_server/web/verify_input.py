@@ -7,11 +7,10 @@ normalised here (domain, IP, directory) so the decision only ever sees canonical
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from license_server.licensing.decision import Facts
 from license_server.licensing.domains import (
@@ -21,32 +20,25 @@ from license_server.licensing.domains import (
     normalise_ip,
 )
 from license_server.licensing.verifier import RawBinding
-
-FORM_TYPES = frozenset({"application/x-www-form-urlencoded", "multipart/form-data"})
-JSON_TYPES = frozenset({"application/json"})
-
-
-class BadBody(ValueError):
-    """The body cannot be read as fields at all (not a JSON object)."""
+from license_server.web import request_body
+from license_server.web.request_body import Malformed
 
 
-async def read_fields(request: web.Request) -> dict[str, Any]:
-    """The request's fields as a dict; raises HTTP 413 (too large) / 415 (type), or BadBody."""
+async def read_fields(request: web.Request, seconds: float) -> dict[str, Any]:
+    """The request's fields: a JSON object, or a form (urlencoded or multipart); Malformed
+    (400 / 408 / 413 / 415) otherwise. Duplicate fields are refused (V5.1.1)."""
     content_type = request.content_type
-    if content_type in JSON_TYPES:
-        raw = await request.read()
-        try:
-            data = json.loads(raw)
-        except (UnicodeDecodeError, json.JSONDecodeError):
-            data = None
-        if not isinstance(data, dict):
-            raise BadBody("the body is not a JSON object")
-        return data
-    if content_type in FORM_TYPES:
-        form = await request.post()
-        return {name: value for name, value in form.items() if isinstance(value, str)}
-    raise web.HTTPUnsupportedMediaType(
-        text="Send application/json or application/x-www-form-urlencoded."
+    if content_type == request_body.JSON:
+        return request_body.parse_json_object(await request_body.read_body(request, seconds))
+    if content_type == request_body.URLENCODED:
+        return request_body.parse_urlencoded(await request_body.read_body(request, seconds))
+    if content_type == request_body.MULTIPART:
+        return await request_body.read_multipart(request, seconds)
+    raise Malformed(
+        415,
+        "Unsupported Media Type",
+        "Send application/json or application/x-www-form-urlencoded.",
+        "http_415",
     )
 
 
@@ -60,10 +52,6 @@ class VerifyRequest(BaseModel):
     product: str = Field("", max_length=32)
     client_version: str = Field("", max_length=64)
     nonce: str = Field(pattern=r"^[A-Za-z0-9_-]{16,64}$")
-
-    _domain: str = PrivateAttr("")
-    _ip: str = PrivateAttr("")
-    _directory: str = PrivateAttr("")
 
     @field_validator("domain")
     @classmethod
@@ -85,14 +73,13 @@ class VerifyRequest(BaseModel):
             _normalised(normalise_directory, value)
         return value
 
-    def model_post_init(self, context: Any) -> None:
-        self._domain = normalise_domain(self.domain)
-        self._ip = normalise_ip(self.ip) if self.ip else ""
-        self._directory = normalise_directory(self.directory) if self.directory else ""
-
     def facts(self, source_ip: str) -> Facts:
-        # A module that does not know its own address is judged by the one it called from.
-        return Facts(self._domain, self._ip or source_ip, self._directory, self.product)
+        # The validators proved these normalise; the normalisers are cached, so this is a
+        # lookup, not a second parse. A module that does not know its own address is judged
+        # by the one it called from. Product codes are case-insensitive.
+        ip = normalise_ip(self.ip) if self.ip else source_ip
+        directory = normalise_directory(self.directory) if self.directory else ""
+        return Facts(normalise_domain(self.domain), ip, directory, self.product.lower())
 
     def raw(self) -> RawBinding:
         return RawBinding(self.domain, self.ip, self.directory)

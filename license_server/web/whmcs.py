@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import hashlib
 import time
-from urllib.parse import unquote
 
 from aiohttp import web
 
@@ -35,8 +34,12 @@ from license_server.licensing.domains import (
 )
 from license_server.licensing.models import License
 from license_server.licensing.verifier import Outcome, RawBinding
-from license_server.web.attempts import new_attempt, record
+from license_server.web import request_body
+from license_server.web.pipeline import CheckInput, run_check
+from license_server.web.problems import problem_response
 from license_server.web.rate_limit import Limited, limited_headers
+from license_server.web.request_body import Malformed
+from license_server.web.signing import SIGNED_IN_BODY
 from license_server.web.whmcs_format import render
 
 MISMATCH_MESSAGES = {
@@ -53,80 +56,85 @@ _WIRE_STATUS = {
 _MAX_FIELD = 1024
 
 
+class WhmcsEndpoint:
+    name = "whmcs"
+
+    async def parse(self, request: web.Request) -> CheckInput:
+        fields = await _read_fields(request)
+        raw = RawBinding(fields.get("domain", "").strip(), fields.get("ip", "").strip(),
+                         fields.get("dir", "").strip())  # fmt: skip
+        facts, bad_field = _facts(raw, request.app[appkeys.CLIENT_IP](request))
+        return CheckInput(
+            key=fields.get("licensekey", "").strip(),
+            raw=raw,
+            facts=facts,
+            bad_field=bad_field,
+            bind_ip_and_dir=True,
+            extra=fields.get("check_token", ""),
+        )
+
+    async def decided(
+        self, request: web.Request, check: CheckInput, outcome: Outcome
+    ) -> web.Response:
+        tags = await _tags(request, outcome, check.facts, check.raw, check.extra)
+        keyring = request.app[appkeys.RUNTIME].keyring
+        response = _text(200, render(tags, keyring, check.extra))
+        # The <licensesignature> tag already signs every byte before it and the module's
+        # check_token: a second signature over the same bytes would only cost CPU.
+        response[SIGNED_IN_BODY] = True
+        return response
+
+    def limited(
+        self, request: web.Request, check: CheckInput | None, limited: Limited
+    ) -> web.Response:
+        # An EMPTY body: every variant of the sample falls back to its local key on it.
+        return _text(429, b"", limited_headers(limited))
+
+    def malformed(self, request: web.Request, problem: Malformed) -> web.Response:
+        # No module posts such a body; a problem document says what was wrong. The sample
+        # finds no status tag in it and treats the check as failed, not as Invalid.
+        return problem_response(
+            problem.status,
+            problem.title,
+            problem.detail,
+            slug="invalid-request" if problem.status == 400 else None,
+            errors=problem.errors,
+        )
+
+    def unavailable(self) -> web.Response:
+        # Not recorded means not acknowledged; an empty 503 reads as "remote check failed".
+        return _text(503, b"", {"Retry-After": "5"})
+
+
+ENDPOINT = WhmcsEndpoint()
+
+
 async def verify_php(request: web.Request) -> web.Response:
-    started = time.perf_counter_ns()
-    app = request.app
-    runtime = app[appkeys.RUNTIME]
-    limiter = app[appkeys.RATE_LIMITER]
-    source_ip = app[appkeys.CLIENT_IP](request)
-    attempt = new_attempt(request, source_ip, "whmcs")
-
-    async def too_many(limited: Limited) -> web.Response:
-        attempt.result, attempt.reason = "rate_limited", limited.policy
-        return await _answer(request, attempt, started, b"", 429, limited_headers(limited))
-
-    limited = await limiter.before_reading(source_ip)
-    if limited:
-        return await too_many(limited)
-
-    fields = await _read_fields(request)
-    key = fields.get("licensekey", "").strip()
-    raw = RawBinding(fields.get("domain", "").strip(), fields.get("ip", "").strip(),
-                     fields.get("dir", "").strip())  # fmt: skip
-    check_token = fields.get("check_token", "")
-    attempt.domain_raw, attempt.reported_ip, attempt.directory = raw.domain, raw.ip, raw.directory
-    if not key:
-        attempt.result, attempt.reason = "invalid", "missing_key"
-        limited = await limiter.after_decision("missing_key", source_ip)
-        if limited:
-            return await too_many(limited)
-        return await _decided(request, attempt, started, [("status", "Invalid")], check_token)
-
-    limited = await limiter.for_key(lambda: runtime.verifier.rate_limit_id(key))
-    if limited:
-        return await too_many(limited)
-
-    facts, bad_field = _facts(raw, source_ip)
-    if facts is None:
-        attempt.result, attempt.reason = "invalid", f"{bad_field}_not_allowed"
-        tags = [("status", "Invalid"), ("message", MISMATCH_MESSAGES[attempt.reason])]
-        return await _decided(request, attempt, started, tags, check_token)
-    attempt.domain = facts.domain
-
-    outcome = await runtime.verifier.check(key, facts, raw, bind_ip_and_dir=True)
-    verdict = outcome.verdict
-    limited = await limiter.after_decision(verdict.reason, source_ip)
-    if limited:
-        return await too_many(limited)
-    attempt.result, attempt.reason = verdict.answer.value, verdict.reason
-    attempt.license_id = outcome.license.id if outcome.license else None
-    attempt.key_hash = None if outcome.license else outcome.key_hash
-    attempt.product = outcome.license.product.code if outcome.license else ""
-    tags = await _tags(request, outcome, facts, raw, check_token)
-    return await _decided(request, attempt, started, tags, check_token)
+    return await run_check(request, ENDPOINT)
 
 
 async def _read_fields(request: web.Request) -> dict[str, str]:
-    """Form fields, urlencoded (trailing `&` fine) or multipart; anything else reads empty.
+    """Form fields, urlencoded (trailing `&` fine; no Content-Type read as urlencoded) or
+    multipart; the first of duplicate fields counts, as modules in the wild send what they send.
 
     The key is taken from the raw urlencoded body with `unquote`, not `unquote_plus`: some
     modules post it without URL-encoding, and a legacy key containing `+` must survive.
     """
-    if request.content_type == "multipart/form-data":
-        form = await request.post()
-        return {k: v[:_MAX_FIELD] for k, v in form.items() if isinstance(v, str)}
-    if request.content_type not in ("application/x-www-form-urlencoded", ""):
-        return {}
-    body = (await request.read()).decode("utf-8", errors="replace")
-    fields: dict[str, str] = {}
-    for pair in body.split("&"):
-        name, _, value = pair.partition("=")
-        name = unquote(name.replace("+", " "))
-        if not name or name in fields:
-            continue
-        decoded = unquote(value) if name == "licensekey" else unquote(value.replace("+", " "))
-        fields[name] = decoded[:_MAX_FIELD]
-    return fields
+    timeout = request.app[appkeys.SETTINGS].verify.body_read_timeout_seconds
+    if request.content_type == request_body.MULTIPART:
+        fields = await request_body.read_multipart(request, timeout, duplicates="first")
+        return {name: value[:_MAX_FIELD] for name, value in fields.items()}
+    if request.content_type not in (request_body.URLENCODED, "application/octet-stream", ""):
+        raise Malformed(
+            415,
+            "Unsupported Media Type",
+            "Send application/x-www-form-urlencoded or multipart/form-data.",
+            "http_415",
+        )
+    body = await request_body.read_body(request, timeout)
+    return request_body.parse_urlencoded(
+        body, literal_plus=("licensekey",), duplicates="first", max_value=_MAX_FIELD
+    )
 
 
 def _facts(raw: RawBinding, source_ip: str) -> tuple[Facts | None, str]:
@@ -208,23 +216,7 @@ def _date(timestamp: int) -> str:
     return time.strftime("%Y-%m-%d", time.gmtime(timestamp))
 
 
-async def _decided(
-    request: web.Request,
-    attempt,
-    started: int,
-    tags: list[tuple[str, object]],
-    check_token: str,
-) -> web.Response:
-    keyring = request.app[appkeys.RUNTIME].keyring
-    return await _answer(request, attempt, started, render(tags, keyring, check_token), 200)
-
-
-async def _answer(
-    request: web.Request, attempt, started: int, body: bytes, status: int, headers=None
-) -> web.Response:
-    if not await record(request, attempt, started):
-        # Not recorded means not acknowledged; an empty 503 reads as "remote check failed".
-        body, status, headers = b"", 503, {"Retry-After": "5"}
+def _text(status: int, body: bytes, headers=None) -> web.Response:
     return web.Response(
         status=status, body=body, content_type="text/plain", charset="utf-8", headers=headers
     )
