@@ -98,7 +98,12 @@ async def _answer(
     except Malformed as problem:
         attempt.result, attempt.reason = "malformed", problem.reason
         _fill_from_fields(attempt, problem.fields)
-        return endpoint.malformed(request, problem)
+        response = endpoint.malformed(request, problem)
+        if problem.status in (408, 413) or problem.reason == "client_gone":
+            # The rest of the body may still be on its way: it must not be read as the next
+            # request on this connection.
+            response.force_close()
+        return response
     _fill_from_check(attempt, check)
 
     if not check.key:  # the WHMCS endpoint answers a missing key (the native one: 400)

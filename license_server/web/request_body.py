@@ -115,14 +115,13 @@ def parse_urlencoded(
     body: bytes,
     *,
     literal_plus: Collection[str] = (),
-    duplicates: str = "refuse",
     max_value: int | None = None,
 ) -> dict[str, str]:
     """Fields of an urlencoded body (a trailing `&` is fine).
 
     `literal_plus` names fields decoded with `unquote` instead of `unquote_plus`, so that a
-    value posted without encoding keeps its `+`. `duplicates` is "refuse" or "first" (the
-    WHMCS endpoint keeps the first, as PHP modules in the wild send what they send).
+    value posted without encoding keeps its `+`. A field given twice is refused (which one
+    would count? ASVS V5.1.1).
     """
     try:
         text = body.decode("utf-8")
@@ -137,17 +136,13 @@ def parse_urlencoded(
         name, _, value = pair.partition("=")
         name = unquote(name.replace("+", " "))
         if name in fields:
-            if duplicates == "refuse":
-                raise bad_body(f"field {name[:64]!r} is given more than once", "duplicate_field")
-            continue
+            raise bad_body(f"field {name[:64]!r} is given more than once", "duplicate_field")
         decoded = unquote(value) if name in literal_plus else unquote(value.replace("+", " "))
         fields[name] = decoded if max_value is None else decoded[:max_value]
     return fields
 
 
-async def read_multipart(
-    request: web.Request, seconds: float, *, duplicates: str = "refuse"
-) -> dict[str, str]:
+async def read_multipart(request: web.Request, seconds: float) -> dict[str, str]:
     """Text fields of a multipart body; file parts are ignored."""
     try:
         async with asyncio.timeout(seconds):
@@ -170,8 +165,6 @@ async def read_multipart(
         if not isinstance(value, str):
             continue
         if name in fields:
-            if duplicates == "refuse":
-                raise bad_body(f"field {name[:64]!r} is given more than once", "duplicate_field")
-            continue
+            raise bad_body(f"field {name[:64]!r} is given more than once", "duplicate_field")
         fields[name] = value
     return fields

@@ -115,14 +115,14 @@ async def verify_php(request: web.Request) -> web.Response:
 
 async def _read_fields(request: web.Request) -> dict[str, str]:
     """Form fields, urlencoded (trailing `&` fine; no Content-Type read as urlencoded) or
-    multipart; the first of duplicate fields counts, as modules in the wild send what they send.
+    multipart; a field given twice is refused (no module sends one twice).
 
     The key is taken from the raw urlencoded body with `unquote`, not `unquote_plus`: some
     modules post it without URL-encoding, and a legacy key containing `+` must survive.
     """
     timeout = request.app[appkeys.SETTINGS].verify.body_read_timeout_seconds
     if request.content_type == request_body.MULTIPART:
-        fields = await request_body.read_multipart(request, timeout, duplicates="first")
+        fields = await request_body.read_multipart(request, timeout)
         return {name: value[:_MAX_FIELD] for name, value in fields.items()}
     if request.content_type not in (request_body.URLENCODED, "application/octet-stream", ""):
         raise Malformed(
@@ -132,9 +132,7 @@ async def _read_fields(request: web.Request) -> dict[str, str]:
             "http_415",
         )
     body = await request_body.read_body(request, timeout)
-    return request_body.parse_urlencoded(
-        body, literal_plus=("licensekey",), duplicates="first", max_value=_MAX_FIELD
-    )
+    return request_body.parse_urlencoded(body, literal_plus=("licensekey",), max_value=_MAX_FIELD)
 
 
 def _facts(raw: RawBinding, source_ip: str) -> tuple[Facts | None, str]:
