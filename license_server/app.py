@@ -1,10 +1,10 @@
 """`create_app(settings)`: builds the aiohttp application. No global state.
 
-Order matters. Middlewares, outermost first: answer signing (it must see the final body of
-every answer, errors included), the error middleware (turns every failure into a response),
-security headers. Resources open in `cleanup_ctx` order — keys and database, then the attempt
-log writer and the rate limiter — and close in reverse, so the attempt log flushes its last
-batch while the database is still open.
+One middleware (`web.middlewares.answer_middleware`) turns every failure into a response, adds
+the security headers and, last, signs verify answers over their final body. Resources open in
+`cleanup_ctx` order — keys and database, then the attempt log writer and the rate limiter —
+and close in reverse, so the attempt log flushes its last batch while the database is still
+open.
 """
 
 from __future__ import annotations
@@ -21,10 +21,9 @@ from license_server.licensing.attempt_log import AttemptLog
 from license_server.runtime import open_runtime
 from license_server.settings import Settings
 from license_server.web.client_ip import ClientIpResolver
-from license_server.web.middlewares import error_middleware, security_headers_middleware
+from license_server.web.middlewares import answer_middleware
 from license_server.web.rate_limit import NoRateLimiter, RateLimiter
 from license_server.web.routes import setup_routes
-from license_server.web.signing import signed_answers_middleware
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +78,7 @@ async def _rate_limiter_ctx(app: web.Application) -> AsyncIterator[None]:
 
 def create_app(settings: Settings) -> web.Application:
     app = web.Application(
-        middlewares=[signed_answers_middleware, error_middleware, security_headers_middleware],
+        middlewares=[answer_middleware],
         client_max_size=MAX_REQUEST_BYTES,
     )
     app[appkeys.SETTINGS] = settings

@@ -1,4 +1,4 @@
-"""Middlewares every response passes through: security headers and the last-resort handler.
+"""The middleware every response passes through: last-resort handler, headers, signature.
 
 Security headers (ASVS 4.0.3 V14.4): a deny-all CSP (`default-src 'none'`, pages that need more
 will add per-request nonces), no sniffing, no framing, no referrer, no caching of answers.
@@ -14,6 +14,7 @@ import secrets
 from aiohttp import web
 
 from license_server.web.problems import problem_response
+from license_server.web.signing import sign_answer
 
 log = logging.getLogger(__name__)
 
@@ -28,36 +29,24 @@ SECURITY_HEADERS = {
 
 
 @web.middleware
-async def security_headers_middleware(request: web.Request, handler) -> web.StreamResponse:
+async def answer_middleware(request: web.Request, handler) -> web.StreamResponse:
+    """The one middleware every answer passes: failures become problem documents, then the
+    security headers, then (verify endpoints) the answer signature over the final body.
+
+    One layer instead of three: on the verify path each middleware layer was measurable
+    (issue #16), and these only add to the response in a fixed order.
+    """
     try:
         response = await handler(request)
     except web.HTTPException as exc:
-        _apply(exc)
-        raise
-    _apply(response)
-    return response
-
-
-def _apply(response: web.StreamResponse) -> None:
-    for name, value in SECURITY_HEADERS.items():
-        response.headers.setdefault(name, value)
-    response.headers.setdefault("Cache-Control", "no-store")
-
-
-@web.middleware
-async def error_middleware(request: web.Request, handler) -> web.StreamResponse:
-    try:
-        return await handler(request)
-    except web.HTTPException as exc:
         if exc.status < 400:
+            _apply(exc)
             raise
         # Plain aiohttp errors (404, 405, 413) become problem documents too.
         response = problem_response(exc.status, exc.reason, exc.text or exc.reason)
         for name, value in exc.headers.items():
             if name.lower() not in ("content-type", "content-length"):
                 response.headers.setdefault(name, value)
-        _apply(response)
-        return response
     except Exception:
         error_id = secrets.token_hex(8)
         log.exception("unhandled error %s on %s %s", error_id, request.method, request.path)
@@ -67,5 +56,13 @@ async def error_middleware(request: web.Request, handler) -> web.StreamResponse:
             f"The server could not answer this request. Error id: {error_id}.",
             error_id=error_id,
         )
-        _apply(response)
-        return response
+    _apply(response)
+    sign_answer(request, response)
+    return response
+
+
+def _apply(response: web.StreamResponse) -> None:
+    headers = response.headers
+    for name, value in SECURITY_HEADERS.items():
+        headers.setdefault(name, value)
+    headers.setdefault("Cache-Control", "no-store")

@@ -3,7 +3,7 @@
 A module trusts nothing it cannot verify: the `License-Signature` header (DESIGN.md) covers the
 exact body bytes of every answer under the signed prefixes, including 4xx problem documents
 and the 429s of the rate limiter, so a forged "invalid" or a proxy's rewrite is detectable.
-It runs outermost, after the error middleware has turned every failure into a response.
+The middleware calls it last, after every failure has been turned into a response.
 """
 
 from __future__ import annotations
@@ -20,9 +20,8 @@ SIGNED_PREFIXES = ("/api/v1/verify", "/modules/servers/licensing/")
 SIGNED_IN_BODY = web.ResponseKey("signed_in_body", bool)
 
 
-@web.middleware
-async def signed_answers_middleware(request: web.Request, handler) -> web.StreamResponse:
-    response = await handler(request)
+def sign_answer(request: web.Request, response: web.StreamResponse) -> None:
+    """Add `License-Signature` over the exact body of an answer under the signed prefixes."""
     if (
         request.path.startswith(SIGNED_PREFIXES)
         and isinstance(response, web.Response)
@@ -32,4 +31,3 @@ async def signed_answers_middleware(request: web.Request, handler) -> web.Stream
         if isinstance(body, bytes):
             keyring = request.app[appkeys.RUNTIME].keyring
             response.headers["License-Signature"] = signature_header(keyring, body)
-    return response
