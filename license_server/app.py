@@ -46,11 +46,14 @@ async def _attempt_log_ctx(app: web.Application) -> AsyncIterator[None]:
     )
     attempt_log.start()
     app[appkeys.ATTEMPT_LOG] = attempt_log
-    pruner = asyncio.create_task(_prune_forever(app, attempt_log), name="attempt-log-pruner")
+    pruner = None
+    if app[appkeys.MAINTENANCE]:
+        pruner = asyncio.create_task(_prune_forever(app, attempt_log), name="attempt-log-pruner")
     yield
-    pruner.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await pruner
+    if pruner is not None:
+        pruner.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await pruner
     await attempt_log.stop()
 
 
@@ -76,12 +79,14 @@ async def _rate_limiter_ctx(app: web.Application) -> AsyncIterator[None]:
     yield
 
 
-def create_app(settings: Settings) -> web.Application:
+def create_app(settings: Settings, *, maintenance: bool = True) -> web.Application:
+    """`maintenance=False` for all but one of several worker processes (`workers.py`)."""
     app = web.Application(
         middlewares=[answer_middleware],
         client_max_size=MAX_REQUEST_BYTES,
     )
     app[appkeys.SETTINGS] = settings
+    app[appkeys.MAINTENANCE] = maintenance
     app[appkeys.CLIENT_IP] = ClientIpResolver(settings.proxy.trusted_proxies)
     app.cleanup_ctx.append(_runtime_ctx)
     app.cleanup_ctx.append(_attempt_log_ctx)

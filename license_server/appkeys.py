@@ -15,3 +15,5 @@ RUNTIME = web.AppKey("runtime", Runtime)
 ATTEMPT_LOG = web.AppKey("attempt_log", AttemptLog)
 RATE_LIMITER = web.AppKey("rate_limiter", RateLimiter)
 CLIENT_IP = web.AppKey("client_ip", ClientIpResolver)
+# False in all but one of several worker processes: they skip the maintenance tasks.
+MAINTENANCE = web.AppKey("maintenance", bool)

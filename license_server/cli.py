@@ -53,7 +53,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--config", type=Path, help="settings file (default ./settings.toml)")
     commands = parser.add_subparsers(dest="command", parser_class=_Parser)
 
-    commands.add_parser("serve", help="serve HTTP (the default)")
+    serve_parser = commands.add_parser("serve", help="serve HTTP (the default)")
+    serve_parser.add_argument(
+        "--workers", type=int, help="server processes on the port (default: setting 'workers')"
+    )
+    # Set by the supervisor of `--workers N` for each worker it starts.
+    serve_parser.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)
 
     product = commands.add_parser("create-product", help="create a product")
     product.add_argument("--code", required=True)
@@ -156,7 +161,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = args.command or "serve"
     try:
         if command == "serve":
-            return serve(settings)
+            return serve(
+                settings,
+                config=args.config,
+                workers=getattr(args, "workers", None),
+                worker_index=getattr(args, "worker_index", None),
+            )
         if command == "rotate-keys":
             return rotate_keys(settings)
         return asyncio.run(_run_async(command, args, settings))
@@ -173,19 +183,38 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_REFUSED
 
 
-def serve(settings: Settings) -> int:
+def serve(
+    settings: Settings,
+    *,
+    config: Path | None = None,
+    workers: int | None = None,
+    worker_index: int | None = None,
+) -> int:
     from aiohttp import web
 
     from license_server.app import create_app
     from license_server.web.serving import runner_options
+    from license_server.workers import serve_workers
+
+    if workers is not None and workers < 1:
+        raise CommandError("--workers must be at least 1")
+    count = settings.workers if workers is None else workers
+    if count > 1 and worker_index is None:
+        return serve_workers(settings, count, config)
 
     url = f"http://{settings.host}:{settings.port}"
+
+    def announce(_: str) -> None:
+        print(f"License server listening on {url} (Ctrl+C to stop)", flush=True)
+
     web.run_app(
-        create_app(settings),
+        # Only one process of several runs the maintenance tasks (the attempt-log pruner).
+        create_app(settings, maintenance=not worker_index),
         host=settings.host,
         port=settings.port,
+        reuse_port=worker_index is not None,
         **runner_options(),
-        print=lambda _: print(f"License server listening on {url} (Ctrl+C to stop)", flush=True),
+        print=announce if worker_index is None else None,  # the supervisor announced them
     )
     return 0
 

@@ -120,6 +120,9 @@ class Settings(_Section):
     issuer: str = Field("license-server", min_length=1, max_length=200)
     log_level: str = Field("INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")
     db_readers: int = Field(4, ge=1, le=32)
+    # Server processes sharing the port (SO_REUSEPORT); more than one needs shared
+    # rate-limit storage (rate_limit.storage_uri = redis://...).
+    workers: int = Field(1, ge=1, le=64)
     # Key material for containers, env only (settings.toml must never hold secrets):
     # PEM private key(s), the last one active; base64 of 32 random bytes.
     signing_keys: SecretStr | None = None

@@ -32,6 +32,7 @@ import secrets
 import signal
 import sqlite3
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -92,6 +93,15 @@ class Load:
     in_flight_at_kill: int = -1
     killed: bool = False
     enough: asyncio.Event = field(default_factory=asyncio.Event)
+    # Several workers: what to kill (default the server), and how many more answers the
+    # others must give after the kill before the load stops (0: stop at the kill).
+    kill: Callable[[], None] | None = None
+    after_kill: int = 0
+    finished: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def stopped(self) -> bool:
+        return self.killed and (self.after_kill == 0 or self.finished.is_set())
 
     def next_request(self) -> tuple[str, str, dict[str, str]]:
         n = next(self.counter)
@@ -113,7 +123,7 @@ class Load:
         return version, kind, form
 
     async def worker(self, session: aiohttp.ClientSession) -> None:
-        while not self.killed:
+        while not self.stopped:
             version, kind, form = self.next_request()
             self.sent[version] = kind
             self.in_flight += 1
@@ -125,7 +135,9 @@ class Load:
                 if not self.killed:
                     raise
                 self.cut_off.append(version)
-                return
+                if self.after_kill == 0:
+                    return
+                continue  # a connection to the killed worker; the others still answer
             finally:
                 self.in_flight -= 1
             # Status and whole body received: the server acknowledged this attempt.
@@ -141,6 +153,8 @@ class Load:
                 self.wrong.append(f"{version}: sent {kind}, got {status} {body[:300]!r}")
             if len(self.acknowledged) >= KILL_AFTER:
                 self.enough.set()
+            if len(self.acknowledged) >= KILL_AFTER + self.after_kill and self.killed:
+                self.finished.set()
 
     async def run(self) -> None:
         timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT)
@@ -159,7 +173,7 @@ class Load:
                     # Kill while the workers keep sending: every worker is mid-request now.
                     self.in_flight_at_kill = self.in_flight
                     self.killed = True
-                    self.server.kill()
+                    (self.kill or self.server.kill)()
                     await asyncio.gather(*tasks)
             finally:
                 for task in tasks:
@@ -186,6 +200,11 @@ def test_sigkill_under_load_loses_no_acknowledged_attempt(tmp_path):
         server.wait_ready()
         assert server.stop() == 0, server.log()
 
+    assert_nothing_lost(database, load)
+
+
+def assert_nothing_lost(database, load: Load) -> None:
+    """Every acknowledged attempt is stored once with the result the client was told."""
     assert load.in_flight_at_kill > 0  # the kill did hit requests in progress
     assert not load.wrong, "\n".join(load.wrong[:20])
     assert len(load.acknowledged) >= KILL_AFTER
