@@ -215,8 +215,21 @@ def serve(
         reuse_port=worker_index is not None,
         **runner_options(),
         print=announce if worker_index is None else None,  # the supervisor announced them
+        loop=_new_event_loop(settings),
     )
     return 0
+
+
+def _new_event_loop(settings: Settings):
+    if settings.event_loop == "uvloop":
+        try:
+            import uvloop
+        except ImportError:
+            raise CommandError(
+                "setting 'event_loop' is 'uvloop' but uvloop is not installed (pip install uvloop)"
+            ) from None
+        return uvloop.new_event_loop()
+    return asyncio.new_event_loop()
 
 
 def rotate_keys(settings: Settings) -> int:

@@ -123,6 +123,8 @@ class Settings(_Section):
     # Server processes sharing the port (SO_REUSEPORT); more than one needs shared
     # rate-limit storage (rate_limit.storage_uri = redis://...).
     workers: int = Field(1, ge=1, le=64)
+    # "uvloop" runs the event loop on uvloop (a faster libuv-based loop; optional package).
+    event_loop: str = Field("asyncio", pattern=r"^(asyncio|uvloop)$")
     # Key material for containers, env only (settings.toml must never hold secrets):
     # PEM private key(s), the last one active; base64 of 32 random bytes.
     signing_keys: SecretStr | None = None
