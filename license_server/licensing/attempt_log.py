@@ -7,8 +7,12 @@ lost"). One transaction per batch — up to `max_rows` rows, or whatever arrived
 `max_delay` — keeps the fsync cost per batch, not per request: while one batch commits, the
 next one fills up.
 
-If a batch cannot be written, its callers get the exception and answer 503: an attempt that
-was not logged is not acknowledged either.
+A row that cannot be stored must never cost another row (issue #11, item 1): every text is
+made storable when the row is built (`storable`: lone surrogates and undecodable bytes become
+U+FFFD, control characters too, each column cut to its size), and if a batch still fails to
+commit, its rows are retried one by one, each in its own transaction, so that only the broken
+row's caller gets the exception (and answers 503: an attempt that was not logged is not
+acknowledged either).
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import time
 from dataclasses import dataclass
 
@@ -25,6 +30,22 @@ from license_server.db.database import Database
 log = logging.getLogger(__name__)
 
 PRUNE_WINDOW_MS = 60_000  # minute slices always fall inside one roll-up hour
+
+
+# Control characters (but tab and newline) and surrogates, which UTF-8 cannot encode.
+_UNSTORABLE = re.compile("[\x00-\x08\x0b-\x1f\x7f\ud800-\udfff]")
+
+
+def storable(text: str, limit: int) -> str:
+    """`text` as the database will take it: valid UTF-8, no control characters, at most
+    `limit` characters. Lone surrogates (a JSON `\\ud800`, or bytes that were not UTF-8 kept
+    by surrogateescape) and controls become U+FFFD. ASCII without controls, the usual case, is
+    returned as it is."""
+    if len(text) > limit:
+        text = text[:limit]
+    if text.isascii() and text.isprintable():
+        return text
+    return _UNSTORABLE.sub("\ufffd", text)
 
 
 @dataclass(slots=True)
@@ -46,23 +67,24 @@ class Attempt:
     latency_us: int
 
     def row(self) -> tuple:
-        """The columns in db.attempts.ATTEMPT_COLUMNS order (dataclasses.astuple deep-copies
-        and was a measurable share of the hot path)."""
+        """The columns in db.attempts.ATTEMPT_COLUMNS order, every text storable and cut to its
+        column's size: the longest a valid request can send, a bound on what a hostile one can
+        make the log store. Written out, not looped: this runs for every request."""
         return (
             self.at_ms,
-            self.endpoint,
-            self.source_ip,
-            self.reported_ip,
-            self.domain_raw,
-            self.domain,
-            self.directory,
+            storable(self.endpoint, 16),
+            storable(self.source_ip, 64),
+            storable(self.reported_ip, 64),
+            storable(self.domain_raw, 253),
+            storable(self.domain, 253),
+            storable(self.directory, 1024),
             self.license_id,
             self.key_hash,
-            self.product,
-            self.result,
-            self.reason,
-            self.client_version,
-            self.user_agent,
+            storable(self.product, 64),
+            storable(self.result, 32),
+            storable(self.reason, 64),
+            storable(self.client_version, 64),
+            storable(self.user_agent, 256),
             self.latency_us,
         )
 
@@ -125,6 +147,39 @@ class AttemptLog:
         batch, self._pending = self._pending[: self._max_rows], self._pending[self._max_rows :]
         if not batch:
             return
+        try:
+            await self._write(batch)
+        except asyncio.CancelledError:
+            self._fail(batch, RuntimeError("attempt log stopped"))
+            raise
+        except Exception as exc:
+            if len(batch) == 1:
+                log.error("could not write a verification attempt: %s", exc)
+                self._fail(batch, exc)
+                return
+            # One bad row must not cost the others: each row in its own transaction.
+            failed = 0
+            for item in batch:
+                try:
+                    await self._write([item])
+                except asyncio.CancelledError:
+                    self._fail(batch, RuntimeError("attempt log stopped"))
+                    raise
+                except Exception as row_exc:
+                    failed += 1
+                    self._fail([item], row_exc)
+                else:
+                    self._succeed([item])
+            log.error(
+                "could not write %d of %d verification attempts (%s); the others were written",
+                failed,
+                len(batch),
+                exc,
+            )
+            return
+        self._succeed(batch)
+
+    async def _write(self, batch: list[tuple[Attempt, asyncio.Future[None]]]) -> None:
         rows = [attempt.row() for attempt, _ in batch]
         seen: dict[int, int] = {}
         for attempt, _ in batch:
@@ -132,24 +187,22 @@ class AttemptLog:
                 # Attempts arrive in completion order, not start order: keep the newest.
                 at = attempt.at_ms // 1000
                 seen[attempt.license_id] = max(at, seen.get(attempt.license_id, at))
-        try:
-            async with self._db.write() as conn:
-                await attempt_rows.insert_attempts(conn, rows)
-                if seen:
-                    await attempt_rows.touch_last_access(conn, list(seen.items()))
-        except BaseException as exc:
-            if not isinstance(exc, asyncio.CancelledError):
-                log.exception("could not write %d verification attempts", len(batch))
-            failure = exc if isinstance(exc, Exception) else RuntimeError("attempt log stopped")
-            for _, future in batch:
-                if not future.done():
-                    future.set_exception(failure)
-            if isinstance(exc, Exception):
-                return
-            raise
+        async with self._db.write() as conn:
+            await attempt_rows.insert_attempts(conn, rows)
+            if seen:
+                await attempt_rows.touch_last_access(conn, list(seen.items()))
+
+    @staticmethod
+    def _succeed(batch: list[tuple[Attempt, asyncio.Future[None]]]) -> None:
         for _, future in batch:
             if not future.done():
                 future.set_result(None)
+
+    @staticmethod
+    def _fail(batch: list[tuple[Attempt, asyncio.Future[None]]], exc: BaseException) -> None:
+        for _, future in batch:
+            if not future.done():
+                future.set_exception(exc)
 
     async def prune(self, retention_days: int, rollup: bool, now: float | None = None) -> int:
         """Fold attempts past retention into hourly counts (if `rollup`) and delete them.

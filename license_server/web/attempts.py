@@ -28,7 +28,7 @@ def new_attempt(request: web.Request, source_ip: str, endpoint: str) -> Attempt:
         result="",
         reason="",
         client_version="",
-        user_agent=request.headers.get("User-Agent", "")[:256],
+        user_agent=request.headers.get("User-Agent", ""),  # made storable by Attempt.row
         latency_us=0,
     )
 

@@ -154,17 +154,17 @@ def _fill_from_check(attempt: Attempt, check: CheckInput) -> None:
 
 
 def _fill_from_fields(attempt: Attempt, fields: dict[str, Any]) -> None:
-    """Keep what can be kept of a malformed request, cut to the sizes a valid request may
-    have, never the key itself."""
+    """Keep what can be kept of a malformed request, never the key itself (the attempt log
+    makes every text storable and cuts it to size)."""
 
-    def text(limit: int, *names: str) -> str:
+    def text(*names: str) -> str:
         for name in names:
             value = fields.get(name)
             if isinstance(value, str):
-                return value[:limit]
+                return value
         return ""
 
-    attempt.domain_raw = text(253, "domain")
-    attempt.reported_ip = text(64, "ip")
-    attempt.directory = text(1024, "directory", "dir")
-    attempt.client_version = text(64, "client_version")
+    attempt.domain_raw = text("domain")
+    attempt.reported_ip = text("ip")
+    attempt.directory = text("directory", "dir")
+    attempt.client_version = text("client_version")

@@ -1,0 +1,183 @@
+"""One bad request must never fail the others (issue #11, item 1).
+
+A raw non-UTF-8 byte in a header, or a lone surrogate in a JSON field, used to make the attempt
+log's whole batch fail to commit, and every genuine check in that batch answered 503. Now every
+text is made storable when the row is built, and a batch that still fails is retried row by
+row, so only a row the database truly refuses is refused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+from aiohttp import web
+
+from license_server.app import create_app
+from license_server.db.database import Database
+from license_server.licensing.attempt_log import AttemptLog, storable
+from license_server.settings import Settings
+from license_server.web.serving import runner_options
+from tests.test_attempt_log import attempt
+from tests.test_hostile_input import FORM, NATIVE, WHMCS, Server
+from tests.verify_helpers import attempts, issue, nonce, product
+
+GENUINE = 8
+ROUNDS = 3
+
+# -- storable ---------------------------------------------------------------------------------
+
+
+def test_plain_ascii_is_unchanged():
+    text = "WHMCS-Module/8.9 (Linux; PHP 8.2)"
+    assert storable(text, 256) is text
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("caf\udce9", "caf\ufffd"),  # a raw byte kept by surrogateescape
+        ("\ud800shop.com", "\ufffdshop.com"),  # a lone surrogate from JSON
+        ("a\x00b\x1bc\x7f", "a\ufffdb\ufffdc\ufffd"),  # NUL, ESC, DEL
+        ("Bücher.example", "Bücher.example"),  # valid Unicode stays
+        ("tab\tstays", "tab\tstays"),
+    ],
+)
+def test_what_the_database_cannot_take_becomes_a_replacement_character(text, expected):
+    stored = storable(text, 256)
+    assert stored == expected
+    stored.encode("utf-8")  # strict: would raise on a surrogate
+
+
+def test_each_text_is_cut_to_its_column():
+    assert storable("u" * 1000, 256) == "u" * 256
+    assert storable("\udce9" * 1000, 10) == "\ufffd" * 10
+    row = attempt(1, user_agent="x" * 5000, domain_raw="d" * 5000, reason="r" * 500).row()
+    assert max(len(v) for v in row if isinstance(v, str)) <= 1024
+
+
+# -- the retry, against a real refusal by the database -----------------------------------------
+
+
+@pytest.fixture
+async def poisonable_db(tmp_path):
+    database = Database(tmp_path / "log.db", readers=1)
+    await database.open()
+    async with database.write() as conn:
+        # A real refusal by SQLite for one specific row (no mock): what a row that survives
+        # sanitising but breaks a constraint would do.
+        await conn.execute(
+            "CREATE TRIGGER poison BEFORE INSERT ON verification_attempts "
+            "WHEN NEW.client_version = 'poison' BEGIN SELECT RAISE(ABORT, 'poison'); END"
+        )
+    try:
+        yield database
+    finally:
+        await database.close()
+
+
+async def test_a_row_the_database_refuses_costs_only_its_own_caller(poisonable_db, caplog):
+    log = AttemptLog(poisonable_db, max_rows=9, max_delay=1.0)
+    log.start()
+    try:
+        versions = [f"v{n}" for n in range(8)] + ["poison"]
+        results = await asyncio.gather(
+            *(log.append(attempt(1000 + n, client_version=v)) for n, v in enumerate(versions)),
+            return_exceptions=True,
+        )
+    finally:
+        await log.stop()
+    assert all(r is None for r in results[:8]), results
+    assert isinstance(results[8], Exception) and "poison" in str(results[8])
+    async with (
+        poisonable_db.read() as conn,
+        conn.execute(
+            "SELECT client_version FROM verification_attempts ORDER BY client_version"
+        ) as cur,
+    ):
+        stored = [row[0] for row in await cur.fetchall()]
+    assert stored == sorted(versions[:8])
+    errors = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1 and "1 of 9" in errors[0].getMessage()
+    assert not any(r.exc_info for r in caplog.records)
+
+
+# -- end to end: 8 genuine checks beside one poisoned request, three rounds ------------------
+
+
+@pytest.fixture
+async def batching_server(tmp_path):
+    """Production runner options; the attempt log closes a batch at exactly 9 rows, so every
+    round's nine requests share one batch (no timing involved)."""
+    settings = Settings(
+        database=tmp_path / "data" / "test.db",
+        keys_dir=tmp_path / "keys",
+        attempt_log={"batch_max_rows": GENUINE + 1, "batch_max_delay_ms": 1000},
+    )
+    options = runner_options()
+    runner = web.AppRunner(
+        create_app(settings),
+        access_log_class=options["access_log_class"],
+        handler_cancellation=False,
+        **options["handler_args"],
+    )
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    try:
+        yield Server(runner)
+    finally:
+        await runner.cleanup()
+
+
+def raw_user_agent(server: Server, path: str, key: str) -> bytes:
+    field = "license_key" if path == NATIVE else "licensekey"
+    body = f"{field}={key}&domain=poison.example.com&nonce={nonce()}".encode()
+    return (
+        f"POST {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n"
+        f"Content-Type: {FORM}\r\nContent-Length: {len(body)}\r\n".encode()
+        + b"User-Agent: caf\xe9\r\n\r\n"  # the byte goes on the wire as it is
+        + body
+    )
+
+
+def lone_surrogate(server: Server, path: str, key: str) -> bytes:
+    # json.dumps escapes the surrogate as \ud800: valid JSON, invalid Unicode.
+    body = json.dumps(
+        {"license_key": key, "domain": "shop.com", "client_version": "\ud800", "nonce": nonce()}
+    ).encode()
+    return (
+        f"POST {NATIVE} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+
+
+@pytest.mark.parametrize(
+    ("poison", "path"),
+    [(raw_user_agent, NATIVE), (raw_user_agent, WHMCS), (lone_surrogate, NATIVE)],
+)
+async def test_genuine_checks_are_answered_beside_a_poisoned_request(batching_server, poison, path):
+    server = batching_server
+    await product(server.runtime, seats=100)
+    keys = [(await issue(server.runtime))[1] for _ in range(GENUINE)]
+
+    async def genuine(key: str, n: int) -> tuple[int, bytes]:
+        fields = f"license_key={key}&domain=site{n}.example.com&nonce={nonce()}".encode()
+        status, _, body = await server.post(NATIVE, fields)
+        return status, body
+
+    for _ in range(ROUNDS):
+        answers = await asyncio.gather(
+            *(genuine(key, n) for n, key in enumerate(keys)),
+            server.send(poison(server, path, keys[0])),
+        )
+        for status, body in answers[:GENUINE]:
+            assert status == 200 and json.loads(body)["status"] == "active", body
+        poisoned_status = answers[GENUINE][0]
+        assert poisoned_status < 500, answers[GENUINE]
+
+    rows = await attempts(server.runtime)
+    assert len(rows) == ROUNDS * (GENUINE + 1)
+    assert sum(row["result"] == "active" for row in rows) >= ROUNDS * GENUINE
+    odd = [r for r in rows if "\ufffd" in r["user_agent"] + r["client_version"]]
+    assert len(odd) == ROUNDS  # the poisoned rows are stored, the bad text replaced
