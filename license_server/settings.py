@@ -79,9 +79,10 @@ class RateLimitSettings(_Section):
 
 
 class AttemptLogSettings(_Section):
-    # Group commit: one transaction for up to batch_max_rows attempts or batch_max_delay_ms.
+    # Group commit: a batch is what waits when the previous commit returns (up to
+    # batch_max_rows), plus whatever arrives within batch_max_delay_ms if that is set.
     batch_max_rows: int = Field(500, ge=1, le=100_000)
-    batch_max_delay_ms: float = Field(2.0, ge=0, le=1000)
+    batch_max_delay_ms: float = Field(0.0, ge=0, le=1000)
     # Attempts older than this are folded into hourly counts (rollup) and deleted.
     retention_days: int = Field(90, ge=1)
     rollup: bool = True

@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 import secrets
+import threading
 import time
 from dataclasses import astuple
 
@@ -15,6 +16,7 @@ from license_server.app import MAX_REQUEST_BYTES, create_app
 from license_server.appkeys import RUNTIME
 from license_server.client import verify_answer
 from license_server.db import attempts as attempt_rows
+from license_server.db.attempts import AttemptWriter
 from license_server.db.database import Database
 from license_server.licensing.attempt_log import Attempt, AttemptLog
 from license_server.licensing.specs import LicenseSpec
@@ -266,13 +268,13 @@ async def test_concurrent_attempts_are_all_answered_and_all_logged(
     aiohttp_client, tmp_path, monkeypatch, batch_max_rows
 ):
     batches: list[int] = []
-    original = attempt_rows.insert_attempts
+    original = AttemptWriter._write
 
-    async def counting(conn, batch):
+    def counting(conn, batch, seen):  # on the writer thread: one call per batch
         batches.append(len(batch))
-        await original(conn, batch)
+        original(conn, batch, seen)
 
-    monkeypatch.setattr(attempt_rows, "insert_attempts", counting)
+    monkeypatch.setattr(AttemptWriter, "_write", staticmethod(counting))
     client, runtime = await app_with(
         aiohttp_client,
         tmp_path,
@@ -312,10 +314,10 @@ async def test_no_decision_is_sent_unless_the_attempt_was_committed(
 ):
     _, key = await issue_key(app_runtime)
 
-    async def disk_full(conn, batch):
+    def disk_full(conn, batch, seen):
         raise OSError("database or disk is full")
 
-    monkeypatch.setattr(attempt_rows, "insert_attempts", disk_full)
+    monkeypatch.setattr(AttemptWriter, "_write", staticmethod(disk_full))
     with caplog.at_level(logging.ERROR):
         response = await client.post(
             VERIFY, data={"license_key": key, "domain": "shop.com", "nonce": nonce()}
@@ -436,10 +438,10 @@ async def test_a_failed_batch_fails_its_callers_and_the_log_keeps_running(db, mo
     log.start()
     try:
 
-        async def broken(conn, batch):
+        def broken(conn, batch, seen):
             raise OSError("disk I/O error")
 
-        monkeypatch.setattr(attempt_rows, "insert_attempts", broken)
+        monkeypatch.setattr(AttemptWriter, "_write", staticmethod(broken))
         with pytest.raises(OSError, match="disk I/O error"):
             await log.append(attempt(1))
         monkeypatch.undo()
@@ -569,19 +571,20 @@ async def test_the_newest_attempt_of_a_batch_sets_last_access(runtime):
 
 
 async def test_stop_during_a_write_finishes_that_batch(db, monkeypatch):
-    entered, release = asyncio.Event(), asyncio.Event()
-    real_insert = attempt_rows.insert_attempts
+    # The writer runs on its own thread: threading events, waited for off the loop.
+    entered, release = threading.Event(), threading.Event()
+    real_write = AttemptWriter._write
 
-    async def slow_insert(conn, batch):
+    def slow_write(conn, batch, seen):
         entered.set()
-        await release.wait()
-        await real_insert(conn, batch)
+        release.wait(30)
+        real_write(conn, batch, seen)
 
-    monkeypatch.setattr(attempt_rows, "insert_attempts", slow_insert)
+    monkeypatch.setattr(AttemptWriter, "_write", staticmethod(slow_write))
     log = AttemptLog(db, max_delay=0)
     log.start()
     appended = asyncio.create_task(log.append(attempt(1)))
-    await entered.wait()  # the writer is inside its transaction
+    assert await asyncio.to_thread(entered.wait, 30)  # the writer is inside its transaction
     stopping = asyncio.create_task(log.stop())
     for _ in range(5):
         await asyncio.sleep(0)

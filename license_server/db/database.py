@@ -18,6 +18,7 @@ from pathlib import Path
 import aiosqlite
 
 from license_server.db import dialect
+from license_server.db.attempts import AttemptWriter
 from license_server.db.migrations import migrate
 
 
@@ -29,6 +30,7 @@ class Database:
         self._write_lock = asyncio.Lock()
         self._readers: asyncio.Queue[aiosqlite.Connection] = asyncio.Queue()
         self._all_readers: list[aiosqlite.Connection] = []
+        self.attempts = AttemptWriter(path)
 
     async def open(self) -> None:
         self._writer = await dialect.open_writer(self.path)
@@ -39,11 +41,13 @@ class Database:
                 reader = await dialect.open_reader(self.path)
                 self._all_readers.append(reader)
                 self._readers.put_nowait(reader)
+            await self.attempts.open()
         except BaseException:
             await self.close()  # an open connection's thread would keep the process alive
             raise
 
     async def close(self) -> None:
+        await self.attempts.close()
         for reader in self._all_readers:
             await reader.close()
         self._all_readers.clear()

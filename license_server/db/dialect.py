@@ -8,6 +8,7 @@ translated by the driver layer of a future backend; `INSERT ... RETURNING`, `ON 
 from __future__ import annotations
 
 import os
+import sqlite3
 from pathlib import Path
 
 import aiosqlite
@@ -38,6 +39,16 @@ def create_private_file(path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     if not path.exists():
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+
+
+def connect_writer_sync(path: Path) -> sqlite3.Connection:
+    """A plain sqlite3 writer connection (for a dedicated writer thread), set up as the
+    aiosqlite writer is."""
+    create_private_file(path)
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    for pragma in _WRITER_PRAGMAS:
+        conn.execute(pragma)
+    return conn
 
 
 async def open_writer(path: Path) -> aiosqlite.Connection:
@@ -86,6 +97,4 @@ async def backup_to(conn: aiosqlite.Connection, target: Path) -> None:
 
 
 def is_unique_violation(exc: BaseException) -> bool:
-    import sqlite3
-
     return isinstance(exc, sqlite3.IntegrityError) and "UNIQUE" in str(exc)

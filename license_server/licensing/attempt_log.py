@@ -3,9 +3,10 @@
 Every attempt (accepted, refused, rate-limited, malformed) is recorded. `append` returns only
 once the attempt's transaction has committed, and the handler answers only after that, so a
 `kill -9` can lose an attempt only if its answer was never sent ("nothing acknowledged is ever
-lost"). One transaction per batch — up to `max_rows` rows, or whatever arrived within
-`max_delay` — keeps the fsync cost per batch, not per request: while one batch commits, the
-next one fills up.
+lost"). One transaction per batch keeps the fsync cost per batch, not per request: a batch is
+what is waiting when the previous commit returns (up to `max_rows`; no fixed delay by
+default, so the event loop never sits idle waiting for a batch to fill), and while one batch
+commits on the database's attempt-writer thread (one thread hop per batch), the next fills up.
 
 A row that cannot be stored must never cost another row (issue #11, item 1): every text is
 made storable when the row is built (`storable`: lone surrogates and undecodable bytes become
@@ -90,7 +91,7 @@ class Attempt:
 
 
 class AttemptLog:
-    def __init__(self, db: Database, max_rows: int = 500, max_delay: float = 0.002) -> None:
+    def __init__(self, db: Database, max_rows: int = 500, max_delay: float = 0.0) -> None:
         self._db = db
         self._max_rows = max_rows
         self._max_delay = max_delay
@@ -180,17 +181,14 @@ class AttemptLog:
         self._succeed(batch)
 
     async def _write(self, batch: list[tuple[Attempt, asyncio.Future[None]]]) -> None:
-        rows = [attempt.row() for attempt, _ in batch]
         seen: dict[int, int] = {}
         for attempt, _ in batch:
             if attempt.license_id is not None:
                 # Attempts arrive in completion order, not start order: keep the newest.
                 at = attempt.at_ms // 1000
                 seen[attempt.license_id] = max(at, seen.get(attempt.license_id, at))
-        async with self._db.write() as conn:
-            await attempt_rows.insert_attempts(conn, rows)
-            if seen:
-                await attempt_rows.touch_last_access(conn, list(seen.items()))
+        rows = [attempt.row() for attempt, _ in batch]
+        await self._db.attempts.write(rows, list(seen.items()))
 
     @staticmethod
     def _succeed(batch: list[tuple[Attempt, asyncio.Future[None]]]) -> None:
