@@ -7,17 +7,20 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from license_server.licensing.domains import (
+    DevHostPatterns,
     InvalidDirectory,
     InvalidHost,
     directory_matches_rule,
     domain_matches_rule,
     ip_matches_rule,
     is_dev_host,
+    local_host_kind,
     normalise_directory,
     normalise_domain,
     normalise_ip,
     parse_domain_rule,
     parse_ip_rule,
+    pattern_host_base,
 )
 
 # --- normalise_domain --------------------------------------------------------
@@ -224,6 +227,33 @@ def test_is_not_dev_host(host: str) -> None:
 
 
 @pytest.mark.parametrize(
+    ("host", "kind"),
+    [
+        ("localhost", "reserved name"),
+        ("shop.test", "reserved name .test"),
+        ("a.b.invalid", "reserved name .invalid"),
+        ("127.0.0.1", "loopback address"),
+        ("::1", "loopback address"),
+        ("169.254.1.1", "link-local address"),
+        ("0.0.0.0", "unspecified address"),
+        ("10.0.0.5", "private address"),
+        ("fd12:3456::1", "private address"),
+        ("staging.shop.com", None),
+        ("dev.x.org", None),
+        ("8.8.8.8", None),
+    ],
+)
+def test_local_host_kind_says_why(host: str, kind: str | None) -> None:
+    assert local_host_kind(host) == kind
+
+
+@pytest.mark.parametrize("host", ["staging.pirate-shop.com", "dev.pirate-two.net", "staging.x"])
+def test_pattern_hosts_are_not_local(host: str) -> None:
+    # A pattern alone no longer makes a host free: decision.py asks for a base of the license.
+    assert not is_dev_host(host)
+
+
+@pytest.mark.parametrize(
     ("host", "pattern", "expected"),
     [
         ("staging.shop.com", "staging.*", True),
@@ -238,15 +268,50 @@ def test_is_not_dev_host(host: str) -> None:
         ("xstaging.example.net", "*.staging.example.net", False),
         ("shop.com", "SHOP.COM.", True),
         ("shop1.com", "shop?.com", True),
+        ("shop.com", "shop.com.evil", False),
     ],
 )
-def test_is_dev_host_extra_patterns(host: str, pattern: str, expected: bool) -> None:
-    assert is_dev_host(host, [pattern]) is expected
+def test_dev_host_patterns_match(host: str, pattern: str, expected: bool) -> None:
+    assert (DevHostPatterns([pattern]).match(host) is not None) is expected
 
 
-def test_is_dev_host_any_extra_pattern_matches() -> None:
-    assert is_dev_host("qa.shop.com", ("staging.*", "qa.*"))
-    assert not is_dev_host("shop.com", ("staging.*", "qa.*"))
+def test_dev_host_patterns_name_the_pattern_that_matched() -> None:
+    patterns = DevHostPatterns((" Staging.* ", "qa.*", "dev.*"))
+    assert patterns.match("qa.shop.com") == "qa.*"
+    assert patterns.match("staging.shop.com") == "staging.*"
+    assert patterns.match("dev.qa.shop.com") == "dev.*"
+    assert patterns.match("shop.com") is None
+
+
+@pytest.mark.parametrize("patterns", [(), ("",), ("  ", ".")])
+def test_no_dev_host_patterns_match_nothing(patterns: tuple[str, ...]) -> None:
+    assert DevHostPatterns(patterns).match("staging.shop.com") is None
+    assert DevHostPatterns(patterns).match("") is None
+
+
+@pytest.mark.parametrize("pattern", ["[", "a[b", "(", "\\", "*[", "[!]]", "(?P<p0>x)", "é.*"])
+def test_dev_host_patterns_are_globs_not_regexes(pattern: str) -> None:
+    # Regex syntax in a setting is literal text, never a crash at start-up.
+    patterns = DevHostPatterns([pattern, "staging.*"])
+    assert patterns.match("staging.shop.com") == "staging.*"
+    assert patterns.match("x.com") is None
+
+
+@pytest.mark.parametrize(
+    ("host", "bases", "expected"),
+    [
+        ("staging.realshop.com", ["other.com", "realshop.com"], "realshop.com"),
+        ("dev.staging.realshop.com", ["realshop.com"], "realshop.com"),
+        ("staging.realshop.com", ["staging.realshop.com"], None),  # not a proper subdomain
+        ("staging.notrealshop.com", ["realshop.com"], None),  # a label boundary is needed
+        ("staging.realshop.com.evil.net", ["realshop.com"], None),
+        ("staging.pirate.com", ["com"], None),  # a top-level base would free every .com
+        ("staging.pirate.com", [], None),
+        ("staging.1.2.3.4", ["1.2.3.4"], None),  # an IP has no subdomains
+    ],
+)
+def test_pattern_host_base(host: str, bases: list[str], expected: str | None) -> None:
+    assert pattern_host_base(host, bases) == expected
 
 
 # --- domain rules ------------------------------------------------------------
@@ -499,5 +564,10 @@ def test_property_rule_parsers_raise_only_invalid_host(raw: str, other: str) -> 
             parse(raw)
         except InvalidHost:
             pass
-    assert isinstance(is_dev_host(raw, [other]), bool)
+    assert isinstance(is_dev_host(raw), bool)
+    assert DevHostPatterns([other, raw]).match(raw) in (
+        None,
+        other.strip().lower().rstrip("."),
+        raw.strip().lower().rstrip("."),
+    )
     assert isinstance(ip_matches_rule(raw, other), bool)

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import pytest
 
+from license_server.app import create_app
+from license_server.appkeys import RUNTIME
+from license_server.db import licenses as license_rows
 from license_server.licensing.lifecycle import Action
-from tests.verify_helpers import attempts, issue, product, reference_client
+from tests.verify_helpers import attempts, issue, nonce, product, reference_client
 
 
 @pytest.fixture
@@ -60,9 +63,11 @@ async def test_per_license_seats_override_the_product(checker, app_runtime):
 
 
 @pytest.mark.parametrize(
-    "dev_host", ["localhost", "127.0.0.1", "192.168.1.20", "shop.test", "staging.shop.com"]
+    "dev_host", ["localhost", "127.0.0.1", "10.0.0.5", "192.168.1.20", "shop.test"]
 )
 async def test_dev_hosts_use_no_seat(checker, app_runtime, dev_host):
+    # "staging.shop.com" was in this list: a pattern host is no longer free on its own
+    # (issue #11 item 5), see test_pattern_hosts_* below.
     license, key = await issue(app_runtime, seats=1)
     dev = await checker.check(key, dev_host)
     assert (dev.status, dev.reason) == ("active", "dev_host")
@@ -74,6 +79,148 @@ async def test_dev_hosts_use_no_seat(checker, app_runtime, dev_host):
     assert row["reason"] == "dev_host"
 
 
+PIRATE_HOSTS = ("staging.pirate-shop.com", "dev.pirate-two.net", "staging.pirate-three.org")
+
+
+async def test_pattern_hosts_of_strangers_take_the_seat_never_free(checker, app_runtime):
+    license, key = await issue(app_runtime, seats=1)  # product: 2 free dev hosts
+    first, *others = [await checker.check(key, host) for host in PIRATE_HOSTS]
+    assert (first.status, first.reason) == ("active", "activated")
+    assert [(r.status, r.reason) for r in others] == [("invalid", "seat_limit")] * 2
+    stored = await app_runtime.licenses.license_by_id(license.id)
+    assert [(b.value, b.is_dev) for b in stored.bindings] == [(PIRATE_HOSTS[0], False)]
+
+
+async def test_pattern_hosts_are_refused_once_a_real_site_holds_the_seat(checker, app_runtime):
+    license, key = await issue(app_runtime, seats=1)
+    assert (await checker.check(key, "realshop.com")).reason == "activated"
+    for host in PIRATE_HOSTS:
+        result = await checker.check(key, host)
+        assert (result.status, result.reason) == ("invalid", "seat_limit"), host
+    stored = await app_runtime.licenses.license_by_id(license.id)
+    assert [b.value for b in stored.bindings] == ["realshop.com"]
+
+
+async def test_a_pattern_host_is_free_under_a_bound_domain(checker, app_runtime):
+    license, key = await issue(app_runtime, seats=1)
+    assert (await checker.check(key, "realshop.com")).reason == "activated"
+    for host in ("staging.realshop.com", "dev.realshop.com"):
+        result = await checker.check(key, host)
+        assert (result.status, result.reason) == ("active", "dev_host"), host
+    assert (await checker.check(key, "staging.realshop.com")).reason == "dev_host"  # bound now
+    stored = await app_runtime.licenses.license_by_id(license.id)
+    assert {(b.value, b.is_dev) for b in stored.bindings} == {
+        ("realshop.com", False),
+        ("staging.realshop.com", True),
+        ("dev.realshop.com", True),
+    }
+    # The 2 dev slots are used; a third pattern host is a site like any other: no seat left.
+    assert (await checker.check(key, "staging.shop.realshop.com")).reason == "seat_limit"
+
+
+async def test_a_pattern_host_on_a_license_with_nothing_bound_takes_a_seat(checker, app_runtime):
+    license, key = await issue(app_runtime, seats=1)
+    result = await checker.check(key, "staging.realshop.com")
+    assert (result.status, result.reason) == ("active", "activated")
+    stored = await app_runtime.licenses.license_by_id(license.id)
+    assert [(b.value, b.is_dev) for b in stored.bindings] == [("staging.realshop.com", False)]
+    # The seat it took is a base like any other: its own staging host is free.
+    assert (await checker.check(key, "staging.staging.realshop.com")).reason == "dev_host"
+
+
+@pytest.mark.parametrize("rule", ["realshop.com", "*.realshop.com"])
+async def test_a_pattern_host_is_free_under_an_allowing_rule(checker, app_runtime, rule):
+    license, key = await issue(app_runtime, seats=1, domains=(rule,))
+    result = await checker.check(key, "staging.realshop.com")
+    assert (result.status, result.reason) == ("active", "dev_host")
+    refused = await checker.check(key, "staging.pirate-shop.com")
+    assert (refused.status, refused.reason) == ("invalid", "domain_not_allowed")
+    stored = await app_runtime.licenses.license_by_id(license.id)
+    assert [(b.value, b.is_dev) for b in stored.bindings] == [("staging.realshop.com", True)]
+
+
+async def post_check(client, key: str, domain: str) -> dict:
+    response = await client.post(
+        "/api/v1/verify", json={"license_key": key, "domain": domain, "nonce": nonce()}
+    )
+    assert response.status == 200
+    return await response.json()
+
+
+@pytest.mark.parametrize(
+    ("host", "note"),
+    [
+        ("localhost", "localhost is a development host (reserved name)"),
+        ("shop.test", "shop.test is a development host (reserved name .test)"),
+        ("127.0.0.1", "127.0.0.1 is a development host (loopback address)"),
+        ("10.0.0.5", "10.0.0.5 is a development host (private address)"),
+        (
+            "staging.realshop.com",
+            "staging.realshop.com is a development host: a staging.* subdomain of realshop.com,"
+            " bound to this license",
+        ),
+    ],
+)
+async def test_the_answer_says_why_a_host_was_free(client, checker, app_runtime, host, note):
+    _, key = await issue(app_runtime, seats=1)
+    assert (await post_check(client, key, "realshop.com"))["reason"] == "activated"
+    body = await post_check(client, key, host)
+    assert (body["status"], body["reason"], body["note"]) == ("active", "dev_host", note)
+    assert (await post_check(client, key, host))["note"] == note  # again once bound
+    assert "note" not in await post_check(client, key, "realshop.com")  # a seat needs no note
+
+
+async def test_the_answer_names_the_allowing_rule(client, checker, app_runtime):
+    _, key = await issue(app_runtime, seats=1, domains=("*.realshop.com",))
+    body = await post_check(client, key, "dev.realshop.com")
+    assert body["note"] == (
+        "dev.realshop.com is a development host: a dev.* subdomain allowed by the rule"
+        " *.realshop.com"
+    )
+
+
+async def test_a_dev_binding_from_the_old_rules_is_honoured_but_frees_no_more(
+    client, checker, app_runtime
+):
+    # Under the old rules "staging.pirate-shop.com" was bound as a dev host; such rows stay in
+    # existing databases. It is the license's own binding (staff see it, reissue frees it),
+    # so it keeps answering, and it keeps its dev slot so that no new free host is made.
+    license, key = await issue(app_runtime, seats=1)
+    await checker.check(key, "realshop.com")
+    async with app_runtime.db.write() as conn:
+        await license_rows.upsert_binding(
+            conn,
+            license.id,
+            kind="domain",
+            value="staging.pirate-shop.com",
+            raw_value="staging.pirate-shop.com",
+            is_dev=True,
+            now=app_runtime.licenses.now(),
+        )
+    app_runtime.licenses.changed(license.id)
+    body = await post_check(client, key, "staging.pirate-shop.com")
+    assert (body["status"], body["reason"]) == ("active", "dev_host")
+    assert body["note"] == (
+        "staging.pirate-shop.com was bound to this license as a development host under"
+        " earlier rules"
+    )
+    assert (await checker.check(key, "dev.staging.pirate-shop.com")).reason == "seat_limit"
+    assert (await checker.check(key, "staging.realshop.com")).reason == "dev_host"  # slot 2 of 2
+    assert (await checker.check(key, "localhost")).reason == "seat_limit"  # no slot left
+
+
+async def test_the_dev_host_patterns_come_from_the_settings(aiohttp_client, settings):
+    verify = settings.verify.model_copy(update={"dev_host_patterns": ("QA.*",)})
+    client = await aiohttp_client(create_app(settings.model_copy(update={"verify": verify})))
+    runtime = client.app[RUNTIME]
+    await product(runtime, seats=1, dev_host_allowance=2)
+    checker = reference_client(client, runtime)
+    _, key = await issue(runtime)
+    await checker.check(key, "realshop.com")
+    assert (await checker.check(key, "qa.realshop.com")).reason == "dev_host"
+    assert (await checker.check(key, "staging.realshop.com")).reason == "seat_limit"
+
+
 async def test_dev_host_allowance_is_capped(checker, app_runtime):
     _, key = await issue(app_runtime, seats=1)
     for host in ("a.test", "b.test"):
@@ -81,6 +228,17 @@ async def test_dev_host_allowance_is_capped(checker, app_runtime):
     # The product allows 2 dev hosts; a third one takes the seat like any other domain.
     assert (await checker.check(key, "c.test")).reason == "activated"
     assert (await checker.check(key, "real.com")).reason == "seat_limit"
+
+
+async def test_past_the_allowance_a_dev_host_obeys_the_allow_rules(checker, app_runtime):
+    _, key = await issue(app_runtime, seats=1, domains=("realshop.com",))
+    for host in ("a.test", "b.test"):
+        assert (await checker.check(key, host)).reason == "dev_host"
+    # No dev slot left: c.test is a site like any other, and the rules do not allow it (it
+    # used to bypass them and take the seat).
+    result = await checker.check(key, "c.test")
+    assert (result.status, result.reason) == ("invalid", "domain_not_allowed")
+    assert (await checker.check(key, "realshop.com")).reason == "activated"
 
 
 async def test_unknown_key(checker, app_runtime):

@@ -96,6 +96,23 @@ async def test_binding_mismatch_messages(client, app_runtime, key, change, messa
     }
 
 
+@pytest.mark.parametrize(
+    "pirate", ["staging.pirate-shop.com", "dev.pirate-two.net", "staging.pirate-three.org"]
+)
+async def test_pattern_hosts_are_free_only_under_the_bound_domain(client, app_runtime, key, pirate):
+    assert sample_parse((await check(client, key, domain="realshop.com"))[1])["status"] == "Active"
+    _, body = await check(client, key, domain="staging.realshop.com")
+    assert sample_parse(body)["status"] == "Active"  # a dev host: no seat
+    # The note of the native answer stays off this wire: legacy parsers get the WHMCS tag set.
+    assert [re.match(r"<(\w+)>", line).group(1) for line in body.decode().split("\n")] == TAG_ORDER
+    _, body = await check(client, key, domain=pirate)  # the only seat is taken: not free
+    assert (sample_parse(body)["status"], sample_parse(body)["message"]) == (
+        "Invalid",
+        "Domain Invalid",
+    )
+    assert (await attempts(app_runtime))[-1]["reason"] == "seat_limit"
+
+
 async def test_unknown_key_is_invalid_alone(client, app_runtime, key):
     _, body = await check(client, "Leased-0123456789")
     values = sample_parse(body)

@@ -10,7 +10,10 @@ only then compared against the licence's rules:
   and converted to A-labels per UTS #46 / RFC 5891, so ``Bücher.example``
   and ``xn--bcher-kva.example`` are the same binding;
 * IP addresses use the canonical text of :mod:`ipaddress`;
-* directories keep their case, because paths are case-sensitive.
+* directories keep their case, because paths are case-sensitive;
+* development hosts: what is truly local (reserved names, loopback and private addresses)
+  and the configured patterns such as ``staging.*``, which decision.py frees only under a
+  domain of the license itself (DESIGN.md, "Bindings and domain rules").
 
 Pure functions only: no I/O, safe to call on the hot verification path.
 """
@@ -19,24 +22,27 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Sequence
-from fnmatch import fnmatchcase
+from collections.abc import Iterable, Sequence
+from fnmatch import translate
 from functools import lru_cache
 
 import idna
 
 __all__ = [
+    "DevHostPatterns",
     "InvalidDirectory",
     "InvalidHost",
     "directory_matches_rule",
     "domain_matches_rule",
     "ip_matches_rule",
     "is_dev_host",
+    "local_host_kind",
     "normalise_directory",
     "normalise_domain",
     "normalise_ip",
     "parse_domain_rule",
     "parse_ip_rule",
+    "pattern_host_base",
 ]
 
 MAX_HOST_LENGTH = 253  # RFC 1123 section 2.1 / RFC 1035 section 2.3.4
@@ -192,19 +198,80 @@ def _parse_ip(text: str) -> _IPAddress | None:
         return None
 
 
-def is_dev_host(host: str, extra_patterns: Sequence[str] = ()) -> bool:
-    """Tell whether an already normalised host is a development machine."""
+def local_host_kind(host: str) -> str | None:
+    """Say why an already normalised host is a local development machine, or None.
+
+    Only what can never be a public site: reserved names (RFC 2606, RFC 6761, RFC 6762) and
+    loopback, link-local, unspecified and private addresses (RFC 1918, RFC 4193).
+    """
     address = _parse_ip(host)
-    if address is not None:
-        if address.is_loopback or address.is_link_local or address.is_unspecified:
-            return True
-        if any(address in network for network in _PRIVATE_NETWORKS):
-            return True
-    elif host.rpartition(".")[2] in _DEV_TLDS:
-        return True
-    # "." in a pattern is literal, so "staging.*" needs a whole first label
-    # "staging" and can never match "stagingfoo.com".
-    return any(fnmatchcase(host, pattern.strip().lower().rstrip(".")) for pattern in extra_patterns)
+    if address is None:
+        tld = host.rpartition(".")[2]
+        if tld not in _DEV_TLDS:
+            return None
+        return "reserved name" if tld == host else f"reserved name .{tld}"
+    if address.is_loopback:
+        return "loopback address"
+    if address.is_link_local:
+        return "link-local address"
+    if address.is_unspecified:
+        return "unspecified address"
+    if any(address in network for network in _PRIVATE_NETWORKS):
+        return "private address"
+    return None
+
+
+def is_dev_host(host: str) -> bool:
+    """Tell whether an already normalised host is a local development machine.
+
+    Pattern hosts (``staging.*``) are not judged here: whether one is free depends on the
+    license (see `DevHostPatterns` and licensing/decision.py).
+    """
+    return local_host_kind(host) is not None
+
+
+class DevHostPatterns:
+    """The configured development-host patterns (``staging.*``), compiled once into one regex.
+
+    They are matched on each check from a domain the license has not bound (and each re-check
+    of a dev host), so the globs are translated once when the verifier is built, not per call.
+    A match alone frees nothing: the host must also be a subdomain of a domain the license is
+    bound to or allowed (`pattern_host_base`).
+    """
+
+    __slots__ = ("_names", "_regex")
+
+    def __init__(self, patterns: Sequence[str] = ()) -> None:
+        # "." in a pattern is literal, so "staging.*" needs a whole first label
+        # "staging" and can never match "stagingfoo.com".
+        cleaned = [p.strip().lower().rstrip(".") for p in patterns]
+        self._names = [p for p in cleaned if p]
+        alternatives = (f"(?P<p{i}>{translate(p)})" for i, p in enumerate(self._names))
+        self._regex = re.compile("|".join(alternatives)) if self._names else None
+
+    def match(self, host: str) -> str | None:
+        """Return the pattern that a normalised host matches, or None."""
+        if self._regex is None:
+            return None
+        found = self._regex.match(host)
+        if found is None or found.lastgroup is None:
+            return None
+        return self._names[int(found.lastgroup[1:])]
+
+    def __repr__(self) -> str:
+        return f"DevHostPatterns({self._names!r})"
+
+
+def pattern_host_base(host: str, bases: Iterable[str]) -> str | None:
+    """Return the first base domain of which ``host`` is a proper subdomain, or None.
+
+    A base of one label ("com", "net") is never accepted: binding it would make every
+    ``staging.<anything>.com`` a subdomain of the license.
+    """
+    for base in bases:
+        if "." in base and _parse_ip(base) is None and host.endswith("." + base):
+            return base
+    return None
 
 
 def parse_domain_rule(raw: str) -> str:

@@ -19,6 +19,7 @@ from license_server.db import licenses as license_rows
 from license_server.licensing.bans import BanList
 from license_server.licensing.caches import TtlCache
 from license_server.licensing.decision import Answer, Bind, Facts, Verdict, decide, refused
+from license_server.licensing.domains import DevHostPatterns
 from license_server.licensing.license_keys import KeyRejected
 from license_server.licensing.lifecycle import Action, LicenseState, transition
 from license_server.licensing.models import License, Product, Status
@@ -58,7 +59,8 @@ class Verifier:
         self.service = service
         self.bans = bans
         self.issuer = issuer
-        self.dev_patterns = dev_patterns
+        # Compiled once here, not per check (fnmatch translated each pattern on every call).
+        self.dev_patterns = DevHostPatterns(dev_patterns)
         self._lookups: TtlCache[str, KeyLookup] = TtlCache(float("inf"), _PARSED_KEYS)
         self._licenses: TtlCache[bytes, License] = TtlCache(cache_seconds, cache_size)
         self._local_keys: TtlCache[tuple, str] = TtlCache(LOCAL_KEY_REUSE_SECONDS, cache_size)

@@ -103,6 +103,8 @@ def _decision(outcome: Outcome, nonce: str, server_time: int) -> dict[str, Any]:
         "nonce": nonce,
         "server_time": server_time,
     }
+    if outcome.verdict.note:  # why a host used no seat (README: "note")
+        body["note"] = outcome.verdict.note
     license = outcome.license
     if license is not None:  # facts only for a genuine key: its holder may see them
         body["license"] = {
