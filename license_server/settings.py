@@ -57,8 +57,8 @@ Rate = Annotated[str, AfterValidator(_rate)]
 
 
 class VerifySettings(_Section):
-    # Host patterns (besides localhost, private IPs, *.test, *.local, ...) treated as
-    # development hosts that use no seat.
+    # Host patterns of development hosts (besides localhost, private IPs, *.test, ...): such a
+    # host uses no seat only under a domain the license is bound to or allowed.
     dev_host_patterns: tuple[str, ...] = ("staging.*", "dev.*")
     # How long a license looked up by key is served from memory. Changes made by this
     # process are seen at once; changes by another process (the CLI) within this time.
