@@ -15,7 +15,7 @@ from license_server.crypto.fields import (
     LookupHasher,
     load_data_key,
 )
-from license_server.crypto.keyfiles import KeyFileError
+from license_server.crypto.keyfiles import KeyFileError, write_secret
 from license_server.crypto.signing import jwk_thumbprint, load_keyring
 
 
@@ -111,3 +111,31 @@ def test_lookup_hashes_are_keyed_and_separated_by_purpose():
     assert hasher.hash("license-key", "A") == hasher.hash("license-key", "A")
     assert hasher.hash("license-key", "A") != hasher.hash("api-key", "A")
     assert hasher.hash("license-key", "A") != LookupHasher(os.urandom(32)).hash("license-key", "A")
+
+
+def test_leftover_temporary_files_do_not_break_a_start(tmp_path):
+    # What a crash between creating and linking leaves behind, under the old fixed names and
+    # under unique ones: neither may stop the next start from creating the keys.
+    signing = tmp_path / "signing"
+    signing.mkdir(parents=True, mode=0o700)
+    for leftover in (
+        tmp_path / ".data.key.tmp",
+        tmp_path / ".data.key.k2j4h1.tmp",
+        signing / ".1700000000000000000.pem.tmp",
+        signing / ".1700000000000000000.pem.x9q.tmp",
+    ):
+        leftover.write_bytes(b"half a key")
+        leftover.chmod(0o600)
+    keyring = load_keyring(tmp_path)
+    assert len(load_data_key(tmp_path)) == 32
+    assert [p.name for p in signing.glob("*.pem")] == [f"{keyring.active.created_at}.pem"]
+    assert load_keyring(tmp_path).active.kid == keyring.active.kid
+
+
+def test_write_secret_first_writer_wins(tmp_path):
+    target = tmp_path / "data.key"
+    assert write_secret(target, b"first\n") is True
+    assert write_secret(target, b"second\n") is False
+    assert target.read_bytes() == b"first\n"
+    assert mode(target) == 0o600
+    assert [p.name for p in tmp_path.iterdir()] == ["data.key"]  # no temporary file left
