@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import multiprocessing
 import os
 
 import pytest
@@ -16,7 +17,8 @@ from license_server.crypto.fields import (
     load_data_key,
 )
 from license_server.crypto.keyfiles import KeyFileError, write_secret
-from license_server.crypto.signing import jwk_thumbprint, load_keyring
+from license_server.crypto.keystore import load_keyring
+from license_server.crypto.signing import jwk_thumbprint
 
 
 def mode(path) -> int:
@@ -139,3 +141,33 @@ def test_write_secret_first_writer_wins(tmp_path):
     assert target.read_bytes() == b"first\n"
     assert mode(target) == 0o600
     assert [p.name for p in tmp_path.iterdir()] == ["data.key"]  # no temporary file left
+
+
+def _first_start(keys_dir, barrier, results) -> None:
+    barrier.wait()  # all processes start creating keys at the same moment
+    try:
+        kid = load_keyring(keys_dir).active.kid
+        results.put((kid, load_data_key(keys_dir)))
+    except BaseException as exc:  # reported to the test instead of lost in the child
+        results.put(("error", repr(exc)))
+
+
+@pytest.mark.parametrize("round_", range(4))
+def test_processes_starting_together_create_one_set_of_keys(tmp_path, round_):
+    processes = 4
+    context = multiprocessing.get_context("fork")
+    barrier, results = context.Barrier(processes), context.Queue()
+    keys_dir = tmp_path / "keys"
+    children = [
+        context.Process(target=_first_start, args=(keys_dir, barrier, results))
+        for _ in range(processes)
+    ]
+    for child in children:
+        child.start()
+    outcomes = [results.get(timeout=60) for _ in children]
+    for child in children:
+        child.join(timeout=60)
+    assert all(kid != "error" for kid, _ in outcomes), outcomes
+    assert len({kid for kid, _ in outcomes}) == 1  # everyone uses the same signing key
+    assert len({data_key for _, data_key in outcomes}) == 1
+    assert len(list((keys_dir / "signing").glob("*.pem"))) == 1
