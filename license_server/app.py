@@ -2,9 +2,9 @@
 
 One middleware (`web.middlewares.answer_middleware`) turns every failure into a response, adds
 the security headers and, last, signs verify answers over their final body. Resources open in
-`cleanup_ctx` order — keys and database, then the attempt log writer and the rate limiter —
-and close in reverse, so the attempt log flushes its last batch while the database is still
-open.
+`cleanup_ctx` order — keys and database, the signing-key reloader, then the attempt log
+writer and the rate limiter — and close in reverse, so the attempt log flushes its last batch
+while the database is still open.
 """
 
 from __future__ import annotations
@@ -29,12 +29,28 @@ log = logging.getLogger(__name__)
 
 # Verification requests are small; a large body is refused early (413) instead of parsed.
 MAX_REQUEST_BYTES = 64 * 1024
+# How often a running server looks for signing-key changes made by the CLI (a stat, off-loop).
+KEY_RELOAD_SECONDS = 1.0
 
 
 async def _runtime_ctx(app: web.Application) -> AsyncIterator[None]:
     async with open_runtime(app[appkeys.SETTINGS]) as runtime:
         app[appkeys.RUNTIME] = runtime
         yield
+
+
+async def _key_reload_ctx(app: web.Application) -> AsyncIterator[None]:
+    # `run.py rotate-keys`, `--activate` and `retire` run in other processes: pick their
+    # changes up within about a second, without a restart (the verifier also looks on demand).
+    reloader = app[appkeys.RUNTIME].key_reloader
+    task = None
+    if reloader is not None:
+        task = asyncio.create_task(reloader.run(KEY_RELOAD_SECONDS), name="signing-key-reloader")
+    yield
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 async def _attempt_log_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -89,6 +105,7 @@ def create_app(settings: Settings, *, maintenance: bool = True) -> web.Applicati
     app[appkeys.MAINTENANCE] = maintenance
     app[appkeys.CLIENT_IP] = ClientIpResolver(settings.proxy.trusted_proxies)
     app.cleanup_ctx.append(_runtime_ctx)
+    app.cleanup_ctx.append(_key_reload_ctx)
     app.cleanup_ctx.append(_attempt_log_ctx)
     app.cleanup_ctx.append(_rate_limiter_ctx)
     setup_routes(app)

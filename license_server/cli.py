@@ -19,7 +19,9 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from license_server.crypto.keyfiles import KeyFileError
-from license_server.crypto.signing import rotate_signing_key
+from license_server.crypto.keystore import KeyStore, client_snippets
+from license_server.crypto.signing import keyring_from_pem
+from license_server.licensing.key_retirement import refusal, signed_by
 from license_server.licensing.license_keys import KeyRejected
 from license_server.licensing.lifecycle import Action, TransitionRefused
 from license_server.licensing.models import License
@@ -127,7 +129,15 @@ def build_parser() -> argparse.ArgumentParser:
     unban.add_argument("value")
     commands.add_parser("bans", help="list the bans")
 
-    commands.add_parser("rotate-keys", help="add a new signing key; old ones stay published")
+    rotate = commands.add_parser(
+        "rotate-keys", help="publish a new signing key (it signs only once activated)"
+    )
+    rotate.add_argument("--activate", metavar="KID", help="make this published key the signer")
+    retire = commands.add_parser(
+        "retire", help="stop publishing a signing key once nothing it signed is valid"
+    )
+    retire.add_argument("kid")
+    commands.add_parser("keys", help="list the signing keys and their state")
 
     backup = commands.add_parser("backup", help="consistent online copy of the database")
     backup.add_argument("target", type=Path)
@@ -168,7 +178,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 worker_index=getattr(args, "worker_index", None),
             )
         if command == "rotate-keys":
-            return rotate_keys(settings)
+            return rotate_keys(settings, args.activate)
+        if command == "keys":
+            return list_keys(settings)
         return asyncio.run(_run_async(command, args, settings))
     except ValidationError as exc:
         error = exc.errors()[0]
@@ -232,13 +244,58 @@ def _new_event_loop(settings: Settings):
     return asyncio.new_event_loop()
 
 
-def rotate_keys(settings: Settings) -> int:
+def _key_store(settings: Settings, action: str) -> KeyStore:
     if settings.signing_keys is not None:
         raise CommandError(
-            "signing keys come from LICENSE_SERVER_SIGNING_KEYS; add the new key there"
+            f"signing keys come from LICENSE_SERVER_SIGNING_KEYS; {action} there (the last signs)"
         )
-    key = rotate_signing_key(settings.keys_dir)
-    print(f"new active signing key: {key.kid} (older keys stay published)")
+    return KeyStore(settings.keys_dir)
+
+
+def rotate_keys(settings: Settings, activate: str | None) -> int:
+    if activate is not None:
+        record = _key_store(settings, "reorder the keys").activate(activate)
+        print(f"active signing key: {record.kid} (running servers switch within a second)")
+        return 0
+    key = _key_store(settings, "add the new key").rotate()
+    php, jwk = client_snippets(key)
+    print(f"published signing key {key.kid}; it does not sign yet.")
+    print("Ship its public key in your modules (keep the keys they already have):")
+    print(f"  PHP client, add to 'public_keys':\n    {php}")
+    print(f'  Python client, add to the "keys" of the JWKS you ship:\n    {jwk}')
+    print(f"Once those releases are out: run.py rotate-keys --activate {key.kid}")
+    return 0
+
+
+def list_keys(settings: Settings) -> int:
+    if settings.signing_keys is not None:
+        keyring = keyring_from_pem(settings.signing_keys.get_secret_value())
+        for key in keyring.keys:
+            state = "active" if key is keyring.active else "published"
+            print(f"{key.kid}  {state:9}  (from LICENSE_SERVER_SIGNING_KEYS)")
+        return 0
+    store = KeyStore(settings.keys_dir)
+    store.load()  # a first run creates the first key, as every other command does
+    state, keys = store.state()
+    print(f"{'kid':43}  {'state':9}  {'created':23}  activated")
+    for record in sorted(state.records.values(), key=lambda r: r.created_ns):
+        if record.kid not in keys:
+            continue  # a rotation in progress: its file is not written yet
+        activated = _format_time(record.signing_from)
+        print(
+            f"{record.kid:43}  {state.state_of(record.kid):9}  "
+            f"{_format_time(record.created)}  {activated}"
+        )
+    return 0
+
+
+async def _retire(runtime: Runtime, args: argparse.Namespace) -> int:
+    store = _key_store(runtime.settings, "remove the key there")
+    store.record(args.kid)  # an unknown kid is refused before anything is looked up
+    evidence = await signed_by(runtime.licenses, args.kid)
+    now = runtime.licenses.now()
+    record = store.retire(args.kid, lambda record: refusal(evidence, record, now))
+    print(f"retired signing key {record.kid}: no longer published (its file stays, unused)")
     return 0
 
 
@@ -263,6 +320,8 @@ async def _run_async(command: str, args: argparse.Namespace, settings: Settings)
             return await _bans(runtime, command, args)
         if command == "import-whmcs":
             return await _import_whmcs(runtime, args)
+        if command == "retire":
+            return await _retire(runtime, args)
         return await _lifecycle(runtime, Action(command), args)
 
 

@@ -1,7 +1,8 @@
 """Opens and closes everything the server and the CLI share: keys, database, services.
 
 One piece of code for both, so `run.py issue` and the web app load keys and migrate the
-database the same way.
+database the same way. The keyring also learns, on demand, keys that another process added
+(`KeyringReloader`); the server additionally polls for them (`app.py`).
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from license_server.crypto.fields import FieldCipher, LookupHasher, load_data_key
-from license_server.crypto.signing import Keyring, load_keyring
+from license_server.crypto.keystore import KeyringReloader, KeyStore, load_keyring
+from license_server.crypto.signing import Keyring
 from license_server.db.database import Database
 from license_server.licensing.bans import BanList
 from license_server.licensing.service import LicenseService
@@ -27,6 +29,8 @@ class Runtime:
     licenses: LicenseService
     bans: BanList
     verifier: Verifier
+    # Follows key changes made by other processes; None when the keys come from the environment.
+    key_reloader: KeyringReloader | None = None
 
 
 def load_keys(settings: Settings) -> tuple[Keyring, bytes]:
@@ -57,6 +61,10 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
             cache_seconds=settings.verify.cache_seconds,
             cache_size=settings.verify.cache_size,
         )
-        yield Runtime(settings, db, keyring, service, bans, verifier)
+        reloader = None
+        if settings.signing_keys is None:
+            reloader = KeyringReloader(keyring, KeyStore(settings.keys_dir))
+            keyring.set_refresher(reloader.refresh)
+        yield Runtime(settings, db, keyring, service, bans, verifier, reloader)
     finally:
         await db.close()

@@ -83,8 +83,11 @@ def test_keys_still_verify_after_rotation(run, tmp_path):
     run("create-product", "--code", "m", "--name", "M")
     key = run("issue", "--product", "m", "--licensee", "A", "--email", "a@example.org").stdout
     key = key.splitlines()[-1]
-    assert "new active signing key" in run("rotate-keys").stdout
+    rotated = run("rotate-keys").stdout
+    assert rotated.startswith("published signing key")
     assert len(list((tmp_path / "keys" / "signing").glob("*.pem"))) == 2
+    run("show", key)
+    run("rotate-keys", "--activate", rotated.split()[3].rstrip(";"))
     run("show", key)
 
 

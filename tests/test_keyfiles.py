@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import multiprocessing
 import os
 
 import pytest
@@ -15,8 +16,9 @@ from license_server.crypto.fields import (
     LookupHasher,
     load_data_key,
 )
-from license_server.crypto.keyfiles import KeyFileError
-from license_server.crypto.signing import jwk_thumbprint, load_keyring
+from license_server.crypto.keyfiles import KeyFileError, write_secret
+from license_server.crypto.keystore import load_keyring
+from license_server.crypto.signing import jwk_thumbprint
 
 
 def mode(path) -> int:
@@ -111,3 +113,61 @@ def test_lookup_hashes_are_keyed_and_separated_by_purpose():
     assert hasher.hash("license-key", "A") == hasher.hash("license-key", "A")
     assert hasher.hash("license-key", "A") != hasher.hash("api-key", "A")
     assert hasher.hash("license-key", "A") != LookupHasher(os.urandom(32)).hash("license-key", "A")
+
+
+def test_leftover_temporary_files_do_not_break_a_start(tmp_path):
+    # What a crash between creating and linking leaves behind, under the old fixed names and
+    # under unique ones: neither may stop the next start from creating the keys.
+    signing = tmp_path / "signing"
+    signing.mkdir(parents=True, mode=0o700)
+    for leftover in (
+        tmp_path / ".data.key.tmp",
+        tmp_path / ".data.key.k2j4h1.tmp",
+        signing / ".1700000000000000000.pem.tmp",
+        signing / ".1700000000000000000.pem.x9q.tmp",
+    ):
+        leftover.write_bytes(b"half a key")
+        leftover.chmod(0o600)
+    keyring = load_keyring(tmp_path)
+    assert len(load_data_key(tmp_path)) == 32
+    assert [p.name for p in signing.glob("*.pem")] == [f"{keyring.active.created_at}.pem"]
+    assert load_keyring(tmp_path).active.kid == keyring.active.kid
+
+
+def test_write_secret_first_writer_wins(tmp_path):
+    target = tmp_path / "data.key"
+    assert write_secret(target, b"first\n") is True
+    assert write_secret(target, b"second\n") is False
+    assert target.read_bytes() == b"first\n"
+    assert mode(target) == 0o600
+    assert [p.name for p in tmp_path.iterdir()] == ["data.key"]  # no temporary file left
+
+
+def _first_start(keys_dir, barrier, results) -> None:
+    barrier.wait()  # all processes start creating keys at the same moment
+    try:
+        kid = load_keyring(keys_dir).active.kid
+        results.put((kid, load_data_key(keys_dir)))
+    except BaseException as exc:  # reported to the test instead of lost in the child
+        results.put(("error", repr(exc)))
+
+
+@pytest.mark.parametrize("round_", range(4))
+def test_processes_starting_together_create_one_set_of_keys(tmp_path, round_):
+    processes = 4
+    context = multiprocessing.get_context("fork")
+    barrier, results = context.Barrier(processes), context.Queue()
+    keys_dir = tmp_path / "keys"
+    children = [
+        context.Process(target=_first_start, args=(keys_dir, barrier, results))
+        for _ in range(processes)
+    ]
+    for child in children:
+        child.start()
+    outcomes = [results.get(timeout=60) for _ in children]
+    for child in children:
+        child.join(timeout=60)
+    assert all(kid != "error" for kid, _ in outcomes), outcomes
+    assert len({kid for kid, _ in outcomes}) == 1  # everyone uses the same signing key
+    assert len({data_key for _, data_key in outcomes}) == 1
+    assert len(list((keys_dir / "signing").glob("*.pem"))) == 1

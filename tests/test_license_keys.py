@@ -9,7 +9,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from license_server.crypto.signing import Keyring, SigningKey, load_keyring, rotate_signing_key
+from license_server.crypto.keystore import KeyStore, load_keyring
+from license_server.crypto.signing import Keyring, SigningKey
 from license_server.licensing.license_keys import (
     MAX_LICENSE_ID,
     KeyRejected,
@@ -107,7 +108,8 @@ def test_legacy_keys_are_not_signed_shapes(legacy):
 def test_keys_survive_rotation(tmp_path):
     keyring = load_keyring(tmp_path)
     old_key = make_license_key(keyring, "ACME", 7)
-    rotate_signing_key(tmp_path)
+    store = KeyStore(tmp_path)
+    store.activate(store.rotate().kid)
     rotated = load_keyring(tmp_path)
     assert rotated.active.kid != keyring.active.kid
     assert parse_signed_key(rotated, old_key).kid == keyring.active.kid

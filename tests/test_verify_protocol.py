@@ -18,7 +18,7 @@ from license_server.client import (
     verify_answer,
     verify_local_key,
 )
-from license_server.crypto.signing import rotate_signing_key
+from license_server.crypto.keystore import KeyStore
 from tests.verify_helpers import (
     assert_signed,
     attempts,
@@ -203,7 +203,8 @@ async def test_rotated_key_still_verifies_old_local_keys(
 ):
     old = await reference_client(client, app_runtime).check(key, "shop.com")
     old_kid = app_runtime.keyring.active.kid
-    rotate_signing_key(settings.keys_dir)
+    store = KeyStore(settings.keys_dir)
+    store.activate(store.rotate().kid)
     restarted = await aiohttp_client(create_app(settings))  # a server restarted after rotation
     runtime = restarted.app[RUNTIME]
     jwks = await (await restarted.get("/.well-known/jwks.json")).json()

@@ -2,14 +2,23 @@
 
 ASVS 4.0.3 V6.4.1/V6.4.2: key material is kept out of the code and the repository, created with
 mode 0600 inside a 0700 directory, and a key file that others can read is refused at start-up
-rather than silently used.
+rather than silently used. Files are created under a unique temporary name and linked or
+renamed into place, so a crash never leaves a half-written key and a leftover temporary file
+never blocks a later start; when two processes create the same file, the first writer wins.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 import stat
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+
+# Temporary files end so; nothing that loads keys matches it (`*.pem`, `data.key`).
+TEMP_SUFFIX = ".tmp"
 
 
 class KeyFileError(Exception):
@@ -24,31 +33,69 @@ def ensure_private_dir(path: Path) -> None:
         os.chmod(path, mode & 0o700)
 
 
-def write_secret(path: Path, data: bytes) -> None:
-    """Create `path` with mode 0600 atomically; never overwrite an existing key."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+def write_secret(path: Path, data: bytes) -> bool:
+    """Create `path` with mode 0600 atomically, unless it exists; True if this call wrote it.
+
+    The content goes to a temporary file with a unique name first, then is hard-linked to
+    `path`: link(2) fails if `path` exists, so of two processes creating the same key at once
+    the first writer wins and the other keeps the winner's file (the caller reads it back). A
+    reader never sees a half-written key, and a temporary file left by a crash is never reused.
+    """
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
+    tmp = Path(tmp_name)
     try:
-        os.write(fd, data)
-        os.fsync(fd)
+        try:
+            os.fchmod(fd, 0o600)
+            os.write(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            return False
+        _fsync_dir(path.parent)
+        return True
     finally:
-        os.close(fd)
-    try:
-        os.link(tmp, path)  # fails if the key appeared meanwhile: first writer wins
-    finally:
-        tmp.unlink()
+        tmp.unlink(missing_ok=True)
 
 
 def replace_file(path: Path, data: bytes) -> None:
-    """Atomically replace a non-secret-but-private file (e.g. the keyring index), mode 0600."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    """Atomically replace a private file (e.g. the keyring state), mode 0600; last writer wins."""
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
     try:
-        os.write(fd, data)
+        try:
+            os.fchmod(fd, 0o600)
+            os.write(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(directory: Path) -> None:
+    # The new name itself must survive a power cut, not only the file's content.
+    fd = os.open(directory, os.O_RDONLY)
+    try:
         os.fsync(fd)
     finally:
         os.close(fd)
-    os.replace(tmp, path)
+
+
+@contextmanager
+def directory_lock(directory: Path) -> Iterator[None]:
+    """Exclusive lock between processes for a read-modify-write in `directory` (flock(2) on
+    `.lock`; released by the kernel if the holder dies, so a crash never leaves it stuck)."""
+    fd = os.open(directory / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
 
 
 def read_secret(path: Path) -> bytes:

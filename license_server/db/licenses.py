@@ -26,8 +26,14 @@ _INSERT_COLUMNS = (
     "whmcs_service_id",
     "billing_cycle",
     "last_access_at",
+    "signing_kid",
 )
-_OPTIONAL = {"whmcs_service_id": None, "billing_cycle": "", "last_access_at": None}
+_OPTIONAL = {
+    "whmcs_service_id": None,
+    "billing_cycle": "",
+    "last_access_at": None,
+    "signing_kid": None,
+}
 
 
 async def insert_license(conn: aiosqlite.Connection, row: dict[str, Any]) -> None:
@@ -43,6 +49,31 @@ async def insert_license(conn: aiosqlite.Connection, row: dict[str, Any]) -> Non
 async def license_id_exists(conn: aiosqlite.Connection, license_id: int) -> bool:
     async with conn.execute("SELECT 1 FROM licenses WHERE id = ?", (license_id,)) as cur:
         return await cur.fetchone() is not None
+
+
+async def count_live_signed_by(conn: aiosqlite.Connection, kid: str) -> int:
+    """Licenses not revoked whose key this signing key signed (recorded at issue)."""
+    async with conn.execute(
+        "SELECT COUNT(*) FROM licenses WHERE signing_kid = ? AND status != 'revoked'", (kid,)
+    ) as cur:
+        (count,) = await cur.fetchone()
+    return int(count)
+
+
+async def live_signed_without_kid(conn: aiosqlite.Connection) -> list[dict]:
+    """Signed licenses not revoked that were issued before the signing key was recorded."""
+    async with conn.execute(
+        "SELECT id, key_encrypted FROM licenses"
+        " WHERE signing_kid IS NULL AND key_kind = 'signed' AND status != 'revoked'"
+    ) as cur:
+        return [dict(row) for row in await cur.fetchall()]
+
+
+async def longest_offline_days(conn: aiosqlite.Connection) -> int:
+    """The most days any product lets a local key be trusted offline, grace included."""
+    async with conn.execute("SELECT MAX(local_key_days + grace_days) FROM products") as cur:
+        (days,) = await cur.fetchone()
+    return int(days or 0)
 
 
 async def license_by_hash(conn: aiosqlite.Connection, key_hash: bytes) -> dict | None:

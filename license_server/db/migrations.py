@@ -147,6 +147,17 @@ MIGRATIONS: tuple[Migration, ...] = (
             )""",
         ),
     ),
+    Migration(
+        4,
+        "licenses remember the signing key of their license key",
+        (
+            # Which key signed the license key (RFC 7638 kid), so that `retire` can tell whether
+            # a key still has live licenses without decrypting every key. NULL for licenses
+            # issued before this column (and legacy keys): their key hint is read instead.
+            "ALTER TABLE licenses ADD COLUMN signing_kid TEXT",
+            "CREATE INDEX IF NOT EXISTS licenses_signing_kid ON licenses (signing_kid)",
+        ),
+    ),
 )
 
 LATEST = MIGRATIONS[-1].version

@@ -23,7 +23,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from license_server.crypto.signing import Keyring, verify_with
+from license_server.crypto.signing import Keyring, SigningKey, verify_with
 
 KEY_VERSION = 1
 PREFIX_MAX = 12
@@ -50,6 +50,20 @@ class KeyRejected(ValueError):
         self.reason = reason  # "malformed" | "bad_signature"
 
 
+class UnknownKeyHint(KeyRejected):
+    """The key names a signing key (its one-byte hint) that this keyring does not have.
+
+    Either forged or signed by a key another process has just added: the caller may reload the
+    keyring once (`Keyring.refresh`) and parse again before refusing.
+    """
+
+    def __init__(self, hint: int) -> None:
+        super().__init__(
+            "bad_signature", "license key signature does not verify (unknown signing key)"
+        )
+        self.hint = hint
+
+
 @dataclass(frozen=True, slots=True)
 class SignedKey:
     text: str  # canonical spelling
@@ -58,12 +72,13 @@ class SignedKey:
     kid: str
 
 
-def make_license_key(keyring: Keyring, prefix: str, license_id: int) -> str:
+def make_license_key(signer: Keyring | SigningKey, prefix: str, license_id: int) -> str:
+    """A new license key signed by `signer` (a key, or a keyring's active key)."""
     if not PREFIX_PATTERN.match(prefix):
         raise ValueError(f"key prefix {prefix!r} must be 1-{PREFIX_MAX} characters of A-Z, 0-9")
     if not 0 < license_id <= MAX_LICENSE_ID:
         raise ValueError("license id out of range")
-    key = keyring.active
+    key = signer.active if isinstance(signer, Keyring) else signer
     head = bytes([KEY_VERSION, key.hint]) + license_id.to_bytes(5, "big")
     signature = key.private_key.sign(_DOMAIN + prefix.encode() + b"\x00" + head)
     return f"{prefix}-{_encode(head + signature)}"
@@ -86,11 +101,21 @@ def parse_signed_key(keyring: Keyring, text: str) -> SignedKey:
     if version != KEY_VERSION:
         raise KeyRejected("malformed", f"license key version {version} is not supported")
     message = _DOMAIN + prefix.encode() + b"\x00" + body[:7]
-    for key in keyring.with_hint(hint):
+    candidates = keyring.with_hint(hint)
+    if not candidates:
+        raise UnknownKeyHint(hint)
+    for key in candidates:
         if verify_with(key.public_key, message, signature):
             license_id = int.from_bytes(id_bytes, "big")
             return SignedKey(f"{prefix}-{_encode(body)}", prefix, license_id, key.kid)
     raise KeyRejected("bad_signature", "license key signature does not verify")
+
+
+def key_hint(text: str) -> int | None:
+    """The key hint of a signed key (no signature check): which key signed it, in one byte."""
+    match = _SIGNED_SHAPE.match(text.strip())
+    body = None if match is None else _decode(match.group(2).upper())
+    return None if body is None else body[1]
 
 
 def _encode(data: bytes) -> str:

@@ -165,7 +165,8 @@ class LicenseService:
             raise ValueError("expires: the expiry date must not be in the past")
         async with self.db.write() as conn:
             license_id = await self._free_license_id(conn)
-            key = make_license_key(self.keyring, product.key_prefix, license_id)
+            signer = self.keyring.active  # read once: the keyring may change while we wait
+            key = make_license_key(signer, product.key_prefix, license_id)
             await license_rows.insert_license(
                 conn,
                 {
@@ -174,6 +175,8 @@ class LicenseService:
                     "key_hash": self.hasher.hash(KEY_HASH_PURPOSE, key),
                     "key_encrypted": self.cipher.encrypt("licenses", "key_encrypted", key),
                     "key_kind": KeyKind.SIGNED.value,
+                    # So that `run.py retire` knows this key keeps its signer published.
+                    "signing_kid": signer.kid,
                     "status": Status.PENDING.value,
                     "licensee_name": spec.licensee,
                     "licensee_company": spec.company,

@@ -20,7 +20,7 @@ from license_server.licensing.bans import BanList
 from license_server.licensing.caches import TtlCache
 from license_server.licensing.decision import Answer, Bind, Facts, Verdict, decide, refused
 from license_server.licensing.domains import DevHostPatterns
-from license_server.licensing.license_keys import KeyRejected
+from license_server.licensing.license_keys import KeyRejected, UnknownKeyHint
 from license_server.licensing.lifecycle import Action, LicenseState, transition
 from license_server.licensing.models import License, Product, Status
 from license_server.licensing.service import KEY_HASH_PURPOSE, KeyLookup, LicenseService
@@ -79,7 +79,7 @@ class Verifier:
         self, key_text: str, facts: Facts, raw: RawBinding, *, bind_ip_and_dir: bool = False
     ) -> Outcome:
         try:
-            lookup = self._lookup(key_text)
+            lookup = await self._lookup_or_reload(key_text)
         except KeyRejected:
             key_hash = self.service.hasher.hash(KEY_HASH_PURPOSE, key_text.strip())
             return Outcome(refused("bad_signature"), None, key_hash)
@@ -116,6 +116,15 @@ class Verifier:
             lookup = self.service.lookup_for(key_text)
             self._lookups.put(key_text, lookup)
         return lookup
+
+    async def _lookup_or_reload(self, key_text: str) -> KeyLookup:
+        try:
+            return self._lookup(key_text)
+        except UnknownKeyHint:
+            # Maybe signed by a key another process has just activated: look once (shared,
+            # throttled), then decide. Forged keys cost at most that one look.
+            await self.service.keyring.refresh()
+            return self._lookup(key_text)
 
     async def _license(self, lookup: KeyLookup) -> License | None:
         license = self._licenses.get(lookup.key_hash)
