@@ -11,7 +11,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
+import errno
 import logging
+import os
+import socket
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -180,14 +183,35 @@ def serve(settings: Settings) -> int:
     from license_server.web.access_log import MaskedAccessLogger
 
     url = f"http://{settings.host}:{settings.port}"
-    web.run_app(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        access_log_class=MaskedAccessLogger,
-        print=lambda _: print(f"License server listening on {url} (Ctrl+C to stop)", flush=True),
-    )
+    try:
+        web.run_app(
+            create_app(settings),
+            host=settings.host,
+            port=settings.port,
+            access_log_class=MaskedAccessLogger,
+            print=lambda _: print(
+                f"License server listening on {url} (Ctrl+C to stop)", flush=True
+            ),
+        )
+    except OSError as exc:
+        cause = _listen_failure(exc)
+        if cause is None:
+            raise
+        where = f"{settings.host}:{settings.port}"
+        print(f"run.py serve: cannot listen on {where}: {cause}", file=sys.stderr)
+        return EXIT_USAGE
     return 0
+
+
+def _listen_failure(exc: OSError) -> str | None:
+    """The cause of a failed bind, in words an operator acts on; None for other OS errors."""
+    if isinstance(exc, socket.gaierror):
+        return f"cannot resolve the host ({exc.strerror})"
+    if exc.errno == errno.EADDRINUSE:
+        return "address already in use (another server on this port?)"
+    if exc.errno in (errno.EADDRNOTAVAIL, errno.EACCES):
+        return os.strerror(exc.errno).lower()
+    return None
 
 
 def rotate_keys(settings: Settings) -> int:

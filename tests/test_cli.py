@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -14,18 +15,20 @@ ROOT = Path(__file__).resolve().parent.parent
 
 @pytest.fixture
 def run(tmp_path):
-    env = {
+    base_env = {
         **os.environ,
         "LICENSE_SERVER_DATABASE": str(tmp_path / "db.sqlite"),
         "LICENSE_SERVER_KEYS_DIR": str(tmp_path / "keys"),
     }
 
-    def run(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    def run(
+        *args: str, check: bool = True, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess:
         result = subprocess.run(
             [sys.executable, str(ROOT / "run.py"), *args],
             capture_output=True,
             text=True,
-            env=env,
+            env={**base_env, **(env or {})},
             cwd=tmp_path,
             timeout=60,
         )
@@ -245,3 +248,20 @@ def test_update_product_changes_whmcs_options(run):
     assert nothing.returncode == 1 and "nothing to change" in nothing.stderr
     unknown = run("update-product", "--code", "zz", "--seats", "2", check=False)
     assert unknown.returncode == 1 and "no product" in unknown.stderr
+
+
+def test_serve_on_a_busy_port_is_one_line(run):
+    # A second server on the same port: the README promises one line, not a traceback.
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = run(
+            "serve", check=False, env={"LICENSE_SERVER_HOST": "127.0.0.1",
+                                       "LICENSE_SERVER_PORT": str(port)}
+        )  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        f"run.py serve: cannot listen on 127.0.0.1:{port}: "
+        "address already in use (another server on this port?)"
+    ]
