@@ -177,6 +177,18 @@ def test_backup_is_a_usable_copy(run, tmp_path):
             2,
             "ips",
         ),
+        (
+            ["issue", "--product", "m", "--licensee", "  ", "--email", "a@b.co"],
+            2,
+            "licensee: Value error, must not be empty or only whitespace",
+        ),
+        (
+            ["issue", "--product", "m", "--licensee", "caf\udce9", "--email", "a@b.co"],
+            2,
+            "licensee: Input should be a valid string",
+        ),
+        (["create-product", "--code", "n", "--name", " \t "], 2, "name: Value error, must not"),
+        (["update-product", "--code", "m", "--name", " "], 2, "name: Value error, must not"),
         (["create-product", "--code", "m", "--name", "Again"], 1, "exists"),
         (["create-product", "--code", "bad code", "--name", "X"], 2, "code"),
         (["create-product", "--code", "x", "--name", "X", "--seats", "0"], 2, "seats"),
