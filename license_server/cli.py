@@ -304,7 +304,10 @@ async def _issue(runtime: Runtime, args: argparse.Namespace) -> int:
         notes=args.notes,
     )
     license, key = await runtime.licenses.issue(spec)
-    print(f"issued license {license.id} for {license.licensee_name} ({license.product.code})")
+    print(
+        f"issued license {license.id} for {license.licensee_name} ({license.product.code}), "
+        f"expires {_format_expiry(license.expires_at)}"
+    )
     print(key)
     return 0
 
@@ -330,7 +333,8 @@ async def _lifecycle(runtime: Runtime, action: Action, args: argparse.Namespace)
     if action is Action.RENEW:
         options["new_expiry"] = None if args.no_expiry else end_of_day_utc(args.expires)
     updated = await runtime.licenses.apply(license.id, action, **options)
-    print(f"license {updated.id}: {license.status} -> {updated.status}")
+    expiry = f", expires {_format_expiry(updated.expires_at)}" if action is Action.RENEW else ""
+    print(f"license {updated.id}: {license.status} -> {updated.status}{expiry}")
     return 0
 
 
@@ -338,6 +342,17 @@ def _format_time(timestamp: int | None) -> str:
     if timestamp is None:
         return "never"
     return dt.datetime.fromtimestamp(timestamp, dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _format_expiry(expires_at: int | None) -> str:
+    """The last valid day, as the operator gave it: the stored instant is the end of that day
+    (`end_of_day_utc`), which printed as a time would read as the day after."""
+    if expires_at is None:
+        return "never"
+    if expires_at % 86_400:  # not at a UTC midnight (set another way): the exact instant
+        return f"{_format_time(expires_at)} (valid until then)"
+    last_day = dt.datetime.fromtimestamp(expires_at - 1, dt.UTC).date()
+    return f"{last_day.isoformat()} (valid through that day, UTC)"
 
 
 def _print_license(license: License) -> None:
@@ -349,7 +364,7 @@ def _print_license(license: License) -> None:
         ("licensee", license.licensee_name),
         ("company", license.licensee_company or "-"),
         ("email", license.licensee_email),
-        ("expires", _format_time(license.expires_at)),
+        ("expires", _format_expiry(license.expires_at)),
         ("seats", str(license.seats)),
         ("reissues", str(license.reissue_count)),
         ("allowed domains", ", ".join(license.rules_of("domain")) or "any"),

@@ -64,7 +64,12 @@ def test_issue_then_show_round_trips(run):
     shown = run("show", key).stdout
     assert "Smith & Sons" in shown
     assert "example.com, *.shop.example.net" in shown
-    assert "2100-01-01 00:00:00 UTC" in shown  # usable through the whole last day
+    # The day given, and what it means: the stored end-of-day instant is 2100-01-01 00:00.
+    assert "expires          2099-12-31 (valid through that day, UTC)\n" in shown
+    assert "2100-01-01" not in shown
+    assert issued.stdout.splitlines()[0].endswith(
+        "(mymod), expires 2099-12-31 (valid through that day, UTC)"
+    )
     assert "pending" in shown
     assert key not in shown
 
@@ -78,6 +83,11 @@ def test_lifecycle_commands(run):
     assert refused.returncode == 1
     assert refused.stderr.strip() == "run.py suspend: cannot suspend a license that is suspended"
     run("unsuspend", key)
+    renewed = run("renew", key, "--expires", "2098-02-28").stdout
+    assert renewed.endswith("expires 2098-02-28 (valid through that day, UTC)\n")
+    assert "expires          2098-02-28 (valid through that day, UTC)" in run("show", key).stdout
+    assert run("renew", key, "--no-expiry").stdout.endswith(", expires never\n")
+    assert "expires          never\n" in run("show", key).stdout
     run("revoke", key)
     assert "revoked" in run("show", key).stdout
 
