@@ -251,6 +251,23 @@ def test_ban_list_and_unban(run):
     assert bad.returncode == 1 and len(bad.stderr.strip().splitlines()) == 1
 
 
+def test_ban_an_ip_range(run):
+    # Ranges are accepted as a license's IP rules accept them, listed, and lifted.
+    assert run("ban", "ip", "203.0.113.9/24", "--reason", "abuse").stdout == (
+        "banned ip 203.0.113.0/24\n"
+    )
+    assert run("ban", "ip", "2001:DB8::/32").stdout == "banned ip 2001:db8::/32\n"
+    listed = run("bans").stdout.splitlines()
+    assert listed == ["ip      203.0.113.0/24  (abuse)", "ip      2001:db8::/32"]
+    assert run("unban", "ip", "203.0.113.0/24").stdout == "unbanned ip 203.0.113.0/24\n"
+    assert run("bans").stdout.splitlines() == ["ip      2001:db8::/32"]
+    for bad in ("10.0.0.0/33", "10.0.0.0/x", "fe80::/10%eth0"):
+        result = run("ban", "ip", bad, check=False)
+        assert result.returncode == 1
+        assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+        assert result.stderr.startswith("run.py ban: ") and "Traceback" not in result.stderr
+
+
 def test_update_product_changes_whmcs_options(run):
     run("create-product", "--code", "m", "--name", "M")
     run(
