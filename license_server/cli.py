@@ -233,7 +233,7 @@ async def _run_async(command: str, args: argparse.Namespace, settings: Settings)
         if command == "issue":
             return await _issue(runtime, args)
         if command == "show":
-            _print_license(await runtime.licenses.license_by_key(args.key))
+            _print_license(await _license_by_key(runtime, args.key))
             return 0
         if command == "backup":
             if args.target.exists():
@@ -327,8 +327,18 @@ async def _bans(runtime: Runtime, command: str, args: argparse.Namespace) -> int
     return 0
 
 
+async def _license_by_key(runtime: Runtime, key: str) -> License:
+    # Bytes that are not UTF-8 reach argv as surrogate escapes (PEP 383); no key contains
+    # them, and hashing them would raise a codec error instead of saying what is wrong.
+    try:
+        key.encode("utf-8")
+    except UnicodeEncodeError:
+        raise CommandError("not a license key (it contains bytes that are not UTF-8)") from None
+    return await runtime.licenses.license_by_key(key)
+
+
 async def _lifecycle(runtime: Runtime, action: Action, args: argparse.Namespace) -> int:
-    license = await runtime.licenses.license_by_key(args.key)
+    license = await _license_by_key(runtime, args.key)
     options: dict[str, object] = {}
     if action is Action.RENEW:
         options["new_expiry"] = None if args.no_expiry else end_of_day_utc(args.expires)

@@ -304,3 +304,26 @@ def test_serve_on_a_busy_port_is_one_line(run):
         f"run.py serve: cannot listen on 127.0.0.1:{port}: "
         "address already in use (another server on this port?)"
     ]
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["show"],
+        ["suspend"],
+        ["unsuspend"],
+        ["expire"],
+        ["revoke"],
+        ["reissue"],
+        ["renew", "--expires", "2099-01-01"],
+        ["renew", "--no-expiry"],
+    ],
+)
+def test_a_key_that_is_not_utf8_is_one_line(run, args):
+    # `run.py show $'\xff\xfe'`: argv carries the bytes as surrogate escapes.
+    key = os.fsdecode(b"MYMOD-\xff\xfe")
+    result = run(args[0], key, *args[1:], check=False)
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        f"run.py {args[0]}: not a license key (it contains bytes that are not UTF-8)"
+    ]
