@@ -55,3 +55,19 @@ async def test_malformed_ip_bans_are_refused(app_runtime, value):
     with pytest.raises(InvalidHost):
         await app_runtime.bans.ban("ip", value)
     assert await app_runtime.bans.all() == []
+
+
+@pytest.mark.parametrize(
+    ("reason", "message"),
+    [
+        ("caf\udce9", "valid UTF-8"),
+        ("two\nlines", "control characters"),
+        ("x" * 501, "at most 500"),
+    ],
+)
+async def test_a_bad_reason_is_refused_before_anything_is_written(app_runtime, reason, message):
+    with pytest.raises(ValueError, match=message):
+        await app_runtime.bans.ban("domain", "pirate.net", reason)
+    assert await app_runtime.bans.all() == []
+    await app_runtime.bans.ban("domain", "pirate.net", " Smith & Sons, ü\u00a0中 ")
+    assert (await app_runtime.bans.all())[0]["reason"] == "Smith & Sons, ü\u00a0中"

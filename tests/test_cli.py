@@ -266,6 +266,9 @@ def test_ban_an_ip_range(run):
         assert result.returncode == 1
         assert len(result.stderr.strip().splitlines()) == 1, result.stderr
         assert result.stderr.startswith("run.py ban: ") and "Traceback" not in result.stderr
+    bad_reason = run("ban", "domain", "x.com", "--reason", os.fsdecode(b"\xff"), check=False)
+    assert bad_reason.returncode == 1
+    assert bad_reason.stderr.splitlines() == ["run.py ban: reason: must be valid UTF-8 text"]
 
 
 def test_update_product_changes_whmcs_options(run):

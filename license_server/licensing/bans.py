@@ -55,6 +55,7 @@ class BanList:
 
     async def ban(self, kind: str, value: str, reason: str = "") -> str:
         normalised = _normalise(kind, value)
+        reason = _reason(reason)
         async with self._db.write() as conn:
             await ban_rows.add_ban(conn, kind, normalised, reason, int(time.time()))
         await self.reload()
@@ -69,6 +70,23 @@ class BanList:
     async def all(self) -> list[dict]:
         async with self._db.read() as conn:
             return await ban_rows.all_bans(conn)
+
+
+MAX_REASON_LENGTH = 500
+
+
+def _reason(text: str) -> str:
+    """The reason as plain text, checked before anything is written (ASVS 4.0.3 V5.1.3)."""
+    text = text.strip()
+    if len(text) > MAX_REASON_LENGTH:
+        raise ValueError(f"reason: at most {MAX_REASON_LENGTH} characters")
+    if any(ord(char) < 32 or ord(char) == 127 for char in text):
+        raise ValueError("reason: must not contain control characters")
+    try:
+        text.encode("utf-8")  # bytes that were not UTF-8 arrive as surrogate escapes
+    except UnicodeEncodeError:
+        raise ValueError("reason: must be valid UTF-8 text") from None
+    return text
 
 
 def _normalise(kind: str, value: str) -> str:
