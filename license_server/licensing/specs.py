@@ -69,7 +69,9 @@ class ProductSpec(BaseModel):
     def _code(cls, value: str) -> str:
         if not _CODE.match(value):
             raise ValueError("use 1-32 of letters, digits, '_', '.', '-', starting alphanumeric")
-        return value
+        # Codes are case-insensitive (modules send them in whatever case their author typed):
+        # one stored spelling, so `MyMod` and `mymod` cannot become two products.
+        return value.lower()
 
     @field_validator("key_prefix")
     @classmethod
