@@ -16,7 +16,7 @@ _COLUMNS = (
 async def insert_product(conn: aiosqlite.Connection, row: dict[str, Any]) -> int:
     placeholders = ", ".join("?" for _ in _COLUMNS.split(","))
     async with conn.execute(
-        f"INSERT INTO products ({_COLUMNS}) VALUES ({placeholders}) RETURNING id",  # noqa: S608
+        f"INSERT INTO products ({_COLUMNS}) VALUES ({placeholders}) RETURNING id",  # noqa: S608 # nosec B608
         [row[name.strip()] for name in _COLUMNS.split(",")],
     ) as cur:
         (product_id,) = await cur.fetchone()
@@ -29,7 +29,7 @@ async def product_by(conn: aiosqlite.Connection, column: str, value: object) -> 
     if column not in ("id", "key_prefix"):
         raise ValueError(column)
     async with conn.execute(
-        f"SELECT * FROM products WHERE {column} = ?",  # noqa: S608 - column is whitelisted
+        f"SELECT * FROM products WHERE {column} = ?",  # noqa: S608 - whitelisted # nosec B608
         (value,),
     ) as cur:
         row = await cur.fetchone()
@@ -74,6 +74,6 @@ async def update_product(conn: aiosqlite.Connection, product_id: int, changes: d
         raise ValueError(f"not updatable: {sorted(unknown)}")
     assignments = ", ".join(f"{column} = ?" for column in changes)
     await conn.execute(
-        f"UPDATE products SET {assignments} WHERE id = ?",  # noqa: S608 - whitelisted columns
+        f"UPDATE products SET {assignments} WHERE id = ?",  # noqa: S608 - whitelisted # nosec B608
         [*changes.values(), product_id],
     )
