@@ -11,7 +11,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
+import errno
 import logging
+import os
+import socket
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -219,17 +222,36 @@ def serve(
     def announce(_: str) -> None:
         print(f"License server listening on {url} (Ctrl+C to stop)", flush=True)
 
-    web.run_app(
-        # Only one process of several runs the maintenance tasks (the attempt-log pruner).
-        create_app(settings, maintenance=not worker_index),
-        host=settings.host,
-        port=settings.port,
-        reuse_port=worker_index is not None,
-        **runner_options(),
-        print=announce if worker_index is None else None,  # the supervisor announced them
-        loop=_new_event_loop(settings),
-    )
+    try:
+        web.run_app(
+            # Only one process of several runs the maintenance tasks (the attempt-log pruner).
+            create_app(settings, maintenance=not worker_index),
+            host=settings.host,
+            port=settings.port,
+            reuse_port=worker_index is not None,
+            **runner_options(),
+            print=announce if worker_index is None else None,  # the supervisor announced them
+            loop=_new_event_loop(settings),
+        )
+    except OSError as exc:
+        cause = _listen_failure(exc)
+        if cause is None:
+            raise
+        where = f"{settings.host}:{settings.port}"
+        print(f"run.py serve: cannot listen on {where}: {cause}", file=sys.stderr)
+        return EXIT_USAGE
     return 0
+
+
+def _listen_failure(exc: OSError) -> str | None:
+    """The cause of a failed bind, in words an operator acts on; None for other OS errors."""
+    if isinstance(exc, socket.gaierror):
+        return f"cannot resolve the host ({exc.strerror})"
+    if exc.errno == errno.EADDRINUSE:
+        return "address already in use (another server on this port?)"
+    if exc.errno in (errno.EADDRNOTAVAIL, errno.EACCES):
+        return os.strerror(exc.errno).lower()
+    return None
 
 
 def _new_event_loop(settings: Settings):
@@ -308,7 +330,7 @@ async def _run_async(command: str, args: argparse.Namespace, settings: Settings)
         if command == "issue":
             return await _issue(runtime, args)
         if command == "show":
-            _print_license(await runtime.licenses.license_by_key(args.key))
+            _print_license(await _license_by_key(runtime, args.key))
             return 0
         if command == "backup":
             if args.target.exists():
@@ -381,7 +403,10 @@ async def _issue(runtime: Runtime, args: argparse.Namespace) -> int:
         notes=args.notes,
     )
     license, key = await runtime.licenses.issue(spec)
-    print(f"issued license {license.id} for {license.licensee_name} ({license.product.code})")
+    print(
+        f"issued license {license.id} for {license.licensee_name} ({license.product.code}), "
+        f"expires {_format_expiry(license.expires_at)}"
+    )
     print(key)
     return 0
 
@@ -401,13 +426,24 @@ async def _bans(runtime: Runtime, command: str, args: argparse.Namespace) -> int
     return 0
 
 
+async def _license_by_key(runtime: Runtime, key: str) -> License:
+    # Bytes that are not UTF-8 reach argv as surrogate escapes (PEP 383); no key contains
+    # them, and hashing them would raise a codec error instead of saying what is wrong.
+    try:
+        key.encode("utf-8")
+    except UnicodeEncodeError:
+        raise CommandError("not a license key (it contains bytes that are not UTF-8)") from None
+    return await runtime.licenses.license_by_key(key)
+
+
 async def _lifecycle(runtime: Runtime, action: Action, args: argparse.Namespace) -> int:
-    license = await runtime.licenses.license_by_key(args.key)
+    license = await _license_by_key(runtime, args.key)
     options: dict[str, object] = {}
     if action is Action.RENEW:
         options["new_expiry"] = None if args.no_expiry else end_of_day_utc(args.expires)
     updated = await runtime.licenses.apply(license.id, action, **options)
-    print(f"license {updated.id}: {license.status} -> {updated.status}")
+    expiry = f", expires {_format_expiry(updated.expires_at)}" if action is Action.RENEW else ""
+    print(f"license {updated.id}: {license.status} -> {updated.status}{expiry}")
     return 0
 
 
@@ -415,6 +451,17 @@ def _format_time(timestamp: int | None) -> str:
     if timestamp is None:
         return "never"
     return dt.datetime.fromtimestamp(timestamp, dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _format_expiry(expires_at: int | None) -> str:
+    """The last valid day, as the operator gave it: the stored instant is the end of that day
+    (`end_of_day_utc`), which printed as a time would read as the day after."""
+    if expires_at is None:
+        return "never"
+    if expires_at % 86_400:  # not at a UTC midnight (set another way): the exact instant
+        return f"{_format_time(expires_at)} (valid until then)"
+    last_day = dt.datetime.fromtimestamp(expires_at - 1, dt.UTC).date()
+    return f"{last_day.isoformat()} (valid through that day, UTC)"
 
 
 def _print_license(license: License) -> None:
@@ -426,7 +473,7 @@ def _print_license(license: License) -> None:
         ("licensee", license.licensee_name),
         ("company", license.licensee_company or "-"),
         ("email", license.licensee_email),
-        ("expires", _format_time(license.expires_at)),
+        ("expires", _format_expiry(license.expires_at)),
         ("seats", str(license.seats)),
         ("reissues", str(license.reissue_count)),
         ("allowed domains", ", ".join(license.rules_of("domain")) or "any"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -14,18 +15,20 @@ ROOT = Path(__file__).resolve().parent.parent
 
 @pytest.fixture
 def run(tmp_path):
-    env = {
+    base_env = {
         **os.environ,
         "LICENSE_SERVER_DATABASE": str(tmp_path / "db.sqlite"),
         "LICENSE_SERVER_KEYS_DIR": str(tmp_path / "keys"),
     }
 
-    def run(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    def run(
+        *args: str, check: bool = True, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess:
         result = subprocess.run(
             [sys.executable, str(ROOT / "run.py"), *args],
             capture_output=True,
             text=True,
-            env=env,
+            env={**base_env, **(env or {})},
             cwd=tmp_path,
             timeout=60,
         )
@@ -61,7 +64,12 @@ def test_issue_then_show_round_trips(run):
     shown = run("show", key).stdout
     assert "Smith & Sons" in shown
     assert "example.com, *.shop.example.net" in shown
-    assert "2100-01-01 00:00:00 UTC" in shown  # usable through the whole last day
+    # The day given, and what it means: the stored end-of-day instant is 2100-01-01 00:00.
+    assert "expires          2099-12-31 (valid through that day, UTC)\n" in shown
+    assert "2100-01-01" not in shown
+    assert issued.stdout.splitlines()[0].endswith(
+        "(mymod), expires 2099-12-31 (valid through that day, UTC)"
+    )
     assert "pending" in shown
     assert key not in shown
 
@@ -75,6 +83,11 @@ def test_lifecycle_commands(run):
     assert refused.returncode == 1
     assert refused.stderr.strip() == "run.py suspend: cannot suspend a license that is suspended"
     run("unsuspend", key)
+    renewed = run("renew", key, "--expires", "2098-02-28").stdout
+    assert renewed.endswith("expires 2098-02-28 (valid through that day, UTC)\n")
+    assert "expires          2098-02-28 (valid through that day, UTC)" in run("show", key).stdout
+    assert run("renew", key, "--no-expiry").stdout.endswith(", expires never\n")
+    assert "expires          never\n" in run("show", key).stdout
     run("revoke", key)
     assert "revoked" in run("show", key).stdout
 
@@ -177,6 +190,18 @@ def test_backup_is_a_usable_copy(run, tmp_path):
             2,
             "ips",
         ),
+        (
+            ["issue", "--product", "m", "--licensee", "  ", "--email", "a@b.co"],
+            2,
+            "licensee: Value error, must not be empty or only whitespace",
+        ),
+        (
+            ["issue", "--product", "m", "--licensee", "caf\udce9", "--email", "a@b.co"],
+            2,
+            "licensee: Input should be a valid string",
+        ),
+        (["create-product", "--code", "n", "--name", " \t "], 2, "name: Value error, must not"),
+        (["update-product", "--code", "m", "--name", " "], 2, "name: Value error, must not"),
         (["create-product", "--code", "m", "--name", "Again"], 1, "exists"),
         (["create-product", "--code", "bad code", "--name", "X"], 2, "code"),
         (["create-product", "--code", "x", "--name", "X", "--seats", "0"], 2, "seats"),
@@ -229,6 +254,26 @@ def test_ban_list_and_unban(run):
     assert bad.returncode == 1 and len(bad.stderr.strip().splitlines()) == 1
 
 
+def test_ban_an_ip_range(run):
+    # Ranges are accepted as a license's IP rules accept them, listed, and lifted.
+    assert run("ban", "ip", "203.0.113.9/24", "--reason", "abuse").stdout == (
+        "banned ip 203.0.113.0/24\n"
+    )
+    assert run("ban", "ip", "2001:DB8::/32").stdout == "banned ip 2001:db8::/32\n"
+    listed = run("bans").stdout.splitlines()
+    assert listed == ["ip      203.0.113.0/24  (abuse)", "ip      2001:db8::/32"]
+    assert run("unban", "ip", "203.0.113.0/24").stdout == "unbanned ip 203.0.113.0/24\n"
+    assert run("bans").stdout.splitlines() == ["ip      2001:db8::/32"]
+    for bad in ("10.0.0.0/33", "10.0.0.0/x", "fe80::/10%eth0"):
+        result = run("ban", "ip", bad, check=False)
+        assert result.returncode == 1
+        assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+        assert result.stderr.startswith("run.py ban: ") and "Traceback" not in result.stderr
+    bad_reason = run("ban", "domain", "x.com", "--reason", os.fsdecode(b"\xff"), check=False)
+    assert bad_reason.returncode == 1
+    assert bad_reason.stderr.splitlines() == ["run.py ban: reason: must be valid UTF-8 text"]
+
+
 def test_update_product_changes_whmcs_options(run):
     run("create-product", "--code", "m", "--name", "M")
     run(
@@ -248,3 +293,43 @@ def test_update_product_changes_whmcs_options(run):
     assert nothing.returncode == 1 and "nothing to change" in nothing.stderr
     unknown = run("update-product", "--code", "zz", "--seats", "2", check=False)
     assert unknown.returncode == 1 and "no product" in unknown.stderr
+
+
+def test_serve_on_a_busy_port_is_one_line(run):
+    # A second server on the same port: the README promises one line, not a traceback.
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = run(
+            "serve", check=False, env={"LICENSE_SERVER_HOST": "127.0.0.1",
+                                       "LICENSE_SERVER_PORT": str(port)}
+        )  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        f"run.py serve: cannot listen on 127.0.0.1:{port}: "
+        "address already in use (another server on this port?)"
+    ]
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["show"],
+        ["suspend"],
+        ["unsuspend"],
+        ["expire"],
+        ["revoke"],
+        ["reissue"],
+        ["renew", "--expires", "2099-01-01"],
+        ["renew", "--no-expiry"],
+    ],
+)
+def test_a_key_that_is_not_utf8_is_one_line(run, args):
+    # `run.py show $'\xff\xfe'`: argv carries the bytes as surrogate escapes.
+    key = os.fsdecode(b"MYMOD-\xff\xfe")
+    result = run(args[0], key, *args[1:], check=False)
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        f"run.py {args[0]}: not a license key (it contains bytes that are not UTF-8)"
+    ]

@@ -310,19 +310,27 @@ def start_redis(executable: str, workdir: Path) -> tuple[subprocess.Popen, int]:
     """redis-server on a free local port, answering PING; a few ports are tried (port race)."""
     for _ in range(3):
         port = free_port()
-        process = subprocess.Popen(
-            [executable, "--bind", "127.0.0.1", "--port", str(port), "--save", "",
-             "--appendonly", "no", "--dir", str(workdir)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        deadline = time.monotonic() + 10
-        while process.poll() is None and time.monotonic() < deadline:
-            if redis_answers(port):
-                return process, port
-            time.sleep(0.05)  # bounded wait for the subprocess to start
-        stop_process(process)
+        process = start_redis_on(executable, workdir, port)
+        if process is not None:
+            return process, port
     pytest.fail("redis-server did not start answering PING on 127.0.0.1")
+
+
+def start_redis_on(executable: str, workdir: Path, port: int) -> subprocess.Popen | None:
+    """redis-server on `port`, once it answers PING; None if it did not start."""
+    process = subprocess.Popen(
+        [executable, "--bind", "127.0.0.1", "--port", str(port), "--save", "",
+         "--appendonly", "no", "--dir", str(workdir)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    deadline = time.monotonic() + 10
+    while process.poll() is None and time.monotonic() < deadline:
+        if redis_answers(port):
+            return process
+        time.sleep(0.05)  # bounded wait for the subprocess to start
+    stop_process(process)
+    return None
 
 
 def stop_process(process: subprocess.Popen) -> None:
@@ -386,7 +394,7 @@ async def test_redis_storage_uri_without_async_prefix_works(aiohttp_client, tmp_
 
 
 async def test_unreachable_redis_fails_open(aiohttp_client, tmp_path, caplog):
-    caplog.set_level(logging.ERROR, logger="license_server")
+    caplog.set_level(logging.INFO, logger="license_server")
     limits = RateLimitSettings(
         storage_uri=f"async+redis://127.0.0.1:{free_port()}", per_ip="1/minute"
     )
@@ -401,13 +409,62 @@ async def test_unreachable_redis_fails_open(aiohttp_client, tmp_path, caplog):
         document = verified(runtime, response, body, sent)
         assert document["status"] == "active"
     assert time.monotonic() - started < 30  # retries are bounded: no hang
-    errors = [
+    # One warning for the outage, not one traceback per request.
+    (warning,) = storage_log(caplog)
+    assert warning.levelno == logging.WARNING and "fail-open" in warning.getMessage()
+    assert warning.exc_info is None and "\n" not in warning.getMessage()
+    assert [row["result"] for row in await attempt_rows(runtime)] == ["active"] * 3
+
+
+def storage_log(caplog) -> list[logging.LogRecord]:
+    """What the rate limiter logged about its storage."""
+    return [
         record
         for record in caplog.records
-        if record.levelno == logging.ERROR and "fail-open" in record.getMessage()
+        if record.name == "license_server.web.rate_limit" and "storage" in record.getMessage()
     ]
-    assert errors and all(record.exc_info for record in errors)
-    assert [row["result"] for row in await attempt_rows(runtime)] == ["active"] * 3
+
+
+async def test_a_redis_outage_logs_one_warning_then_one_recovery_line(
+    aiohttp_client, tmp_path, caplog
+):
+    executable = shutil.which("redis-server")
+    if executable is None:
+        pytest.fail("redis-server is not installed (CI installs it; so must you)")
+    caplog.set_level(logging.INFO, logger="license_server")
+    process, port = start_redis(executable, tmp_path)
+    try:
+        limits = RateLimitSettings(
+            storage_uri=f"async+redis://127.0.0.1:{port}", per_ip="1000/minute"
+        )
+        client = await aiohttp_client(create_app(make_settings(tmp_path, rate_limit=limits)))
+        runtime = client.app[RUNTIME]
+        key = await issue_key(runtime)
+        assert (await check(client, key))[0].status == 200
+        assert storage_log(caplog) == []
+
+        stop_process(process)
+        for _ in range(10):  # many requests during the outage: all answered, one warning
+            assert (await check(client, key))[0].status == 200
+        (outage,) = storage_log(caplog)
+        assert outage.levelno == logging.WARNING and "fail-open" in outage.getMessage()
+        assert outage.exc_info is None and "\n" not in outage.getMessage()
+
+        process = start_redis_on(executable, tmp_path, port)
+        if process is None:
+            pytest.fail(f"redis-server did not restart on port {port}")
+        deadline = time.monotonic() + 20
+        while len(storage_log(caplog)) < 2 and time.monotonic() < deadline:
+            assert (await check(client, key))[0].status == 200  # until it reconnects
+        for _ in range(5):
+            assert (await check(client, key))[0].status == 200
+        outage_again, recovered = storage_log(caplog)
+        assert outage_again is outage
+        assert "works again" in recovered.getMessage() and recovered.exc_info is None
+        assert redis_command(port, b"DBSIZE") != b":0\r\n"  # counting in Redis again
+    finally:
+        if process is not None:
+            stop_process(process)
 
 
 # -- settings -------------------------------------------------------------------------------

@@ -31,7 +31,7 @@ ATTEMPT_COLUMNS = (
     "latency_us",
 )
 _INSERT = (
-    f"INSERT INTO verification_attempts ({', '.join(ATTEMPT_COLUMNS)}) "  # noqa: S608
+    f"INSERT INTO verification_attempts ({', '.join(ATTEMPT_COLUMNS)}) "  # noqa: S608 # nosec B608
     f"VALUES ({', '.join('?' for _ in ATTEMPT_COLUMNS)})"
 )
 

@@ -23,7 +23,7 @@ async def product_codes_by_key_hash(
         chunk = key_hashes[start : start + _MAX_PARAMETERS]
         placeholders = ", ".join("?" for _ in chunk)
         query = (
-            "SELECT licenses.key_hash, products.code FROM licenses "  # noqa: S608 - "?" only
+            "SELECT licenses.key_hash, products.code FROM licenses "  # noqa: S608 - "?" only # nosec B608
             "JOIN products ON products.id = licenses.product_id "
             f"WHERE licenses.key_hash IN ({placeholders})"
         )

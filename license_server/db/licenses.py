@@ -41,7 +41,7 @@ async def insert_license(conn: aiosqlite.Connection, row: dict[str, Any]) -> Non
     placeholders = ", ".join("?" for _ in _INSERT_COLUMNS)
     values = {**_OPTIONAL, **row}
     await conn.execute(
-        f"INSERT INTO licenses ({columns}) VALUES ({placeholders})",  # noqa: S608
+        f"INSERT INTO licenses ({columns}) VALUES ({placeholders})",  # noqa: S608 # nosec B608
         [values[name] for name in _INSERT_COLUMNS],
     )
 

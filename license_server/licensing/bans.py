@@ -1,16 +1,22 @@
-"""Banned domains and IPs: checks answer `suspended` (DESIGN.md, as the WHMCS addon does).
+"""Banned domains and IPs: checks answer `suspended`, as the WHMCS Licensing Addon does.
 
-The list is small and read on every check, so it is held in memory and reloaded after a
-change made here, or after `ttl` seconds for changes made by another process (the CLI).
+An IP ban is an address or a CIDR range (the same syntax as a license's IP rules). The list is
+small and read on every check, so it is held in memory and reloaded after a change made here,
+or after `ttl` seconds for changes made by another process (the CLI). Exact values are a set
+lookup; ranges are kept apart as parsed networks and scanned only when there are any, so a
+server without range bans pays nothing for them.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import time
 
 from license_server.db import bans as ban_rows
 from license_server.db.database import Database
-from license_server.licensing.domains import normalise_domain, normalise_ip
+from license_server.licensing.domains import normalise_domain, parse_ip_rule
+
+_Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 class BanList:
@@ -19,22 +25,37 @@ class BanList:
         self._ttl = ttl
         self._domains: frozenset[str] = frozenset()
         self._ips: frozenset[str] = frozenset()
+        self._ranges: tuple[_Network, ...] = ()
         self._loaded_at = float("-inf")
 
     async def is_banned(self, domain: str, ip: str) -> bool:
         if time.monotonic() - self._loaded_at > self._ttl:
             await self.reload()
-        return domain in self._domains or ip in self._ips
+        return (
+            domain in self._domains or ip in self._ips or bool(self._ranges and self._in_range(ip))
+        )
+
+    def _in_range(self, ip: str) -> bool:
+        try:
+            address = ipaddress.ip_address(ip)
+        except ValueError:
+            return False
+        return any(
+            address.version == network.version and address in network for network in self._ranges
+        )
 
     async def reload(self) -> None:
         async with self._db.read() as conn:
             rows = await ban_rows.all_bans(conn)
         self._domains = frozenset(r["value"] for r in rows if r["kind"] == "domain")
-        self._ips = frozenset(r["value"] for r in rows if r["kind"] == "ip")
+        ips = [r["value"] for r in rows if r["kind"] == "ip"]
+        self._ips = frozenset(value for value in ips if "/" not in value)
+        self._ranges = tuple(ipaddress.ip_network(value) for value in ips if "/" in value)
         self._loaded_at = time.monotonic()
 
     async def ban(self, kind: str, value: str, reason: str = "") -> str:
         normalised = _normalise(kind, value)
+        reason = _reason(reason)
         async with self._db.write() as conn:
             await ban_rows.add_ban(conn, kind, normalised, reason, int(time.time()))
         await self.reload()
@@ -51,9 +72,31 @@ class BanList:
             return await ban_rows.all_bans(conn)
 
 
+MAX_REASON_LENGTH = 500
+
+
+def _reason(text: str) -> str:
+    """The reason as plain text, checked before anything is written (ASVS 4.0.3 V5.1.3)."""
+    text = text.strip()
+    if len(text) > MAX_REASON_LENGTH:
+        raise ValueError(f"reason: at most {MAX_REASON_LENGTH} characters")
+    if any(ord(char) < 32 or ord(char) == 127 for char in text):
+        raise ValueError("reason: must not contain control characters")
+    try:
+        text.encode("utf-8")  # bytes that were not UTF-8 arrive as surrogate escapes
+    except UnicodeEncodeError:
+        raise ValueError("reason: must be valid UTF-8 text") from None
+    return text
+
+
 def _normalise(kind: str, value: str) -> str:
     if kind == "domain":
         return normalise_domain(value)
     if kind == "ip":
-        return normalise_ip(value)
+        rule = parse_ip_rule(value)
+        if "/" in rule:
+            network = ipaddress.ip_network(rule)
+            if network.num_addresses == 1:  # 192.0.2.1/32 is the address: one spelling, one row
+                return str(network.network_address)
+        return rule
     raise ValueError(f"a ban is on a 'domain' or an 'ip', not {kind!r}")

@@ -82,7 +82,7 @@ def decide(
     banned: bool,
 ) -> Verdict:
     product = license.product
-    if facts.product and facts.product != product.code:
+    if facts.product and facts.product.lower() != product.code.lower():  # codes ignore case
         return refused("product_mismatch")
     status = effective_status(license.status, license.expires_at, now)
     if status in (Status.REVOKED, Status.SUSPENDED, Status.EXPIRED):

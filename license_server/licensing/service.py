@@ -114,6 +114,10 @@ class LicenseService:
         }
         try:
             async with self.db.write() as conn:
+                # The UNIQUE constraint is case-sensitive; a mixed-case code from before
+                # codes were folded must still block its lower-case twin.
+                if await product_rows.product_by_code(conn, spec.code) is not None:
+                    raise Conflict(f"a product with code {spec.code!r} exists")
                 row["id"] = await product_rows.insert_product(conn, row)
         except Exception as exc:
             if dialect.is_unique_violation(exc):

@@ -30,7 +30,16 @@ def _plain_text(value: str) -> str:
     return value
 
 
+def _required(value: str) -> str:
+    # `min_length` is checked before the strip: "   " would pass it and be stored as "".
+    if not value:
+        raise ValueError("must not be empty or only whitespace")
+    return value
+
+
 PlainText = Annotated[str, AfterValidator(_plain_text)]
+# A PlainText that must say something (a name, a licensee): empty after stripping is refused.
+RequiredText = Annotated[str, AfterValidator(_plain_text), AfterValidator(_required)]
 
 
 def default_prefix(code: str) -> str:
@@ -41,13 +50,13 @@ class ProductSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     code: str = Field(min_length=1, max_length=32)
-    name: PlainText = Field(min_length=1, max_length=200)
+    name: RequiredText = Field(min_length=1, max_length=200)
     key_prefix: str | None = None
     seats: int = Field(1, ge=1, le=100_000)
     local_key_days: int = Field(7, ge=1, le=365)
     grace_days: int = Field(14, ge=0, le=365)
     dev_host_allowance: int = Field(3, ge=0, le=1000)
-    features: tuple[PlainText, ...] = ()
+    features: tuple[RequiredText, ...] = ()
     whmcs_secret: str | None = Field(None, min_length=1, max_length=255)
     allow_domain_conflict: bool = False
     allow_ip_conflict: bool = False
@@ -60,7 +69,9 @@ class ProductSpec(BaseModel):
     def _code(cls, value: str) -> str:
         if not _CODE.match(value):
             raise ValueError("use 1-32 of letters, digits, '_', '.', '-', starting alphanumeric")
-        return value
+        # Codes are case-insensitive (modules send them in whatever case their author typed):
+        # one stored spelling, so `MyMod` and `mymod` cannot become two products.
+        return value.lower()
 
     @field_validator("key_prefix")
     @classmethod
@@ -79,7 +90,7 @@ class ProductChanges(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    name: PlainText | None = Field(None, min_length=1, max_length=200)
+    name: RequiredText | None = Field(None, min_length=1, max_length=200)
     seats: int | None = Field(None, ge=1, le=100_000)
     local_key_days: int | None = Field(None, ge=1, le=365)
     grace_days: int | None = Field(None, ge=0, le=365)
@@ -97,7 +108,7 @@ class LicenseSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     product: str = Field(min_length=1, max_length=32)
-    licensee: PlainText = Field(min_length=1, max_length=200)
+    licensee: RequiredText = Field(min_length=1, max_length=200)
     email: EmailStr
     company: PlainText = Field("", max_length=200)
     domains: tuple[str, ...] = ()

@@ -86,23 +86,47 @@ class RateLimiter:
         """Consume one request; a `Limited` if the policy refuses it."""
         item = self._items[policy]
         try:
-            if await self._strategy.hit(item, policy, identifier):
-                return None
-        except Exception:
-            log.exception("rate-limit storage failed; allowing the request (fail-open)")
+            allowed = await self._strategy.hit(item, policy, identifier)
+        except Exception as exc:
+            self._storage_failed(exc)
             return None
-        return await self._limited(policy, identifier)
+        if self._storage_failures:
+            self._storage_recovered()
+        return None if allowed else await self._limited(policy, identifier)
 
     async def exhausted(self, policy: str, identifier: str) -> Limited | None:
         """Test without consuming (is this IP already barred from guessing?)."""
         item = self._items[policy]
         try:
-            if await self._strategy.test(item, policy, identifier):
-                return None
-        except Exception:
-            log.exception("rate-limit storage failed; allowing the request (fail-open)")
+            allowed = await self._strategy.test(item, policy, identifier)
+        except Exception as exc:
+            self._storage_failed(exc)
             return None
-        return await self._limited(policy, identifier)
+        if self._storage_failures:
+            self._storage_recovered()
+        return None if allowed else await self._limited(policy, identifier)
+
+    # An outage is logged once, not per request: a traceback per check would flood the log at
+    # the very moment an operator needs to read it. Failures during an outage are counted.
+    _storage_failures = 0
+
+    def _storage_failed(self, exc: Exception) -> None:
+        self._storage_failures += 1
+        if self._storage_failures == 1:
+            cause = " ".join(str(exc).split())[:300] or "no message"
+            log.warning(
+                "rate-limit storage failed (%s: %s); allowing requests unlimited (fail-open) "
+                "until it works again",
+                type(exc).__name__,
+                cause,
+            )
+
+    def _storage_recovered(self) -> None:
+        log.warning(
+            "rate-limit storage works again after %d failed calls; limits apply again",
+            self._storage_failures,
+        )
+        self._storage_failures = 0
 
     async def _limited(self, policy: str, identifier: str) -> Limited:
         item = self._items[policy]
