@@ -589,6 +589,7 @@ def _compare_with_base(args, figures: dict, mix_name: str, result_file: Path) ->
         "connections": args.connections,
         "duration": args.duration,
         "warmup": args.warmup,
+        "store": args.store,
         **figures,
         "at": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
@@ -596,7 +597,9 @@ def _compare_with_base(args, figures: dict, mix_name: str, result_file: Path) ->
     if args.licenses != BASE_LICENSES and base_file.is_file():
         base = json.loads(base_file.read_text())
         same = ("connections", "duration", "warmup")
-        if all(base.get(name) == getattr(args, name) for name in same):
+        if all(base.get(name) == getattr(args, name) for name in same) and (
+            base.get("store", "sqlite") == args.store  # runs from before --store: sqlite
+        ):
             print(f"last {BASE_LICENSES:,}-license run ({base['at']}):")
             for label, key, sign, what in (
                 ("verify, 1 key", "ratio_hot", -1, "req/s ÷ bare"),
@@ -728,6 +731,10 @@ def parse_args(argv=None):
         help=f"seeded databases kept per N (default {DEFAULT_CACHE})",
     )
     parser.add_argument("--no-cache", action="store_true", help="seed afresh, keep nothing")
+    # A placeholder for the PostgreSQL store of issue #16: only the embedded SQLite runs so far.
+    parser.add_argument(
+        "--store", choices=("sqlite",), default="sqlite", help="the server's database (sqlite)"
+    )
     return parser.parse_args(argv)
 
 
