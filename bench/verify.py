@@ -1,20 +1,23 @@
 #!/usr/bin/env python3
-"""Benchmark of `POST /api/v1/verify` beside a bare aiohttp handler (see bench/README.md).
+"""Benchmark of `POST /api/v1/verify` beside a bare aiohttp handler and the floor (bench/README.md).
 
     python bench/verify.py                      # 10,000 licenses in the database
     python bench/verify.py --licenses 1000000   # the same with 1,000,000
 
 One run: seed N active, domain-bound licenses with the project's own code (or reuse a seeded
-copy from the cache), start the real server (`run.py serve`) and `bench/bare_server.py` as
-subprocesses on free ports of 127.0.0.1, then measure each with wrk (same threads, connections,
-duration and POST body, a warm-up first):
+copy from the cache), start the real server (`run.py serve`), `bench/bare_server.py` and
+`bench/floor_server.py` as subprocesses on free ports of 127.0.0.1, then measure each with wrk
+(same threads, connections, duration and POST body, a warm-up first):
 
 - bare               aiohttp handler that reads the body and answers {"status": "ok"}
+- floor              only what a check cannot avoid: parse, sign the answer, durable row
 - verify, 1 key      one active license, answered from the server's caches after warm-up
 - verify, 1000 keys  1,000 different active licenses in turn (more cache misses and lookups)
 
-and print req/s, p50 and p99 of each and the ratio verify req/s ÷ bare req/s. The attempt log
-of the server is checked afterwards: every measured request must have been answered `active`.
+and print req/s, p50, p99 and the server's CPU time per request (utime + stime of its process
+tree from /proc, over the measurement) of each, the throughput ratios against bare and the
+distance to the floor (verify's CPU per request ÷ the floor's). The attempt logs of the real
+and the floor server are checked afterwards: every answered request has a row, all `active`.
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -50,7 +53,10 @@ NONCE = "bench-nonce-0123456789abcdef"  # 16-64 url-safe characters; any fixed o
 MIX_KEYS = 1000
 BATCH_ROWS = 10_000
 WRK_THREADS = 2
-TARGET_RATIO = 0.5
+# The targets of issue #16: throughput against bare, CPU per request against the floor.
+TARGET_RATIO_HOT = 0.40
+TARGET_RATIO_MIX = 0.30
+TARGET_FLOOR_CPU = 1.2
 BASE_LICENSES = 10_000
 # Bump when the seeded data changes, so that an old cached database is not reused.
 CACHE_VERSION = 1
@@ -240,6 +246,45 @@ def _server_env(database: Path, keys_dir: Path, port: int) -> dict[str, str]:
     return env
 
 
+# --- CPU time of a process tree -----------------------------------------------------------
+
+PROC = Path("/proc")
+
+
+def _stat_fields(pid: int | str) -> list[str] | None:
+    """The fields of /proc/PID/stat after the command name (field 3 `state` is index 0)."""
+    try:
+        text = (PROC / str(pid) / "stat").read_text()
+    except OSError:  # gone meanwhile, or no /proc (macOS)
+        return None
+    # The command name is in parentheses and may itself contain spaces and parentheses.
+    return text[text.rindex(")") + 2 :].split()
+
+
+def process_tree_cpu_seconds(root: int) -> float | None:
+    """utime + stime of `root` and every live descendant, in seconds; None without /proc.
+
+    /proc/PID/stat counts all threads of a process (the database and log threads included).
+    cutime + cstime are added too: they hold the time of children that have exited and been
+    waited for, so a worker that ends between two readings is not lost from the difference.
+    """
+    if _stat_fields(root) is None:
+        return None
+    children: dict[int, list[int]] = {}
+    for entry in PROC.iterdir():
+        if entry.name.isdigit() and (fields := _stat_fields(entry.name)) is not None:
+            children.setdefault(int(fields[1]), []).append(int(entry.name))  # field 4: ppid
+    ticks, todo = 0, [root]
+    while todo:
+        pid = todo.pop()
+        fields = _stat_fields(pid)
+        if fields is not None:
+            # Fields 14-17: utime, stime, cutime, cstime, in clock ticks.
+            ticks += sum(int(n) for n in fields[11:15])
+        todo.extend(children.get(pid, ()))
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 class Server:
     def __init__(self, name: str, argv: list[str], env: dict[str, str], log: Path) -> None:
         self.name = name
@@ -273,6 +318,10 @@ class Server:
                 return
             time.sleep(0.1)
         raise BenchError(f"{self.name} not ready after {timeout:.0f} s:\n{self.log_tail()}")
+
+    def cpu_seconds(self) -> float | None:
+        """CPU time used so far by the server and the processes it started (workers)."""
+        return process_tree_cpu_seconds(self.process.pid)
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -327,6 +376,7 @@ class Measurement:
     requests: int
     non_2xx: int
     socket_errors: int
+    cpu_us: float | None = None  # server CPU time per request; None where /proc is missing
 
 
 _UNITS_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0, "h": 3_600_000.0}
@@ -402,33 +452,50 @@ class Scenario:
     name: str
     url: str
     bodies: Path
-    verify: bool
+    server: Server
+    attempts: Path | None  # the database whose attempt log must show every answer as active
     runs: list[Measurement]
 
 
-def measure(scenario: Scenario, args, database: Path) -> Measurement:
+def check_attempts(scenario: Scenario, result: Measurement, since_ms: int) -> str:
+    """Every answered request has its row (answers wait for their COMMIT), all `active`."""
+    assert scenario.attempts is not None
+    logged = attempt_results(scenario.attempts, since_ms)
+    refused = {k: v for k, v in logged.items() if k[0] != "active"}
+    if refused:
+        shown = ", ".join(f"{r}/{why}: {n:,}" for (r, why), (n, _) in refused.items())
+        raise BenchError(f"{scenario.name}: the server did not answer active: {shown}")
+    attempts = sum(n for n, _ in logged.values())
+    answered = result.requests - result.non_2xx
+    if attempts < answered:
+        raise BenchError(
+            f"{scenario.name}: {answered:,} answers but only {attempts:,} attempts logged"
+        )
+    licenses = sum(distinct for _, distinct in logged.values())
+    return f"  ({attempts:,} attempts logged, all active; licenses used: {licenses:,})"
+
+
+def measure(scenario: Scenario, args) -> Measurement:
     run_wrk(scenario.url, scenario.bodies, args.warmup, args.connections)
     since_ms = int(time.time() * 1000)
+    cpu_before = scenario.server.cpu_seconds()
     result = run_wrk(scenario.url, scenario.bodies, args.duration, args.connections)
+    cpu_after = scenario.server.cpu_seconds()
+    if cpu_before is not None and cpu_after is not None and result.requests:
+        result = replace(result, cpu_us=(cpu_after - cpu_before) * 1e6 / result.requests)
     problems = []
     if result.non_2xx:
         problems.append(f"{result.non_2xx:,} non-2xx answers")
     if result.socket_errors:
         problems.append(f"{result.socket_errors:,} socket errors (connect/read/write/timeout)")
     note = ""
-    if scenario.verify:
+    if scenario.attempts is not None:
         time.sleep(0.2)  # the last attempts of the run are committed before their answers
-        logged = attempt_results(database, since_ms)
-        refused = {k: v for k, v in logged.items() if k[0] != "active"}
-        if refused:
-            shown = ", ".join(f"{r}/{why}: {n:,}" for (r, why), (n, _) in refused.items())
-            raise BenchError(f"{scenario.name}: the server did not answer active: {shown}")
-        attempts = sum(n for n, _ in logged.values())
-        licenses = sum(distinct for _, distinct in logged.values())
-        note = f"  ({attempts:,} attempts logged, all active; licenses used: {licenses:,})"
+        note = check_attempts(scenario, result, since_ms)
     print(
         f"  {scenario.name:<18} {result.requests_per_s:>9,.0f} req/s  "
-        f"p50 {result.p50_ms:7.2f} ms  p99 {result.p99_ms:7.2f} ms{note}",
+        f"p50 {result.p50_ms:7.2f} ms  p99 {result.p99_ms:7.2f} ms  "
+        f"CPU {_cpu(result.cpu_us)}/req{note}",
         flush=True,
     )
     for problem in problems:
@@ -436,8 +503,13 @@ def measure(scenario: Scenario, args, database: Path) -> Measurement:
     return result
 
 
+def _cpu(us: float | None) -> str:
+    return "    n/a" if us is None else f"{us:4.0f} µs"
+
+
 def summary(runs: list[Measurement]) -> Measurement:
     """One figure per metric: the median over rounds (the value itself for one round)."""
+    cpu = [r.cpu_us for r in runs if r.cpu_us is not None]
     return Measurement(
         requests_per_s=statistics.median(r.requests_per_s for r in runs),
         p50_ms=statistics.median(r.p50_ms for r in runs),
@@ -445,56 +517,105 @@ def summary(runs: list[Measurement]) -> Measurement:
         requests=sum(r.requests for r in runs),
         non_2xx=sum(r.non_2xx for r in runs),
         socket_errors=sum(r.socket_errors for r in runs),
+        cpu_us=statistics.median(cpu) if cpu else None,
     )
 
 
+def _over(a: float | None, b: float | None) -> float | None:
+    return None if a is None or not b else a / b
+
+
+def _verdict(met: bool) -> str:
+    return "met" if met else "NOT met"
+
+
 def report(args, scenarios: list[Scenario], result_file: Path | None) -> None:
-    bare, hot, mix = (summary(s.runs) for s in scenarios)
+    bare, floor, hot, mix = (summary(s.runs) for s in scenarios)
+    mix_name = scenarios[3].name
     rounds = f", median of {args.rounds} rounds" if args.rounds > 1 else ""
     print()
     print(f"POST {VERIFY_PATH}, {args.licenses:,} licenses in the database{rounds}")
-    print(f"{'':<20}{'req/s':>10}{'p50':>12}{'p99':>12}")
-    for scenario, m in zip(scenarios, (bare, hot, mix), strict=True):
+    print(f"{'':<20}{'req/s':>10}{'p50':>12}{'p99':>12}{'CPU/req':>12}{'CPU ÷ bare':>12}")
+    for scenario, m in zip(scenarios, (bare, floor, hot, mix), strict=True):
         rate, p50, p99 = m.requests_per_s, m.p50_ms, m.p99_ms
-        print(f"{scenario.name:<20}{rate:>10,.0f}{p50:>9.2f} ms{p99:>9.2f} ms")
+        times_bare = _over(m.cpu_us, bare.cpu_us)
+        shown = "n/a" if times_bare is None else f"{times_bare:.2f}"
+        print(
+            f"{scenario.name:<20}{rate:>10,.0f}{p50:>9.2f} ms{p99:>9.2f} ms"
+            f"{_cpu(m.cpu_us):>12}{shown:>12}"
+        )
     print()
     ratio_hot = hot.requests_per_s / bare.requests_per_s
     ratio_mix = mix.requests_per_s / bare.requests_per_s
-    verdict = "met" if ratio_hot >= TARGET_RATIO else "NOT met"
-    print(f"ratio verify/bare = {ratio_hot:.2f}   (1 key; target >= {TARGET_RATIO}: {verdict})")
-    print(f"ratio verify/bare = {ratio_mix:.2f}   ({scenarios[2].name})")
+    ratio_floor = floor.requests_per_s / bare.requests_per_s
+    print("throughput against bare (req/s ÷ bare req/s):")
+    print(
+        f"  verify, 1 key      {ratio_hot:.2f}  "
+        f"(target >= {TARGET_RATIO_HOT:.2f}: {_verdict(ratio_hot >= TARGET_RATIO_HOT)})"
+    )
+    print(
+        f"  {mix_name:<18} {ratio_mix:.2f}  "
+        f"(target >= {TARGET_RATIO_MIX:.2f}: {_verdict(ratio_mix >= TARGET_RATIO_MIX)})"
+    )
+    print(f"  floor server       {ratio_floor:.2f}")
+    floor_hot, floor_mix = _over(hot.cpu_us, floor.cpu_us), _over(mix.cpu_us, floor.cpu_us)
+    if floor_hot is None or floor_mix is None:
+        print("distance to the floor: n/a (no /proc to read CPU times from)")
+    else:
+        print("distance to the floor (CPU per request ÷ the floor's):")
+        print(
+            f"  verify, 1 key      {floor_hot:.2f}  (target <= {TARGET_FLOOR_CPU:.1f}: "
+            f"{_verdict(floor_hot <= TARGET_FLOOR_CPU)})"
+        )
+        print(f"  {mix_name:<18} {floor_mix:.2f}")
     if result_file is not None:
-        _compare_with_base(args, ratio_hot, ratio_mix, scenarios[2].name, result_file)
+        record = {
+            "ratio_hot": ratio_hot,
+            "ratio_mix": ratio_mix,
+            "cpu_hot": _over(hot.cpu_us, bare.cpu_us),
+            "cpu_mix": _over(mix.cpu_us, bare.cpu_us),
+        }
+        _compare_with_base(args, record, mix_name, result_file)
 
 
-def _compare_with_base(
-    args, ratio_hot: float, ratio_mix: float, mix_name: str, result_file: Path
-) -> None:
-    """Keep this run's ratios; beside a run of another N, show the last 10,000-license ones."""
+def _compare_with_base(args, figures: dict, mix_name: str, result_file: Path) -> None:
+    """Keep this run's ratios; beside a run of another N, show the last 10,000-license ones.
+
+    Throughput ratios must not fall more than 10%; CPU per request (as a multiple of bare's,
+    which cancels out how fast the machine happens to be) must not rise more than 10%.
+    """
     record = {
         "licenses": args.licenses,
         "connections": args.connections,
         "duration": args.duration,
         "warmup": args.warmup,
-        "ratio_hot": ratio_hot,
-        "ratio_mix": ratio_mix,
+        "store": args.store,
+        **figures,
         "at": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
     base_file = result_file.with_name(f"result-{BASE_LICENSES}.json")
     if args.licenses != BASE_LICENSES and base_file.is_file():
         base = json.loads(base_file.read_text())
         same = ("connections", "duration", "warmup")
-        if all(base.get(name) == getattr(args, name) for name in same):
+        if all(base.get(name) == getattr(args, name) for name in same) and (
+            base.get("store", "sqlite") == args.store  # runs from before --store: sqlite
+        ):
             print(f"last {BASE_LICENSES:,}-license run ({base['at']}):")
-            for label, now, then in (
-                ("verify, 1 key", ratio_hot, base["ratio_hot"]),
-                (mix_name, ratio_mix, base["ratio_mix"]),
+            for label, key, sign, what in (
+                ("verify, 1 key", "ratio_hot", -1, "req/s ÷ bare"),
+                (mix_name, "ratio_mix", -1, "req/s ÷ bare"),
+                ("verify, 1 key", "cpu_hot", 1, "CPU ÷ bare"),
+                (mix_name, "cpu_mix", 1, "CPU ÷ bare"),
             ):
+                now, then = figures.get(key), base.get(key)
+                if now is None or not then:  # no /proc, or a base run from before CPU figures
+                    continue
                 change = (now - then) / then * 100
-                verdict = "within" if change >= -10 else "NOT within"
+                verdict = "within" if change * sign <= 10 else "NOT within"
+                limit = "below" if sign < 0 else "above"
                 print(
-                    f"  {label:<18} {then:.2f} -> {now:.2f} here ({change:+.1f}%; "
-                    f"target: at most 10% below, {verdict})"
+                    f"  {label:<18} {what:<12} {then:.2f} -> {now:.2f} here ({change:+.1f}%; "
+                    f"target: at most 10% {limit}, {verdict})"
                 )
     try:
         result_file.write_text(json.dumps(record))
@@ -515,7 +636,7 @@ def run(args) -> None:
         origin = f"reused from {cache_dir}, seeded earlier in" if dataset.cached else "seeded in"
         print(f"database of {args.licenses:,} licenses {origin} {dataset.seed_seconds:.1f} s")
 
-        bare_port, verify_port = _free_port(), _free_port()
+        bare_port, floor_port, verify_port = _free_port(), _free_port(), _free_port()
         bare = Server(
             "bare server",
             [sys.executable, str(BENCH / "bare_server.py"), "--port", str(bare_port)],
@@ -523,17 +644,32 @@ def run(args) -> None:
             workdir / "bare.log",
         )
         servers.append(bare)
+        # Its database beside the real server's copy: same file system, same fsync cost.
+        floor_database = dataset.database.with_name("floor.db")
+        floor = Server(
+            "floor server",
+            [
+                *(sys.executable, str(BENCH / "floor_server.py"), "--port", str(floor_port)),
+                *("--database", str(floor_database)),
+            ],
+            {**os.environ},
+            workdir / "floor.log",
+        )
+        servers.append(floor)
         env = _server_env(dataset.database, dataset.keys_dir, verify_port)
         server = Server(
             "license server", [sys.executable, "run.py", "serve"], env, workdir / "server.log"
         )
         servers.append(server)
         bare_url = f"http://127.0.0.1:{bare_port}{VERIFY_PATH}"
+        floor_url = f"http://127.0.0.1:{floor_port}{VERIFY_PATH}"
         verify_url = f"http://127.0.0.1:{verify_port}{VERIFY_PATH}"
-        bare.wait_until(lambda: _http("POST", bare_url, b"x=1")[0] == 200)
-        server.wait_until(lambda: _http("GET", f"http://127.0.0.1:{verify_port}/readyz")[0] == 200)
         hot_key = dataset.sample[0]
+        bare.wait_until(lambda: _http("POST", bare_url, b"x=1")[0] == 200)
+        floor.wait_until(lambda: _http("POST", floor_url, _body(*hot_key).encode())[0] == 200)
+        server.wait_until(lambda: _http("GET", f"http://127.0.0.1:{verify_port}/readyz")[0] == 200)
         spot_checks = random.sample(dataset.sample, min(20, len(dataset.sample)))
+        check_active(floor_url, [hot_key])
         check_active(verify_url, [hot_key, *spot_checks])
 
         hot_bodies, mix_bodies = workdir / "hot.txt", workdir / "mix.txt"
@@ -541,9 +677,10 @@ def run(args) -> None:
         mix_bodies.write_text("".join(_body(k, d) + "\n" for k, d in dataset.sample))
         mix_name = f"verify, {len(dataset.sample)} keys"
         scenarios = [
-            Scenario("bare aiohttp", bare_url, hot_bodies, False, []),
-            Scenario("verify, 1 key", verify_url, hot_bodies, True, []),
-            Scenario(mix_name, verify_url, mix_bodies, True, []),
+            Scenario("bare aiohttp", bare_url, hot_bodies, bare, None, []),
+            Scenario("floor server", floor_url, hot_bodies, floor, floor_database, []),
+            Scenario("verify, 1 key", verify_url, hot_bodies, server, dataset.database, []),
+            Scenario(mix_name, verify_url, mix_bodies, server, dataset.database, []),
         ]
         print(
             f"wrk: {min(WRK_THREADS, args.connections)} threads, {args.connections} connections, "
@@ -554,7 +691,7 @@ def run(args) -> None:
             if args.rounds > 1:
                 print(f"round {number} of {args.rounds}")
             for scenario in scenarios:
-                scenario.runs.append(measure(scenario, args, dataset.database))
+                scenario.runs.append(measure(scenario, args))
         result_file = cache_dir / f"result-{args.licenses}.json" if cache_dir else None
         report(args, scenarios, result_file)
     finally:
@@ -575,7 +712,8 @@ def _positive(text: str) -> int:
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(
-        description="Requests/s and latency of POST /api/v1/verify beside a bare aiohttp handler."
+        description="Requests/s, latency and CPU per request of POST /api/v1/verify beside a "
+        "bare aiohttp handler and the floor server."
     )
     parser.add_argument(
         "--licenses", type=_positive, default=BASE_LICENSES, help="licenses in the database"
@@ -584,7 +722,7 @@ def parse_args(argv=None):
     parser.add_argument("--connections", type=_positive, default=32, help="open connections")
     parser.add_argument("--warmup", type=_positive, default=3, help="seconds before each")
     parser.add_argument(
-        "--rounds", type=_positive, default=1, help="repeat bare/verify in turn; report medians"
+        "--rounds", type=_positive, default=1, help="repeat all four in turn; report medians"
     )
     parser.add_argument(
         "--cache-dir",
@@ -593,6 +731,10 @@ def parse_args(argv=None):
         help=f"seeded databases kept per N (default {DEFAULT_CACHE})",
     )
     parser.add_argument("--no-cache", action="store_true", help="seed afresh, keep nothing")
+    # A placeholder for the PostgreSQL store of issue #16: only the embedded SQLite runs so far.
+    parser.add_argument(
+        "--store", choices=("sqlite",), default="sqlite", help="the server's database (sqlite)"
+    )
     return parser.parse_args(argv)
 
 
