@@ -231,7 +231,14 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _server_env(database: Path, keys_dir: Path, port: int) -> dict[str, str]:
+def _server_env(
+    database: Path, keys_dir: Path, port: int, workers: int = 1, redis_url: str | None = None
+) -> dict[str, str]:
+    """Production defaults (settings.toml), but for what the bench must change: all load
+    comes from one IP and one key, so the per-IP and per-key limits are raised (not switched
+    off: their cost is part of a check), to per-second windows so the moving window's list of
+    timestamps stays as short as a real client's. The access log stays on at INFO, written to
+    the server's log file."""
     # Inherited LICENSE_SERVER_* (signing keys in the environment...) would change the server.
     env = {k: v for k, v in os.environ.items() if not k.startswith("LICENSE_SERVER_")}
     env.update(
@@ -239,11 +246,42 @@ def _server_env(database: Path, keys_dir: Path, port: int) -> dict[str, str]:
         LICENSE_SERVER_PORT=str(port),
         LICENSE_SERVER_DATABASE=str(database),
         LICENSE_SERVER_KEYS_DIR=str(keys_dir),
-        # All load comes from one IP and a few keys: the limiter would answer 429s.
-        LICENSE_SERVER_RATE_LIMIT_ENABLED="false",
-        LICENSE_SERVER_LOG_LEVEL="WARNING",
+        LICENSE_SERVER_RATE_LIMIT_PER_IP="50000/second",
+        LICENSE_SERVER_RATE_LIMIT_PER_KEY="50000/second",
+        LICENSE_SERVER_LOG_LEVEL="INFO",
+        LICENSE_SERVER_WORKERS=str(workers),
     )
+    if redis_url:
+        env["LICENSE_SERVER_RATE_LIMIT_STORAGE_URI"] = redis_url
     return env
+
+
+class RedisServer:
+    """A throw-away redis-server on loopback: several workers share their rate limits."""
+
+    def __init__(self, workdir: Path) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise BenchError("--workers > 1 needs redis-server (apt-get install redis-server)")
+        self.port = _free_port()
+        self.url = f"async+redis://127.0.0.1:{self.port}"
+        self.process = subprocess.Popen(
+            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", str(workdir)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        for _ in range(200):
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    return
+            except OSError:
+                time.sleep(0.05)
+        raise BenchError("redis-server did not start")
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=10)
 
 
 # --- CPU time of a process tree -----------------------------------------------------------
@@ -590,15 +628,23 @@ def _compare_with_base(args, figures: dict, mix_name: str, result_file: Path) ->
         "duration": args.duration,
         "warmup": args.warmup,
         "store": args.store,
+        "workers": args.workers,
         **figures,
         "at": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
     base_file = result_file.with_name(f"result-{BASE_LICENSES}.json")
+    if args.workers != 1:
+        result_file = result_file.with_name(f"result-{args.licenses}-w{args.workers}.json")
+        base_file = result_file.with_name(f"result-{BASE_LICENSES}-w{args.workers}.json")
     if args.licenses != BASE_LICENSES and base_file.is_file():
         base = json.loads(base_file.read_text())
         same = ("connections", "duration", "warmup")
-        if all(base.get(name) == getattr(args, name) for name in same) and (
-            base.get("store", "sqlite") == args.store  # runs from before --store: sqlite
+        if (
+            all(base.get(name) == getattr(args, name) for name in same)
+            and (base.get("workers", 1) == args.workers)
+            and (
+                base.get("store", "sqlite") == args.store  # runs from before --store: sqlite
+            )
         ):
             print(f"last {BASE_LICENSES:,}-license run ({base['at']}):")
             for label, key, sign, what in (
@@ -629,6 +675,7 @@ def run(args) -> None:
     sys.path.insert(0, str(ROOT))
     cache_dir = None if args.no_cache else args.cache_dir
     servers: list[Server] = []
+    cleanups: list = []
     workdir = Path(tempfile.mkdtemp(prefix="verify-bench-"))
     try:
         print(f"preparing a database of {args.licenses:,} licenses ...", flush=True)
@@ -656,7 +703,17 @@ def run(args) -> None:
             workdir / "floor.log",
         )
         servers.append(floor)
-        env = _server_env(dataset.database, dataset.keys_dir, verify_port)
+        redis = None
+        if args.workers > 1:
+            redis = RedisServer(workdir)
+            cleanups.append(redis.stop)
+        env = _server_env(
+            dataset.database,
+            dataset.keys_dir,
+            verify_port,
+            workers=args.workers,
+            redis_url=redis.url if redis else None,
+        )
         server = Server(
             "license server", [sys.executable, "run.py", "serve"], env, workdir / "server.log"
         )
@@ -700,6 +757,8 @@ def run(args) -> None:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         for server in reversed(servers):
             server.stop()
+        for cleanup in cleanups:
+            cleanup()
         shutil.rmtree(workdir, ignore_errors=True)
 
 
@@ -731,6 +790,12 @@ def parse_args(argv=None):
         help=f"seeded databases kept per N (default {DEFAULT_CACHE})",
     )
     parser.add_argument("--no-cache", action="store_true", help="seed afresh, keep nothing")
+    parser.add_argument(
+        "--workers",
+        type=_positive,
+        default=1,
+        help="server processes (workers = N; N > 1 shares rate limits through a local redis)",
+    )
     # A placeholder for the PostgreSQL store of issue #16: only the embedded SQLite runs so far.
     parser.add_argument(
         "--store", choices=("sqlite",), default="sqlite", help="the server's database (sqlite)"

@@ -22,6 +22,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import limits
+import limits.storage
+import limits.strategies
 from limits.aio.strategies import MovingWindowRateLimiter
 from limits.storage import storage_from_string
 
@@ -51,8 +53,11 @@ class RateLimiter:
 
     def __init__(self, settings: RateLimitSettings) -> None:
         uri = settings.storage_uri
-        self._storage = storage_from_string(uri if uri.startswith("async+") else f"async+{uri}")
-        self._strategy = MovingWindowRateLimiter(self._storage)
+        if uri.startswith("memory://"):
+            self._strategy = InMemoryMovingWindow()
+        else:
+            storage = storage_from_string(uri if uri.startswith("async+") else f"async+{uri}")
+            self._strategy = MovingWindowRateLimiter(storage)
         self._items = {
             PER_IP: limits.parse(settings.per_ip),
             PER_KEY: limits.parse(settings.per_key),
@@ -138,7 +143,34 @@ class RateLimiter:
         return Limited(policy, item.amount, item.get_expiry(), retry_after)
 
     async def ping(self) -> bool:
-        return bool(await self._storage.check())
+        return bool(await self._strategy.storage.check())
+
+
+class InMemoryMovingWindow:
+    """`limits`' moving window on its synchronous in-memory storage, behind the async API.
+
+    `limits`' async MemoryStorage starts an expiry task after a hit that hops to a worker
+    thread (asyncio.to_thread) for every key: on the verify path that is a thread hop per
+    request, measured as the largest part of rate limiting's cost (issue #16). The
+    synchronous storage keeps the same window in plain dicts, never blocks (no I/O), and
+    expires entries from its own timer thread; one process only, as memory:// always was.
+    """
+
+    def __init__(self) -> None:
+        self._sync = limits.strategies.MovingWindowRateLimiter(limits.storage.MemoryStorage())
+        self.storage = self
+
+    async def hit(self, item: limits.RateLimitItem, *identifiers: str) -> bool:
+        return self._sync.hit(item, *identifiers)
+
+    async def test(self, item: limits.RateLimitItem, *identifiers: str) -> bool:
+        return self._sync.test(item, *identifiers)
+
+    async def get_window_stats(self, item: limits.RateLimitItem, *identifiers: str):
+        return self._sync.get_window_stats(item, *identifiers)
+
+    async def check(self) -> bool:
+        return True
 
 
 class NoRateLimiter(RateLimiter):
