@@ -93,6 +93,7 @@ async def _rate_limiter_ctx(app: web.Application) -> AsyncIterator[None]:
         log.warning("rate limiting is OFF (rate_limit.enabled = false): use only when trusted")
         app[appkeys.RATE_LIMITER] = NoRateLimiter()
     yield
+    app[appkeys.RATE_LIMITER].close()
 
 
 def create_app(settings: Settings, *, maintenance: bool = True) -> web.Application:

@@ -10,6 +10,7 @@ import secrets
 import shutil
 import socket
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -27,6 +28,7 @@ from license_server.settings import (
     SettingsError,
     load_settings,
 )
+from license_server.web.rate_limit import RateLimiter
 from tests.conftest import PRODUCT
 from tests.verify_helpers import assert_signed, nonce, public_keys
 
@@ -534,3 +536,21 @@ def test_a_setting_with_several_rates_or_zero_is_refused(tmp_path):
         path.write_text(f'[rate_limit]\nper_ip = "{bad}"\n')
         with pytest.raises(SettingsError, match=r"rate_limit\.per_ip"):
             load_settings(path, environ={})
+
+
+async def test_in_memory_limits_do_no_thread_work_per_request():
+    """limits' async memory storage hopped to a thread for every key after a hit (and its
+    sync twin started a new timer thread every 10 ms): one long-lived expiry thread now."""
+    limiter = RateLimiter(RateLimitSettings(per_ip="100000/minute", per_key="100000/minute"))
+    try:
+        started = threading.active_count()
+        loop = asyncio.get_running_loop()
+        executor_before = getattr(loop, "_default_executor", None)
+        for n in range(2000):
+            assert await limiter.before_reading(f"192.0.2.{n % 200}") is None
+            assert await limiter.for_key(lambda n=n: f"key-{n % 50}") is None
+            await asyncio.sleep(0)  # let any background work the storage scheduled run
+        assert threading.active_count() <= started
+        assert getattr(loop, "_default_executor", None) is executor_before  # no to_thread
+    finally:
+        limiter.close()

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -145,6 +146,37 @@ class RateLimiter:
     async def ping(self) -> bool:
         return bool(await self._strategy.storage.check())
 
+    def close(self) -> None:
+        if isinstance(self._strategy, InMemoryMovingWindow):
+            self._strategy.close()
+
+
+class _QuietMemoryStorage(limits.storage.MemoryStorage):
+    """limits' MemoryStorage with one long-lived expiry thread instead of a new timer thread
+    every 10 ms (starting a thread waits for it to run: measurable per request under load).
+    Expiry only bounds memory: the moving window's decision never depends on it. It runs off
+    the event loop, under limits' per-key locks, as limits' own timer does."""
+
+    EXPIRE_EVERY = 1.0  # seconds
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._stop = threading.Event()
+        self._expirer = threading.Thread(
+            target=self._expire_forever, name="rate-limit-expiry", daemon=True
+        )
+        self._expirer.start()
+
+    def _MemoryStorage__schedule_expiry(self) -> None:  # limits' private hook (pinned)
+        pass
+
+    def _expire_forever(self) -> None:
+        while not self._stop.wait(self.EXPIRE_EVERY):
+            self._MemoryStorage__expire_events()
+
+    def close(self) -> None:
+        self._stop.set()
+
 
 class InMemoryMovingWindow:
     """`limits`' moving window on its synchronous in-memory storage, behind the async API.
@@ -152,12 +184,13 @@ class InMemoryMovingWindow:
     `limits`' async MemoryStorage starts an expiry task after a hit that hops to a worker
     thread (asyncio.to_thread) for every key: on the verify path that is a thread hop per
     request, measured as the largest part of rate limiting's cost (issue #16). The
-    synchronous storage keeps the same window in plain dicts, never blocks (no I/O), and
-    expires entries from its own timer thread; one process only, as memory:// always was.
+    synchronous storage keeps the same window in plain dicts and never blocks (no I/O).
+    One process only, as memory:// always was.
     """
 
     def __init__(self) -> None:
-        self._sync = limits.strategies.MovingWindowRateLimiter(limits.storage.MemoryStorage())
+        self._memory = _QuietMemoryStorage()
+        self._sync = limits.strategies.MovingWindowRateLimiter(self._memory)
         self.storage = self
 
     async def hit(self, item: limits.RateLimitItem, *identifiers: str) -> bool:
@@ -171,6 +204,9 @@ class InMemoryMovingWindow:
 
     async def check(self) -> bool:
         return True
+
+    def close(self) -> None:
+        self._memory.close()
 
 
 class NoRateLimiter(RateLimiter):
@@ -187,6 +223,9 @@ class NoRateLimiter(RateLimiter):
 
     async def ping(self) -> bool:
         return True
+
+    def close(self) -> None:
+        pass
 
 
 def limited_headers(limited: Limited) -> dict[str, str]:
