@@ -52,14 +52,28 @@ final class LicenseServer_Result
     public ?array $license;
     /** @var string human-readable English explanation, safe to show to an administrator */
     public string $message;
+    /**
+     * @var bool true when an answer came but failed its signature, nonce or freshness check
+     *           (reason tampered, unknown_key_id, bad_nonce or stale_response): it was treated
+     *           as no answer at all, and the status comes from the cache, grace or unreachable.
+     */
+    public bool $unverified;
 
-    public function __construct(string $status, string $reason, bool $fromCache, ?array $license, string $message)
+    public function __construct(string $status, string $reason, bool $fromCache, ?array $license, string $message,
+        bool $unverified = false)
     {
         $this->status = $status;
         $this->reason = $reason;
         $this->fromCache = $fromCache;
         $this->license = $license;
         $this->message = $message;
+        $this->unverified = $unverified;
+    }
+
+    /** True when this call got an answer that could not be trusted (see $unverified). */
+    public function isUnverified(): bool
+    {
+        return $this->unverified;
     }
 
     /** True when the module may run: active, or inside the grace period of an outage. */
@@ -86,6 +100,7 @@ final class LicenseServer_Result
             'from_cache' => $this->fromCache,
             'license' => $this->license,
             'message' => $this->message,
+            'unverified' => $this->unverified,
         );
     }
 }
@@ -472,8 +487,10 @@ final class LicenseServer_Client
                     return null; // cache edited or inconsistent: ask the server
                 }
                 return $this->result($decision['status'], $decision['reason'], true, $decision['license']);
-            case 'verify':
+            case 'local_key':
                 return $this->result(LicenseServer_Result::INVALID, $backoff['reason'], true, null);
+            case 'verify':
+                return $this->fallback($cache, $lkh, $domain, $now, $backoff['reason'], true, '', true);
             case 'outage':
                 return $this->fallback($cache, $lkh, $domain, $now, $backoff['reason'], true, '');
         }
@@ -510,18 +527,18 @@ final class LicenseServer_Client
 
         $signatureProblem = $this->checkBodySignature($response['body'], $response['headers']);
         if ($signatureProblem !== null) {
-            return $this->verificationFailed($cache, $now, $signatureProblem);
+            return $this->unverified($cache, $lkh, $domain, $now, $signatureProblem);
         }
         $data = self::jsonObject($response['body']);
         if ($data === null) {
             return $this->outage($cache, $lkh, $domain, $now, 'bad_response', null, 'the answer is not a JSON object');
         }
         if (!isset($data['nonce']) || !is_string($data['nonce']) || !hash_equals($nonce, $data['nonce'])) {
-            return $this->verificationFailed($cache, $now, 'bad_nonce');
+            return $this->unverified($cache, $lkh, $domain, $now, 'bad_nonce');
         }
         $serverTime = self::unixTime($data['server_time'] ?? null);
         if ($serverTime === null || abs($serverTime - $now) > $this->maxClockSkew) {
-            return $this->verificationFailed($cache, $now, 'stale_response');
+            return $this->unverified($cache, $lkh, $domain, $now, 'stale_response');
         }
         if (!isset($data['status']) || !is_string($data['status'])) {
             return $this->outage($cache, $lkh, $domain, $now, 'bad_response', null, 'the answer has no status');
@@ -539,7 +556,7 @@ final class LicenseServer_Client
             $localKey = isset($data['local_key']) && is_string($data['local_key']) ? $data['local_key'] : null;
             $claims = $this->verifiedClaims($localKey);
             if ($claims === null || !$this->claimsBindTo($claims, $lkh, $domain) || $claims['exp'] <= $now) {
-                return $this->verificationFailed($cache, $now, 'bad_local_key');
+                return $this->localKeyRefused($cache, $now);
             }
             $cache['local_key'] = $localKey;
             $cache['fetched_at'] = $now;
@@ -562,18 +579,32 @@ final class LicenseServer_Client
     }
 
     /**
-     * The server (or something pretending to be it) answered but the answer cannot be
-     * trusted. Report it as `invalid` with the precise reason, keep any earlier good local
-     * key, and back off like an outage: it may be a man in the middle, and hammering it
-     * helps nobody.
+     * Something answered, but the answer failed its signature, key id, nonce or freshness
+     * check: it proves nothing, so it is no answer at all. Were it a refusal, whoever can strip
+     * one header between module and server could switch a paying site off; so it is handled
+     * exactly like an outage (cached local key, then grace, then unreachable; the same
+     * back-off) and flagged unverified, with the failed check as the reason.
      */
-    private function verificationFailed(array $cache, int $now, string $reason): LicenseServer_Result
+    private function unverified(array $cache, string $lkh, string $domain, int $now, string $reason): LicenseServer_Result
     {
-        $this->log('unverifiable answer: ' . $reason);
+        $this->log('unverifiable answer, treated as an outage: ' . $reason);
         $cache['failures']++;
         $cache['backoff'] = array('kind' => 'verify', 'until' => $now + $this->backoffDelay($cache['failures']), 'reason' => $reason);
         $this->saveCache($cache);
-        return $this->result(LicenseServer_Result::INVALID, $reason, false, null);
+        return $this->fallback($cache, $lkh, $domain, $now, $reason, false, '', true);
+    }
+
+    /**
+     * A verified `active` answer whose local key does not verify or is not bound to this key,
+     * domain or product: the server's own word, so a refusal, backed off like one.
+     */
+    private function localKeyRefused(array $cache, int $now): LicenseServer_Result
+    {
+        $this->log('the signed answer carries an unusable local key');
+        $cache['failures']++;
+        $cache['backoff'] = array('kind' => 'local_key', 'until' => $now + $this->backoffDelay($cache['failures']), 'reason' => 'bad_local_key');
+        $this->saveCache($cache);
+        return $this->result(LicenseServer_Result::INVALID, 'bad_local_key', false, null);
     }
 
     /** No usable answer: fall back on the cache and back off (Retry-After wins when given). */
@@ -588,25 +619,26 @@ final class LicenseServer_Client
     }
 
     /** What a cached local key still allows when the server cannot be asked. */
-    private function fallback(array $cache, string $lkh, string $domain, int $now, string $reason, bool $replay, string $detail): LicenseServer_Result
+    private function fallback(array $cache, string $lkh, string $domain, int $now, string $reason, bool $replay, string $detail,
+        bool $unverified = false): LicenseServer_Result
     {
         $claims = $this->cachedClaims($cache, $lkh, $domain);
         $decision = $this->cachedDecision($cache);
         $why = self::describe($reason) . ($detail !== '' ? ' (' . $detail . ')' : '');
         if ($claims !== null && $claims['exp'] > $now) {
             return new LicenseServer_Result(LicenseServer_Result::ACTIVE, $reason, true, $this->cachedLicense($decision, $claims),
-                'License active from the cached local key (valid until ' . self::date($claims['exp']) . '). ' . $why);
+                'License active from the cached local key (valid until ' . self::date($claims['exp']) . '). ' . $why, $unverified);
         }
         if ($claims !== null && $now < $claims['grace_until']) {
             return new LicenseServer_Result(LicenseServer_Result::GRACE, $reason, true, $this->cachedLicense($decision, $claims),
                 'License in grace period until ' . self::date($claims['grace_until'])
-                . ': the license server must be reached before then. ' . $why);
+                . ': the license server must be reached before then. ' . $why, $unverified);
         }
         $message = 'The license could not be verified. ' . $why;
         if ($decision !== null && $decision['status'] !== LicenseServer_Result::ACTIVE) {
             $message .= ' The last answer from the license server was: ' . $decision['status'] . ' (' . $decision['reason'] . ').';
         }
-        return new LicenseServer_Result(LicenseServer_Result::UNREACHABLE, $reason, $replay, null, $message);
+        return new LicenseServer_Result(LicenseServer_Result::UNREACHABLE, $reason, $replay, null, $message, $unverified);
     }
 
     private function backoffDelay(int $failures): int
@@ -925,8 +957,15 @@ final class LicenseServer_Client
             return false;
         }
         if ($this->product !== '') {
+            // Product codes are case-insensitive (the server stores them in lower case).
+            $want = strtolower(trim($this->product));
             $aud = $claims['aud'] ?? ($claims['product'] ?? null);
-            if ($aud !== $this->product && !(is_array($aud) && in_array($this->product, $aud, true))) {
+            $auds = is_array($aud) ? $aud : array($aud);
+            $match = false;
+            foreach ($auds as $one) {
+                $match = $match || (is_string($one) && strtolower($one) === $want);
+            }
+            if (!$match) {
                 return false;
             }
         }
@@ -1166,10 +1205,10 @@ final class LicenseServer_Client
             'revoked' => 'The license has been revoked.',
             'no_license_key' => 'No license key has been entered.',
             'no_domain' => 'The domain of this installation is unknown; configure it so the license can be checked.',
-            'tampered' => 'The license server\'s answer failed its signature check.',
-            'unknown_key_id' => 'The license server\'s answer is signed with a key this module does not know.',
-            'bad_nonce' => 'The license server\'s answer does not belong to this request.',
-            'stale_response' => 'The license server\'s clock and this server\'s clock disagree; check the system time.',
+            'tampered' => 'The license server\'s answer failed its signature check (missing, malformed or wrong), so it was ignored.',
+            'unknown_key_id' => 'The license server\'s answer is signed with a key this module does not know, so it was ignored.',
+            'bad_nonce' => 'The license server\'s answer does not belong to this request (a replay), so it was ignored.',
+            'stale_response' => 'The license server\'s answer is not fresh (its clock and this server\'s clock disagree; check the system time), so it was ignored.',
             'bad_local_key' => 'The local license key sent by the server is not valid for this installation.',
             'connect_failed' => 'The license server could not be reached.',
             'timeout' => 'The license server did not answer in time.',
