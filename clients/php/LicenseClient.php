@@ -8,7 +8,8 @@
  *   - phones home with POST {server_url}/api/v1/verify (form-encoded, fresh nonce);
  *   - trusts nothing from the answer until the Ed25519 `License-Signature` over the raw body
  *     verifies with a key SHIPPED IN THE MODULE (never fetched at run time), the nonce echoes
- *     ours and `server_time` is within the allowed clock skew;
+ *     ours and `server_time` is within the allowed clock skew; an answer failing any of these
+ *     is no answer at all: handled like an outage and flagged unverified, never a refusal;
  *   - caches the signed local key (a JWT) as JSON, so most page loads need no request, an
  *     outage degrades to "cached active" → "grace" → "unreachable", and refusals/outages back
  *     off instead of hammering the server on every page load.
