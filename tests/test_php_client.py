@@ -5,8 +5,10 @@ products and licenses are seeded beforehand through the runtime. Every check is 
 `php clients/php/tests/run_checks.php CONFIG`, which prints one JSON line. Whether a run reached
 the server is proved from the attempt log (`verification_attempts`), which the server commits
 before it answers, so the counts are exact. A small HTTP proxy in this file plays the man in the
-middle (altered body, replayed answer, foreign signing key). The PHP clock is moved (`now`) only
-while the server is unreachable: a live answer's `server_time` is checked against that clock.
+middle (altered body, stripped or wrong signature, replayed answer, foreign signing key); such an
+answer proves nothing and must be handled like an outage, flagged unverified. The PHP clock is
+moved (`now`) only while the server is unreachable or the answer is spoilt anyway: a live
+answer's `server_time` is checked against that clock.
 """
 
 from __future__ import annotations
@@ -80,6 +82,11 @@ SCENARIOS = (
     "www",
     "idn",
     "ipv6",
+    "unv-strip",
+    "unv-wrong_signature",
+    "unv-tamper",
+    "unv-replay",
+    "unv-stale",
 )
 UNKNOWN_KEY = "NOT-A-KEY-OF-THIS-SERVER-0000"
 
@@ -198,7 +205,7 @@ class Php:
         lines = done.stdout.splitlines()
         assert len(lines) == 1, done.stdout
         result = json.loads(lines[0])
-        assert list(result) == ["status", "reason", "from_cache", "message"]
+        assert list(result) == ["status", "reason", "from_cache", "message", "unverified"]
         assert result["message"]
         return result
 
@@ -399,6 +406,16 @@ class _ProxyHandler(BaseHTTPRequestHandler):
                 altered = answer.replace(b'"status":"active"', b'"status":"Active"', 1)
                 proxy.altered += altered != answer
                 answer = altered
+            elif proxy.mode == "strip":
+                signature = ""
+            elif proxy.mode == "wrong_signature":
+                # The genuine key id, but a signature only the rogue key could have made.
+                kid = signature.split('keyid="', 1)[1].split('"', 1)[0]
+                raw = proxy.rogue_key.sign(answer)
+                signature = (
+                    f'keyid="{kid}", algorithm="ed25519", '
+                    f'signature="{base64.b64encode(raw).decode()}"'
+                )
             elif proxy.mode == "resign":
                 raw = proxy.rogue_key.sign(answer)
                 signature = (
@@ -408,7 +425,8 @@ class _ProxyHandler(BaseHTTPRequestHandler):
         proxy.answered += 1
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
-        self.send_header("License-Signature", signature)
+        if signature:
+            self.send_header("License-Signature", signature)
         self.send_header("Content-Length", str(len(answer)))
         self.end_headers()
         self.wfile.write(answer)
@@ -462,12 +480,12 @@ def proxy(server) -> Iterator[Proxy]:
         proxy.thread.join(timeout=10)
 
 
-def test_tampered_body_is_refused(server, php, proxy, tmp_path):
+def test_tampered_body_is_no_answer(server, php, proxy, tmp_path):
     license = server.licenses["tamper"]
     cache = tmp_path / "cache.json"
     proxy.mode = "tamper"
     result = php.check(license.key, cache, domain="shop-tamper.example.com", server_url=proxy.url)
-    assert outcome(result) == ("invalid", "tampered", False)
+    assert outcome(result) == ("unreachable", "tampered", False) and result["unverified"]
     assert proxy.altered == 1  # the genuine answer was "active"; one byte was changed
     assert attempts(server, license) == 1
     assert last_attempt(server, license)[:2] == ("active", "activated")
@@ -477,16 +495,16 @@ def test_tampered_body_is_refused(server, php, proxy, tmp_path):
 
     # Backed off like an outage: no second request while the back-off runs.
     again = php.check(license.key, cache, domain="shop-tamper.example.com", server_url=proxy.url)
-    assert outcome(again) == ("invalid", "tampered", True)
+    assert outcome(again) == ("unreachable", "tampered", True) and again["unverified"]
     assert proxy.answered == 1 and attempts(server, license) == 1
 
     # Control: the same check without the proxy is accepted (force skips the back-off).
     direct = php.check(license.key, cache, domain="shop-tamper.example.com", force=True)
-    assert outcome(direct) == ("active", "ok", False)
+    assert outcome(direct) == ("active", "ok", False) and not direct["unverified"]
     assert attempts(server, license) == 2
 
 
-def test_replayed_answer_is_refused(server, php, proxy, tmp_path):
+def test_replayed_answer_is_no_answer(server, php, proxy, tmp_path):
     license = server.licenses["replay"]
     domain = "shop-replay.example.com"
     proxy.mode = "pass"
@@ -499,19 +517,19 @@ def test_replayed_answer_is_refused(server, php, proxy, tmp_path):
     proxy.mode = "replay"
     cache = tmp_path / "b.json"
     replayed = php.check(license.key, cache, domain=domain, server_url=proxy.url)
-    assert outcome(replayed) == ("invalid", "bad_nonce", False)
+    assert outcome(replayed) == ("unreachable", "bad_nonce", False) and replayed["unverified"]
     assert proxy.answered == 2
     assert attempts(server, license) == 1  # the replay never reached the server
     assert read_cache(cache)["local_key"] is None
 
 
-def test_answer_signed_with_an_unknown_key_id_is_refused(server, php, proxy, tmp_path):
+def test_answer_signed_with_an_unknown_key_id_is_no_answer(server, php, proxy, tmp_path):
     license = server.licenses["resign"]
     domain = "shop-resign.example.com"
     proxy.mode = "resign"
     cache = tmp_path / "cache.json"
     result = php.check(license.key, cache, domain=domain, server_url=proxy.url)
-    assert outcome(result) == ("invalid", "unknown_key_id", False)
+    assert outcome(result) == ("unreachable", "unknown_key_id", False) and result["unverified"]
     assert attempts(server, license) == 1
     assert read_cache(cache)["local_key"] is None
 
@@ -527,6 +545,69 @@ def test_answer_signed_with_an_unknown_key_id_is_refused(server, php, proxy, tmp
     )
     assert outcome(accepted) == ("active", "ok", False)
     assert attempts(server, license) == 2
+
+
+# mode -> the reason the client must give; "stale" spoils nothing, the PHP clock moves instead.
+FAILED_CHECKS = {
+    "strip": "tampered",
+    "wrong_signature": "tampered",
+    "tamper": "tampered",
+    "replay": "bad_nonce",
+    "stale": "stale_response",
+}
+
+
+@pytest.mark.parametrize("mode", list(FAILED_CHECKS))
+def test_unverified_answer_is_handled_like_an_outage(server, php, proxy, tmp_path, mode):
+    """Whoever can spoil one answer cannot switch the site off: cache, grace, unreachable."""
+    license = server.licenses[f"unv-{mode}"]
+    domain = f"shop-unv-{mode.replace('_', '-')}.example.com"
+    reason = FAILED_CHECKS[mode]
+    live = tmp_path / "live.json"
+    proxy.mode = "pass"
+    first = php.check(license.key, live, domain=domain, server_url=proxy.url, check_interval=3600)
+    assert outcome(first) == ("active", "activated", False) and not first["unverified"]
+    fetched_at, claims = read_cache(live)["fetched_at"], local_key_claims(live)
+    proxy.mode = "pass" if mode == "stale" else mode
+    # Moving the clock makes every live answer stale; other modes isolate their own check.
+    skew = {} if mode == "stale" else {"max_clock_skew": 10**9}
+
+    def check(now: int, cached: bool) -> dict[str, Any]:
+        cache = tmp_path / f"at-{now}-{cached}.json"
+        if cached and not cache.exists():
+            shutil.copyfile(live, cache)
+        return php.check(
+            license.key, cache, domain=domain, server_url=proxy.url, check_interval=3600,
+            now=now, **skew,
+        )  # fmt: skip
+
+    answered = proxy.answered
+    # A valid local key cached (older than check_interval, so the client asks): active.
+    valid = check(fetched_at + 3601, cached=True)
+    assert outcome(valid) == ("active", reason, True) and valid["unverified"]
+    # The same cache again: the back-off replays it without a request.
+    assert outcome(check(fetched_at + 3601, cached=True)) == ("active", reason, True)
+    # An expired local key inside its grace period: grace.
+    grace = check(claims["exp"] + 1, cached=True)
+    assert outcome(grace) == ("grace", reason, True) and grace["unverified"]
+    # No usable local key: unreachable, never a refusal.
+    nothing = check(fetched_at + 3601, cached=False)
+    assert outcome(nothing) == ("unreachable", reason, False) and nothing["unverified"]
+    too_old = check(claims["grace_until"] + 1, cached=True)
+    assert outcome(too_old) == ("unreachable", reason, False) and too_old["unverified"]
+    # Four requests for five checks (the back-off replayed one), and the server's word stands.
+    assert proxy.answered == answered + 4
+    assert last_attempt(server, license)[:2] in {("active", "activated"), ("active", "ok")}
+
+
+def test_the_fake_server_self_test(tmp_path):
+    """clients/php/tests/selftest.php: every branch against clients/php/tests/fake_server.php."""
+    selftest = ROOT / "clients" / "php" / "tests" / "selftest.php"
+    done = subprocess.run(
+        [*PHP_COMMAND, str(selftest)], capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0 and " 0 failed" in done.stdout, done.stdout[-3000:] + done.stderr
+    assert "FAIL" not in done.stdout
 
 
 # ------------------------------------------------------------------ outages

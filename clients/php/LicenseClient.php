@@ -8,7 +8,8 @@
  *   - phones home with POST {server_url}/api/v1/verify (form-encoded, fresh nonce);
  *   - trusts nothing from the answer until the Ed25519 `License-Signature` over the raw body
  *     verifies with a key SHIPPED IN THE MODULE (never fetched at run time), the nonce echoes
- *     ours and `server_time` is within the allowed clock skew;
+ *     ours and `server_time` is within the allowed clock skew; an answer failing any of these
+ *     is no answer at all: handled like an outage and flagged unverified, never a refusal;
  *   - caches the signed local key (a JWT) as JSON, so most page loads need no request, an
  *     outage degrades to "cached active" → "grace" → "unreachable", and refusals/outages back
  *     off instead of hammering the server on every page load.
@@ -52,14 +53,28 @@ final class LicenseServer_Result
     public ?array $license;
     /** @var string human-readable English explanation, safe to show to an administrator */
     public string $message;
+    /**
+     * @var bool true when an answer came but failed its signature, nonce or freshness check
+     *           (reason tampered, unknown_key_id, bad_nonce or stale_response): it was treated
+     *           as no answer at all, and the status comes from the cache, grace or unreachable.
+     */
+    public bool $unverified;
 
-    public function __construct(string $status, string $reason, bool $fromCache, ?array $license, string $message)
+    public function __construct(string $status, string $reason, bool $fromCache, ?array $license, string $message,
+        bool $unverified = false)
     {
         $this->status = $status;
         $this->reason = $reason;
         $this->fromCache = $fromCache;
         $this->license = $license;
         $this->message = $message;
+        $this->unverified = $unverified;
+    }
+
+    /** True when this call got an answer that could not be trusted (see $unverified). */
+    public function isUnverified(): bool
+    {
+        return $this->unverified;
     }
 
     /** True when the module may run: active, or inside the grace period of an outage. */
@@ -86,6 +101,7 @@ final class LicenseServer_Result
             'from_cache' => $this->fromCache,
             'license' => $this->license,
             'message' => $this->message,
+            'unverified' => $this->unverified,
         );
     }
 }
@@ -224,56 +240,87 @@ final class LicenseServer_Client
     }
 
     /**
-     * Normalise a domain exactly like the server does: lowercase, no scheme/path, no port,
-     * no trailing dot, leading "www." labels removed while more than two labels remain, IDN
-     * labels as punycode (UTS #46 non-transitional, i.e. IDNA2008: "ß" stays "ß"), IPv6
-     * literals in canonical form (RFC 5952; IPv4-mapped ones as dotted IPv4). Returns ''
-     * when nothing usable is left.
+     * Normalise a domain exactly like the server (license_server/licensing/domains.py), so that
+     * the domain sent, cached and compared with the local key is the one the server binds.
+     * Returns '' for anything the server refuses. Rules: trim (Unicode white space), lower
+     * case, no scheme, userinfo, port, path, query, fragment or trailing dot; IP addresses in
+     * the server's canonical text (IPv4 strictly dotted-decimal, so "127.1" and "0x7f.1" are
+     * refused; IPv6 per RFC 5952, IPv4-mapped ones as IPv4); names as LDH labels of 1-63
+     * characters, at most 253 in all, internationalised ones as A-labels (UTS #46 with
+     * UseSTD3ASCIIRules and IDNA2008 validity, RFC 5891); leading "www." dropped while more
+     * than two labels remain. tests/test_normaliser_parity.py runs the server's test corpus and
+     * generated hosts through this function and the server's and asserts equal results.
      */
     public static function normaliseDomain(string $domain): string
     {
-        $d = trim($domain);
-        // Tolerate a pasted URL ("https://www.example.com/whmcs/").
-        $d = preg_replace('#^[a-z][a-z0-9+.-]*://#i', '', $d);
-        if (strncmp($d, '//', 2) === 0) {
-            $d = substr($d, 2); // scheme-relative "//example.com"
+        if (strlen($domain) > 65536 || !preg_match('//u', $domain)) {
+            return ''; // not UTF-8, or absurdly long: no host name
         }
-        $d = preg_split('#[/?\#]#', $d, 2)[0];
-        $at = strrpos($d, '@');
+        $text = self::pythonLower(preg_replace('/^' . self::SPACE . '+|' . self::SPACE . '+$/u', '', $domain));
+        if (preg_match('#^[a-z][a-z0-9+.-]*://#', $text, $m)) {
+            $text = substr($text, strlen($m[0]));
+        }
+        if (strncmp($text, '//', 2) === 0) {
+            $text = substr($text, 2); // scheme-relative "//example.com"
+        }
+        // The authority ends at the first path, query or fragment delimiter (RFC 3986 3.2);
+        // userinfo ends at its last "@".
+        $text = preg_split('#[/?\#]#', $text, 2)[0];
+        $at = strrpos($text, '@');
         if ($at !== false) {
-            $d = substr($d, $at + 1);
+            $text = substr($text, $at + 1);
         }
-        if ($d !== '' && $d[0] === '[') {
-            $end = strpos($d, ']');
-            $d = $end === false ? '' : substr($d, 1, $end - 1);
-        } elseif (substr_count($d, ':') === 1) {
-            $d = substr($d, 0, strpos($d, ':'));
+        if ($text !== '' && $text[0] === '[') {
+            $end = strpos($text, ']');
+            if ($end === false || !self::portOk(substr($text, $end + 1))) {
+                return '';
+            }
+            return self::canonicalIp(substr($text, 1, $end - 1));
         }
-        $d = strtr(rtrim($d, '.'), 'ABCDEFGHIJKLMNOPQRSTUVWXYZ', 'abcdefghijklmnopqrstuvwxyz');
-        if (strpos($d, ':') !== false) {
-            return self::canonicalIpv6($d);
+        if (substr_count($text, ':') === 1) { // more than one colon: a bare IPv6 address
+            $colon = strpos($text, ':');
+            if (!self::portOk(substr($text, $colon))) {
+                return '';
+            }
+            $text = substr($text, 0, $colon);
         }
-        if (preg_match('/[^\x00-\x7F]/', $d)) {
-            $d = self::idnToAscii($d);
-        }
-        // As the server: "www.www.example.com" -> "example.com", but "www.com" stays.
-        while (strncmp($d, 'www.', 4) === 0 && substr_count($d, '.') >= 2) {
-            $d = substr($d, 4);
-        }
-        return $d;
+        return strpos($text, ':') !== false ? self::canonicalIp($text) : self::canonicalName($text);
+    }
+
+    /** Characters Python's str.strip() removes (str.isspace), as a PCRE class. */
+    const SPACE = '[\x{9}-\x{d}\x{1c}-\x{20}\x{85}\x{a0}\x{1680}\x{2000}-\x{200a}\x{2028}\x{2029}\x{202f}\x{205f}\x{3000}]';
+
+    private static function portOk(string $suffix): bool
+    {
+        return $suffix === '' || (preg_match('/^:[0-9]{1,5}$/', $suffix) === 1 && (int) substr($suffix, 1) <= 65535);
     }
 
     /**
-     * An IPv6 literal as the server writes it (Python's ipaddress): IPv4-mapped addresses as
-     * dotted IPv4, otherwise lowercase hex groups without leading zeros and the longest run
-     * (first on a tie) of two or more zero groups as "::". Unparseable text is returned as is
-     * for the server to refuse.
+     * An IP address in the text Python's ipaddress writes, or '' when it is none: IPv4 only as
+     * four decimal octets without leading zeros; IPv6 without zone id, IPv4-mapped as IPv4,
+     * otherwise lowercase hex groups without leading zeros and the longest run (first on a
+     * tie) of two or more zero groups as "::".
      */
-    private static function canonicalIpv6(string $text): string
+    private static function canonicalIp(string $text): string
     {
-        $packed = strpos($text, '%') === false ? @inet_pton($text) : false;
-        if (!is_string($packed) || strlen($packed) !== 16) {
+        $octet = '(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])';
+        if (preg_match('/^' . $octet . '(?:\.' . $octet . '){3}$/', $text)) {
             return $text;
+        }
+        if (!preg_match('/^[0-9a-f:.]+$/', $text) || strpos($text, ':') === false) {
+            return ''; // also refuses zone ids ("fe80::1%eth0"): they only mean something locally
+        }
+        $dot = strpos($text, '.');
+        if ($dot !== false) {
+            // An embedded IPv4 part must be last and strictly dotted-decimal, as in Python.
+            $tail = substr($text, strrpos($text, ':') + 1);
+            if (!preg_match('/^' . $octet . '(?:\.' . $octet . '){3}$/', $tail)) {
+                return '';
+            }
+        }
+        $packed = @inet_pton($text);
+        if (!is_string($packed) || strlen($packed) !== 16) {
+            return '';
         }
         if (strncmp($packed, str_repeat("\0", 10) . "\xff\xff", 12) === 0) {
             return implode('.', array_values(unpack('C4', substr($packed, 12))));
@@ -298,6 +345,33 @@ final class LicenseServer_Client
         }
         return implode(':', array_slice($hex, 0, $bestStart)) . '::'
             . implode(':', array_slice($hex, $bestStart + $bestLength));
+    }
+
+    /** A host name in canonical form (see normaliseDomain), or '' when the server refuses it. */
+    private static function canonicalName(string $host): string
+    {
+        $name = rtrim($host, '.');
+        // Plain ASCII names skip IDNA, as on the server: IDNA2008 would refuse real RFC 1123
+        // names such as "r3---sn-abc".
+        if (preg_match('/[^\x00-\x7f]/', $name) || preg_match('/(?:^|\.)xn--/', $name)) {
+            $name = rtrim(self::idnToAscii($name), '.');
+        }
+        if ($name === '' || strlen($name) > 253) {
+            return '';
+        }
+        $labels = explode('.', $name);
+        foreach ($labels as $label) {
+            if (!preg_match('/^[a-z0-9-]{1,63}$/', $label) || $label[0] === '-' || substr($label, -1) === '-') {
+                return '';
+            }
+        }
+        if (preg_match('/^[0-9]+$/', end($labels))) {
+            return self::canonicalIp($name); // an all-numeric top label is only ever IPv4
+        }
+        while ($labels[0] === 'www' && count($labels) > 2) { // "www.www.x.com" -> "x.com"
+            array_shift($labels);
+        }
+        return implode('.', $labels);
     }
 
     /**
@@ -414,8 +488,10 @@ final class LicenseServer_Client
                     return null; // cache edited or inconsistent: ask the server
                 }
                 return $this->result($decision['status'], $decision['reason'], true, $decision['license']);
-            case 'verify':
+            case 'local_key':
                 return $this->result(LicenseServer_Result::INVALID, $backoff['reason'], true, null);
+            case 'verify':
+                return $this->fallback($cache, $lkh, $domain, $now, $backoff['reason'], true, '', true);
             case 'outage':
                 return $this->fallback($cache, $lkh, $domain, $now, $backoff['reason'], true, '');
         }
@@ -452,18 +528,18 @@ final class LicenseServer_Client
 
         $signatureProblem = $this->checkBodySignature($response['body'], $response['headers']);
         if ($signatureProblem !== null) {
-            return $this->verificationFailed($cache, $now, $signatureProblem);
+            return $this->unverified($cache, $lkh, $domain, $now, $signatureProblem);
         }
         $data = self::jsonObject($response['body']);
         if ($data === null) {
             return $this->outage($cache, $lkh, $domain, $now, 'bad_response', null, 'the answer is not a JSON object');
         }
         if (!isset($data['nonce']) || !is_string($data['nonce']) || !hash_equals($nonce, $data['nonce'])) {
-            return $this->verificationFailed($cache, $now, 'bad_nonce');
+            return $this->unverified($cache, $lkh, $domain, $now, 'bad_nonce');
         }
         $serverTime = self::unixTime($data['server_time'] ?? null);
         if ($serverTime === null || abs($serverTime - $now) > $this->maxClockSkew) {
-            return $this->verificationFailed($cache, $now, 'stale_response');
+            return $this->unverified($cache, $lkh, $domain, $now, 'stale_response');
         }
         if (!isset($data['status']) || !is_string($data['status'])) {
             return $this->outage($cache, $lkh, $domain, $now, 'bad_response', null, 'the answer has no status');
@@ -481,7 +557,7 @@ final class LicenseServer_Client
             $localKey = isset($data['local_key']) && is_string($data['local_key']) ? $data['local_key'] : null;
             $claims = $this->verifiedClaims($localKey);
             if ($claims === null || !$this->claimsBindTo($claims, $lkh, $domain) || $claims['exp'] <= $now) {
-                return $this->verificationFailed($cache, $now, 'bad_local_key');
+                return $this->localKeyRefused($cache, $now);
             }
             $cache['local_key'] = $localKey;
             $cache['fetched_at'] = $now;
@@ -504,18 +580,32 @@ final class LicenseServer_Client
     }
 
     /**
-     * The server (or something pretending to be it) answered but the answer cannot be
-     * trusted. Report it as `invalid` with the precise reason, keep any earlier good local
-     * key, and back off like an outage: it may be a man in the middle, and hammering it
-     * helps nobody.
+     * Something answered, but the answer failed its signature, key id, nonce or freshness
+     * check: it proves nothing, so it is no answer at all. Were it a refusal, whoever can strip
+     * one header between module and server could switch a paying site off; so it is handled
+     * exactly like an outage (cached local key, then grace, then unreachable; the same
+     * back-off) and flagged unverified, with the failed check as the reason.
      */
-    private function verificationFailed(array $cache, int $now, string $reason): LicenseServer_Result
+    private function unverified(array $cache, string $lkh, string $domain, int $now, string $reason): LicenseServer_Result
     {
-        $this->log('unverifiable answer: ' . $reason);
+        $this->log('unverifiable answer, treated as an outage: ' . $reason);
         $cache['failures']++;
         $cache['backoff'] = array('kind' => 'verify', 'until' => $now + $this->backoffDelay($cache['failures']), 'reason' => $reason);
         $this->saveCache($cache);
-        return $this->result(LicenseServer_Result::INVALID, $reason, false, null);
+        return $this->fallback($cache, $lkh, $domain, $now, $reason, false, '', true);
+    }
+
+    /**
+     * A verified `active` answer whose local key does not verify or is not bound to this key,
+     * domain or product: the server's own word, so a refusal, backed off like one.
+     */
+    private function localKeyRefused(array $cache, int $now): LicenseServer_Result
+    {
+        $this->log('the signed answer carries an unusable local key');
+        $cache['failures']++;
+        $cache['backoff'] = array('kind' => 'local_key', 'until' => $now + $this->backoffDelay($cache['failures']), 'reason' => 'bad_local_key');
+        $this->saveCache($cache);
+        return $this->result(LicenseServer_Result::INVALID, 'bad_local_key', false, null);
     }
 
     /** No usable answer: fall back on the cache and back off (Retry-After wins when given). */
@@ -530,25 +620,26 @@ final class LicenseServer_Client
     }
 
     /** What a cached local key still allows when the server cannot be asked. */
-    private function fallback(array $cache, string $lkh, string $domain, int $now, string $reason, bool $replay, string $detail): LicenseServer_Result
+    private function fallback(array $cache, string $lkh, string $domain, int $now, string $reason, bool $replay, string $detail,
+        bool $unverified = false): LicenseServer_Result
     {
         $claims = $this->cachedClaims($cache, $lkh, $domain);
         $decision = $this->cachedDecision($cache);
         $why = self::describe($reason) . ($detail !== '' ? ' (' . $detail . ')' : '');
         if ($claims !== null && $claims['exp'] > $now) {
             return new LicenseServer_Result(LicenseServer_Result::ACTIVE, $reason, true, $this->cachedLicense($decision, $claims),
-                'License active from the cached local key (valid until ' . self::date($claims['exp']) . '). ' . $why);
+                'License active from the cached local key (valid until ' . self::date($claims['exp']) . '). ' . $why, $unverified);
         }
         if ($claims !== null && $now < $claims['grace_until']) {
             return new LicenseServer_Result(LicenseServer_Result::GRACE, $reason, true, $this->cachedLicense($decision, $claims),
                 'License in grace period until ' . self::date($claims['grace_until'])
-                . ': the license server must be reached before then. ' . $why);
+                . ': the license server must be reached before then. ' . $why, $unverified);
         }
         $message = 'The license could not be verified. ' . $why;
         if ($decision !== null && $decision['status'] !== LicenseServer_Result::ACTIVE) {
             $message .= ' The last answer from the license server was: ' . $decision['status'] . ' (' . $decision['reason'] . ').';
         }
-        return new LicenseServer_Result(LicenseServer_Result::UNREACHABLE, $reason, $replay, null, $message);
+        return new LicenseServer_Result(LicenseServer_Result::UNREACHABLE, $reason, $replay, null, $message, $unverified);
     }
 
     private function backoffDelay(int $failures): int
@@ -867,8 +958,15 @@ final class LicenseServer_Client
             return false;
         }
         if ($this->product !== '') {
+            // Product codes are case-insensitive (the server stores them in lower case).
+            $want = strtolower(trim($this->product));
             $aud = $claims['aud'] ?? ($claims['product'] ?? null);
-            if ($aud !== $this->product && !(is_array($aud) && in_array($this->product, $aud, true))) {
+            $auds = is_array($aud) ? $aud : array($aud);
+            $match = false;
+            foreach ($auds as $one) {
+                $match = $match || (is_string($one) && strtolower($one) === $want);
+            }
+            if (!$match) {
                 return false;
             }
         }
@@ -1108,10 +1206,10 @@ final class LicenseServer_Client
             'revoked' => 'The license has been revoked.',
             'no_license_key' => 'No license key has been entered.',
             'no_domain' => 'The domain of this installation is unknown; configure it so the license can be checked.',
-            'tampered' => 'The license server\'s answer failed its signature check.',
-            'unknown_key_id' => 'The license server\'s answer is signed with a key this module does not know.',
-            'bad_nonce' => 'The license server\'s answer does not belong to this request.',
-            'stale_response' => 'The license server\'s clock and this server\'s clock disagree; check the system time.',
+            'tampered' => 'The license server\'s answer failed its signature check (missing, malformed or wrong), so it was ignored.',
+            'unknown_key_id' => 'The license server\'s answer is signed with a key this module does not know, so it was ignored.',
+            'bad_nonce' => 'The license server\'s answer does not belong to this request (a replay), so it was ignored.',
+            'stale_response' => 'The license server\'s answer is not fresh (its clock and this server\'s clock disagree; check the system time), so it was ignored.',
             'bad_local_key' => 'The local license key sent by the server is not valid for this installation.',
             'connect_failed' => 'The license server could not be reached.',
             'timeout' => 'The license server did not answer in time.',
@@ -1207,71 +1305,342 @@ final class LicenseServer_Client
 
     // ------------------------------------------------------------------ IDN
 
-    /** Non-ASCII domain to punycode: ext-intl when present, else our own RFC 3492 encoder. */
-    private static function idnToAscii(string $domain): string
+    /**
+     * UTS #46 ToASCII with UseSTD3ASCIIRules and the IDNA2008 checks of RFC 5891/5892/5893, as
+     * the server's Python "idna" package applies them; '' when the name is refused.
+     *
+     * The built-in implementation knows the characters of a fixed repertoire: ASCII, Latin-1
+     * and Latin Extended-A letters (and ʼ), Greek, Cyrillic (U+0400-045F), Hiragana, Katakana, CJK
+     * Unified Ideographs, Hangul syllables, full-width ASCII letters and digits, the Unicode
+     * full stops, and the characters UTS #46 ignores (soft hyphen, zero-width space, ...).
+     * Within it the result equals the server's (the parity test checks every character).
+     * A name with any other character is refused by it, never mapped to a different name; on
+     * such a name ext-intl, when loaded, gets a second opinion (the server still decides).
+     */
+    private static function idnToAscii(string $name): string
     {
-        if (function_exists('idn_to_ascii')) {
-            // Non-transitional, as the server (Python's idna package, IDNA2008 + UTS #46).
-            $ascii = idn_to_ascii($domain, IDNA_NONTRANSITIONAL_TO_ASCII, INTL_IDNA_VARIANT_UTS46);
-            return is_string($ascii) ? strtolower($ascii) : '';
+        $ascii = self::builtinToAscii($name);
+        if ($ascii === null && function_exists('idn_to_ascii')) {
+            $flags = IDNA_NONTRANSITIONAL_TO_ASCII | IDNA_USE_STD3_RULES | IDNA_CHECK_BIDI | IDNA_CHECK_CONTEXTJ;
+            $intl = idn_to_ascii($name, $flags, INTL_IDNA_VARIANT_UTS46);
+            return is_string($intl) ? strtolower($intl) : '';
         }
-        if (!preg_match('//u', $domain)) {
-            return ''; // not UTF-8: nothing sensible to send
-        }
-        if (function_exists('mb_strtolower')) {
-            $domain = mb_strtolower($domain, 'UTF-8');
-        }
-        $labels = array();
-        foreach (explode('.', $domain) as $label) {
-            $points = array();
-            foreach (self::codePoints($label) as $cp) {
-                foreach (self::idnaMap($cp) as $mapped) {
-                    $points[] = $mapped;
+        return $ascii === null ? '' : $ascii;
+    }
+
+    /** @return string|null the A-label name, '' when refused, null for a character outside the repertoire */
+    private static function builtinToAscii(string $name): ?string
+    {
+        $points = array();
+        foreach (self::codePoints($name) as $cp) {
+            if ($cp < 0x80) {
+                // UseSTD3ASCIIRules: only lowercase letters, digits, hyphen and the dot.
+                if (!preg_match('/^[a-z0-9.-]$/', chr($cp))) {
+                    return '';
                 }
+                $points[] = $cp;
+                continue;
             }
-            $ascii = true;
-            foreach ($points as $cp) {
-                $ascii = $ascii && $cp < 0x80;
+            $mapped = self::idnaMap($cp);
+            if ($mapped === null) {
+                return null;
             }
-            $labels[] = $ascii ? implode('', array_map('chr', $points)) : 'xn--' . self::punycode($points);
+            foreach ($mapped as $m) {
+                $points[] = $m;
+            }
         }
-        return implode('.', $labels);
+        if (count($points) > 254) {
+            return '';
+        }
+        $labels = array(array());
+        foreach ($points as $cp) {
+            if ($cp === 0x2E) {
+                $labels[] = array();
+            } else {
+                $labels[count($labels) - 1][] = $cp;
+            }
+        }
+        $trailingDot = false;
+        if (count($labels) > 1 && end($labels) === array()) {
+            array_pop($labels);
+            $trailingDot = true;
+        }
+        $out = array();
+        foreach ($labels as $label) {
+            $encoded = self::labelToAscii($label);
+            if ($encoded === null || $encoded === '') {
+                return $encoded;
+            }
+            $out[] = $encoded;
+        }
+        $result = implode('.', $out) . ($trailingDot ? '.' : '');
+        return strlen($result) > ($trailingDot ? 254 : 253) ? '' : $result;
+    }
+
+    /** One label to its A-label; '' when refused, null for a character outside the repertoire. */
+    private static function labelToAscii(array $label): ?string
+    {
+        $isAscii = true;
+        foreach ($label as $cp) {
+            $isAscii = $isAscii && $cp < 0x80;
+        }
+        if (!$isAscii) {
+            $valid = self::labelValid($label);
+            if ($valid !== true) {
+                return $valid;
+            }
+            $encoded = 'xn--' . self::punycode($label);
+            return strlen($encoded) <= 63 ? $encoded : '';
+        }
+        $text = implode('', array_map('chr', $label));
+        if (strncmp($text, 'xn--', 4) === 0) {
+            // An A-label must be the canonical encoding of a valid U-label (RFC 5891 5.3).
+            $rest = substr($text, 4);
+            $decoded = $rest === '' || substr($rest, -1) === '-' ? null : self::punycodeDecode($rest);
+            if ($decoded === null || self::punycode($decoded) !== $rest) {
+                return '';
+            }
+            $valid = self::labelValid($decoded);
+            if ($valid !== true) {
+                return $valid;
+            }
+        } else {
+            $valid = self::labelValid($label);
+            if ($valid !== true) {
+                return $valid;
+            }
+        }
+        return strlen($text) <= 63 ? $text : '';
     }
 
     /**
-     * UTS46 NON-transitional mapping (what the server's Python "idna" package does, and
-     * IDNA2008) for the cases that matter in practice: the deviation characters ß, final
-     * sigma ς and the joiners are kept (the transitional ß→ss would send "strasse.de" for
-     * "straße.de", a different domain to the server), ẞ lowercases to ß, and lowercase for
-     * Latin-1, Latin Extended-A, Greek and Cyrillic when mbstring is absent.
+     * IDNA2008 validity of a U-label (RFC 5891 4.2, RFC 5892): hyphens, no leading
+     * combining mark, every character PVALID or valid in its context.
      *
-     * @return int[]
+     * @return bool|string|null true, '' when refused, null for a character outside the repertoire
      */
-    private static function idnaMap(int $cp): array
+    private static function labelValid(array $label)
     {
-        if ($cp === 0x1E9E) {
-            return array(0xDF); // ẞ → ß
+        $n = count($label);
+        if ($n === 0 || ($n >= 4 && $label[2] === 0x2D && $label[3] === 0x2D)
+            || $label[0] === 0x2D || $label[$n - 1] === 0x2D || $label[0] === 0x307) {
+            return '';
+        }
+        foreach ($label as $i => $cp) {
+            if ($cp === 0xB7) { // MIDDLE DOT: only between two "l" (RFC 5892 A.3)
+                if ($i === 0 || $i === $n - 1 || $label[$i - 1] !== 0x6C || $label[$i + 1] !== 0x6C) {
+                    return '';
+                }
+            } elseif ($cp === 0x200C || $cp === 0x200D) {
+                return ''; // joiners need a virama before them (A.1, A.2): none in the repertoire
+            } elseif ($cp === 0x307) {
+                if ($label[$i - 1] !== 0x69) {
+                    return null; // would compose under NFC: outside what we can check
+                }
+            } elseif (!self::pvalid($cp)) {
+                return $cp < 0x80 ? '' : null;
+            }
+        }
+        return true;
+    }
+
+    /** PVALID code points of the repertoire (lowercase letters, digits, hyphen, scripts without case). */
+    private static function pvalid(int $cp): bool
+    {
+        if ($cp < 0x80) {
+            return ($cp >= 0x61 && $cp <= 0x7A) || ($cp >= 0x30 && $cp <= 0x39) || $cp === 0x2D;
+        }
+        return ($cp >= 0xDF && $cp <= 0xFF && $cp !== 0xF7)
+            || ($cp >= 0x100 && $cp <= 0x17F && self::latinExtendedALower($cp))
+            || $cp === 0x2BC || $cp === 0x390 || ($cp >= 0x3AC && $cp <= 0x3CE)
+            || ($cp >= 0x430 && $cp <= 0x45F)
+            || ($cp >= 0x3041 && $cp <= 0x3096) || ($cp >= 0x30A1 && $cp <= 0x30FA) || $cp === 0x30FC
+            || ($cp >= 0x4E00 && $cp <= 0x9FFF) || ($cp >= 0xAC00 && $cp <= 0xD7A3);
+    }
+
+    /** Is a Latin Extended-A code point a lowercase letter that maps to itself? */
+    private static function latinExtendedALower(int $cp): bool
+    {
+        if (in_array($cp, array(0x131, 0x138), true)) {
+            return true;
+        }
+        if (in_array($cp, array(0x130, 0x132, 0x133, 0x13F, 0x140, 0x149, 0x17F), true)) {
+            return false;
+        }
+        // Pairs: uppercase even / lowercase odd, except 0139-0148 and 0179-017E (odd / even).
+        $oddUpper = ($cp >= 0x139 && $cp <= 0x148) || ($cp >= 0x179 && $cp <= 0x17E);
+        return $oddUpper ? $cp % 2 === 0 : $cp % 2 === 1;
+    }
+
+    /**
+     * UTS #46 mapping of one non-ASCII code point (after Python's lower()), for the repertoire.
+     *
+     * @return int[]|null the replacement (empty when ignored), null outside the repertoire
+     */
+    private static function idnaMap(int $cp): ?array
+    {
+        static $single = array(
+            0x3002 => 0x2E, 0xFF0E => 0x2E, 0xFF61 => 0x2E, 0xFF0D => 0x2D, // full stops, hyphen
+            0x1E9E => 0xDF, 0x17F => 0x73, 0x178 => 0xFF,                    // ẞ → ß, ſ → s, Ÿ → ÿ
+            0x386 => 0x3AC, 0x388 => 0x3AD, 0x389 => 0x3AE, 0x38A => 0x3AF, 0x38C => 0x3CC, 0x38E => 0x3CD, 0x38F => 0x3CE,
+        );
+        if (isset($single[$cp])) {
+            return array($single[$cp]);
+        }
+        if ($cp === 0xAD || $cp === 0x200B || $cp === 0x2060 || $cp === 0xFEFF || ($cp >= 0xFE00 && $cp <= 0xFE0F)) {
+            return array(); // ignored by UTS #46
+        }
+        if ($cp === 0x130) {
+            return array(0x69, 0x307); // İ → i̇ (Python's lower(), kept by UTS #46)
+        }
+        if ($cp === 0x132 || $cp === 0x133) {
+            return array(0x69, 0x6A); // Ĳ ĳ → ij
+        }
+        if ($cp === 0x13F || $cp === 0x140) {
+            return array(0x6C, 0xB7); // Ŀ ŀ → l·
+        }
+        if ($cp === 0x149) {
+            return array(0x2BC, 0x6E); // ŉ → ʼn
+        }
+        if (($cp >= 0xFF10 && $cp <= 0xFF19) || ($cp >= 0xFF41 && $cp <= 0xFF5A)) {
+            return array($cp - 0xFEE0); // full-width digits and small letters
+        }
+        if ($cp >= 0xFF21 && $cp <= 0xFF3A) {
+            return array($cp - 0xFEE0 + 0x20); // full-width capitals
         }
         if (($cp >= 0xC0 && $cp <= 0xDE && $cp !== 0xD7) || ($cp >= 0x391 && $cp <= 0x3AB && $cp !== 0x3A2)
             || ($cp >= 0x410 && $cp <= 0x42F)) {
             return array($cp + 32);
         }
-        $single = array(0x386 => 0x3AC, 0x388 => 0x3AD, 0x389 => 0x3AE, 0x38A => 0x3AF, 0x38C => 0x3CC, 0x38E => 0x3CD,
-            0x38F => 0x3CE, 0x178 => 0xFF);
-        if (isset($single[$cp])) {
-            return array($single[$cp]);
-        }
-        if ($cp === 0x13F || $cp === 0x140) {
-            return array(0x6C, 0xB7); // Ŀ/ŀ → l·
-        }
         if ($cp >= 0x400 && $cp <= 0x40F) {
             return array($cp + 80);
         }
-        if ($cp >= 0x100 && $cp <= 0x17F && $cp !== 0x130 && $cp !== 0x131 && $cp !== 0x138 && $cp !== 0x149
-            && $cp !== 0x17F && (($cp >= 0x139 && $cp <= 0x148) || ($cp >= 0x179 && $cp <= 0x17E) ? $cp % 2 === 1 : $cp % 2 === 0)) {
+        if ($cp >= 0x100 && $cp <= 0x17F && !self::latinExtendedALower($cp)) {
             return array($cp + 1);
         }
-        return array($cp);
+        if ($cp === 0xB7 || $cp === 0x200C || $cp === 0x200D || $cp === 0x307 || self::pvalid($cp)) {
+            return array($cp); // valid or deviation: kept (contexts are checked per label)
+        }
+        return null;
+    }
+
+    /**
+     * Python's str.lower() where it differs from a per-character mapping: a capital sigma is
+     * final (ς) after a cased letter and not before one, skipping case-ignorable characters
+     * (Unicode 3.13, Final_Sigma). Other characters are mapped later by idnaMap().
+     */
+    private static function pythonLower(string $text): string
+    {
+        $text = strtr($text, 'ABCDEFGHIJKLMNOPQRSTUVWXYZ', 'abcdefghijklmnopqrstuvwxyz');
+        if (strpos($text, "\xCE\xA3") === false) {
+            return $text;
+        }
+        $points = self::codePoints($text);
+        $n = count($points);
+        $out = '';
+        foreach ($points as $i => $cp) {
+            if ($cp === 0x3A3) {
+                $j = $i - 1;
+                while ($j >= 0 && self::caseIgnorable($points[$j])) {
+                    $j--;
+                }
+                $final = $j >= 0 && self::cased($points[$j]);
+                $j = $i + 1;
+                while ($final && $j < $n && self::caseIgnorable($points[$j])) {
+                    $j++;
+                }
+                $cp = $final && ($j >= $n || !self::cased($points[$j])) ? 0x3C2 : 0x3C3;
+            }
+            $out .= self::utf8($cp);
+        }
+        return $out;
+    }
+
+    /** Unicode Cased, for ASCII and the repertoire (other characters are refused anyway). */
+    private static function cased(int $cp): bool
+    {
+        return ($cp >= 0x41 && $cp <= 0x5A) || ($cp >= 0x61 && $cp <= 0x7A) || $cp === 0xAA || $cp === 0xB5 || $cp === 0xBA
+            || ($cp >= 0xC0 && $cp <= 0x24F && $cp !== 0xD7 && $cp !== 0xF7)
+            || ($cp >= 0x386 && $cp <= 0x3FF && $cp !== 0x387) || ($cp >= 0x400 && $cp <= 0x4FF)
+            || $cp === 0x1E9E || ($cp >= 0xFF21 && $cp <= 0xFF3A) || ($cp >= 0xFF41 && $cp <= 0xFF5A);
+    }
+
+    /** Unicode Case_Ignorable, for ASCII and the repertoire. */
+    private static function caseIgnorable(int $cp): bool
+    {
+        static $set = array(0x27, 0x2E, 0x3A, 0x5E, 0x60, 0xA8, 0xAD, 0xAF, 0xB4, 0xB7, 0xB8, 0x2BC, 0x200B, 0x200C, 0x200D,
+            0x2060, 0xFEFF, 0x30FC, 0xFF07, 0xFF0E, 0xFF1A, 0xFF3E, 0xFF40);
+        return in_array($cp, $set, true) || ($cp >= 0x300 && $cp <= 0x36F) || ($cp >= 0xFE00 && $cp <= 0xFE0F);
+    }
+
+    /** RFC 3492 decoding with Python's rules; null when the input is not valid punycode. */
+    private static function punycodeDecode(string $input): ?array
+    {
+        $dash = strrpos($input, '-');
+        $output = array();
+        if ($dash !== false) {
+            foreach (str_split(substr($input, 0, $dash)) as $char) {
+                $output[] = ord($char);
+            }
+        }
+        $extended = $dash === false ? $input : substr($input, $dash + 1);
+        $n = 128;
+        $i = -1;
+        $bias = 72;
+        $pos = 0;
+        $length = strlen($extended);
+        $first = true;
+        while ($pos < $length) {
+            $delta = 0;
+            $w = 1;
+            for ($k = 36; ; $k += 36) {
+                if ($pos >= $length) {
+                    return null;
+                }
+                $c = ord($extended[$pos++]);
+                if ($c >= 0x61 && $c <= 0x7A) {
+                    $digit = $c - 0x61;
+                } elseif ($c >= 0x30 && $c <= 0x39) {
+                    $digit = $c - 22;
+                } else {
+                    return null;
+                }
+                $t = $k <= $bias ? 1 : ($k >= $bias + 26 ? 26 : $k - $bias);
+                $delta += $digit * $w;
+                if ($delta > 0x7FFFFFFF) {
+                    return null;
+                }
+                if ($digit < $t) {
+                    break;
+                }
+                $w *= 36 - $t;
+            }
+            $i += $delta + 1;
+            $n += intdiv($i, count($output) + 1);
+            if ($n > 0x10FFFF) {
+                return null;
+            }
+            $i %= count($output) + 1;
+            array_splice($output, $i, 0, array($n));
+            $bias = self::punycodeAdapt($delta, count($output), $first);
+            $first = false;
+        }
+        return $output;
+    }
+
+    /** UTF-8 bytes of one code point (ext-mbstring is optional). */
+    private static function utf8(int $cp): string
+    {
+        if ($cp < 0x80) {
+            return chr($cp);
+        }
+        if ($cp < 0x800) {
+            return chr(0xC0 | ($cp >> 6)) . chr(0x80 | ($cp & 0x3F));
+        }
+        if ($cp < 0x10000) {
+            return chr(0xE0 | ($cp >> 12)) . chr(0x80 | (($cp >> 6) & 0x3F)) . chr(0x80 | ($cp & 0x3F));
+        }
+        return chr(0xF0 | ($cp >> 18)) . chr(0x80 | (($cp >> 12) & 0x3F)) . chr(0x80 | (($cp >> 6) & 0x3F)) . chr(0x80 | ($cp & 0x3F));
     }
 
     /** @return int[] code points of a valid UTF-8 string */

@@ -18,7 +18,8 @@
  * optional: server_name / http_host / server_addr to simulate a web request's $_SERVER,
  *   force (bool) to call check(true).
  *
- * Prints ONE line: {"status":..., "reason":..., "from_cache":bool, "message":...} and exits 0.
+ * Prints ONE line: {"status":..., "reason":..., "from_cache":bool, "message":..., "unverified":bool}
+ * and exits 0.
  * A broken CONFIG prints status "error" and exits 2. Note: when `now` is far from real time,
  * a live server's server_time will (correctly) be rejected as stale_response.
  */
@@ -98,4 +99,5 @@ emit(array(
     'reason' => $result->reason,
     'from_cache' => $result->fromCache,
     'message' => $result->message,
+    'unverified' => $result->isUnverified(),
 ), 0);

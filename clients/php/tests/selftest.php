@@ -149,12 +149,14 @@ function requests(): array
     }, $new);
 }
 
-function expect(string $name, LicenseServer_Result $r, string $status, ?string $reason, bool $fromCache, int $requests): void
+function expect(string $name, LicenseServer_Result $r, string $status, ?string $reason, bool $fromCache, int $requests,
+    bool $unverified = false): void
 {
     $got = count(requests());
     ok($name, $r->status === $status && ($reason === null || $r->reason === $reason) && $r->fromCache === $fromCache
-        && $got === $requests,
-        sprintf('got %s/%s from_cache=%s requests=%d (%s)', $r->status, $r->reason, var_export($r->fromCache, true), $got, $r->message));
+        && $got === $requests && $r->isUnverified() === $unverified && $r->toArray()['unverified'] === $unverified,
+        sprintf('got %s/%s from_cache=%s requests=%d unverified=%s (%s)', $r->status, $r->reason,
+            var_export($r->fromCache, true), $got, var_export($r->isUnverified(), true), $r->message));
 }
 
 function cacheData(): array
@@ -222,6 +224,8 @@ expect('older than check_interval: phones home again', $r, 'active', 'ok', false
 
 $r = client(array('product' => 'WIDGET', 'issuer' => 'fake'))->check();
 expect('product/issuer match: cache hit', $r, 'active', null, true, 0);
+$r = client(array('product' => ' widget '))->check();
+expect('product codes compare case-insensitively: cache hit', $r, 'active', null, true, 0);
 $r = client(array('product' => 'OTHER'))->check();
 expect('product mismatch: cached key not used, phones home, key refused locally', $r, 'invalid', 'bad_local_key', false, 1);
 fresh();
@@ -341,40 +345,63 @@ expect('edited cached refusal: not believed, phones home', $r, 'revoked', null, 
 
 // ---------------------------------------------------------------- unverifiable answers
 
-section('unverifiable answers');
+section('unverifiable answers: no answer at all, handled like an outage');
+// An answer that fails its signature, key id, nonce or freshness check must never switch a
+// paying site off: cached local key, then grace, then unreachable, flagged unverified.
 foreach (array(
     array('tamper', 'tampered'), array('no_header', 'tampered'), array('wrong_nonce', 'bad_nonce'),
-    array('unknown_kid', 'unknown_key_id'), array('stale', 'stale_response'), array('bad_local_key', 'bad_local_key'),
+    array('unknown_kid', 'unknown_key_id'), array('stale', 'stale_response'),
 ) as $case) {
     list($mode, $reason) = $case;
+    // Nothing cached: unreachable.
     fresh();
     setState(array('mode' => $mode, 'status' => 'invalid', 'reason' => 'unknown_key'));
-    if ($mode === 'bad_local_key') {
-        setState(array('mode' => $mode));
-    }
     $r = client()->check();
-    expect("$mode: invalid/$reason", $r, 'invalid', $reason, false, 1);
-    ok("$mode: nothing valid cached", !is_file($cacheFile) || cacheData()['local_key'] === null);
+    expect("$mode, nothing cached: unreachable/$reason, unverified", $r, 'unreachable', $reason, false, 1, true);
+    ok("$mode: nothing valid cached", cacheData()['local_key'] === null && cacheData()['decision'] === null);
     $clock += 299;
     $r = client()->check();
-    expect("$mode: backs off like an outage", $r, 'invalid', $reason, true, 0);
+    expect("$mode: backs off like an outage", $r, 'unreachable', $reason, true, 0, true);
     $clock += 1;
     setState(array());
     $r = client()->check();
     expect("$mode: retries after outage_retry, real answer accepted", $r, 'active', null, false, 1);
+
+    // A valid local key cached (fetched a day ago, so the client asks): active from the cache.
+    $clock += 86400;
+    setState(array('mode' => $mode, 'status' => 'revoked', 'reason' => 'revoked'));
+    $r = client()->check();
+    expect("$mode, valid key cached: active/$reason from cache, unverified", $r, 'active', $reason, true, 1, true);
+    ok("$mode: cached local key kept", is_string(cacheData()['local_key']));
+    $r = client()->check();
+    expect("$mode, valid key cached: back-off replays without a request", $r, 'active', $reason, true, 0, true);
+
+    // The cached key expired (ttl 3 days) but inside grace (7 more days): grace.
+    $clock += 3 * 86400;
+    $r = client()->check();
+    expect("$mode, expired key cached: grace/$reason, unverified", $r, 'grace', $reason, true, 1, true);
+
+    // Past grace: unreachable.
+    $clock += 7 * 86400;
+    $r = client()->check();
+    expect("$mode, key past grace: unreachable/$reason, unverified", $r, 'unreachable', $reason, false, 1, true);
+    $clock += 86400;
 }
+
+section('a signed answer with an unusable local key is the server\'s refusal');
 fresh();
-setState(array());
-client()->check();
-$clock += 86400;
-setState(array('mode' => 'tamper'));
+setState(array('mode' => 'bad_local_key'));
 $r = client()->check();
-expect('tampered answer while a good key is cached: invalid/tampered', $r, 'invalid', 'tampered', false, 2);
-ok('earlier good local key kept', is_string(cacheData()['local_key']));
+expect('bad_local_key: invalid/bad_local_key', $r, 'invalid', 'bad_local_key', false, 1);
+ok('bad_local_key: nothing valid cached', cacheData()['local_key'] === null);
+$clock += 299;
+$r = client()->check();
+expect('bad_local_key: backs off', $r, 'invalid', 'bad_local_key', true, 0);
+$clock += 1;
+setState(array());
+$r = client()->check();
+expect('bad_local_key: retries after outage_retry, real answer accepted', $r, 'active', null, false, 1);
 $clock += 300;
-setState(array());
-$r = client()->check();
-expect('server honest again: active', $r, 'active', null, false, 1);
 
 // ---------------------------------------------------------------- outages
 
@@ -490,7 +517,7 @@ ok('stream: Retry-After header read', cacheData()['backoff']['until'] - $clock =
 fresh();
 setState(array('mode' => 'tamper'));
 $r = client($stream)->check();
-expect('stream: tampered', $r, 'invalid', 'tampered', false, 1);
+expect('stream: tampered', $r, 'unreachable', 'tampered', false, 1, true);
 fresh();
 $r = client($stream + array('server_url' => 'http://127.0.0.1:' . $deadPort))->check();
 ok('stream: connection refused', $r->status === 'unreachable' && $r->reason === 'connect_failed', $r->reason);
@@ -554,8 +581,8 @@ $config = array('server_url' => $url, 'public_keys' => array('keys' => array(arr
 $cmd = escapeshellarg(PHP_BINARY) . ' -d error_reporting=E_ALL -d display_errors=1 ' . escapeshellarg(__DIR__ . '/run_checks.php') . ' ';
 $out = shell_exec($cmd . escapeshellarg(json_encode($config)));
 $line = json_decode((string) $out, true);
-ok('inline config: one JSON line with exactly the four keys', substr_count((string) $out, "\n") === 1 && is_array($line)
-    && array_keys($line) === array('status', 'reason', 'from_cache', 'message') && $line['status'] === 'active'
+ok('inline config: one JSON line with exactly the five keys', substr_count((string) $out, "\n") === 1 && is_array($line)
+    && array_keys($line) === array('status', 'reason', 'from_cache', 'message', 'unverified') && $line['status'] === 'active'
     && $line['from_cache'] === false, (string) $out);
 file_put_contents($dir . '/config.json', json_encode(array_merge($config, array('domain' => null, 'now' => $clock + 10))));
 $out = shell_exec($cmd . escapeshellarg($dir . '/config.json'));
