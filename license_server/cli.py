@@ -20,6 +20,7 @@ from pydantic import ValidationError
 
 from license_server.crypto.keyfiles import KeyFileError
 from license_server.crypto.signing import rotate_signing_key
+from license_server.licensing.actors import CLI
 from license_server.licensing.license_keys import KeyRejected
 from license_server.licensing.lifecycle import Action, TransitionRefused
 from license_server.licensing.models import License
@@ -241,7 +242,7 @@ async def _create_product(runtime: Runtime, args: argparse.Namespace) -> int:
         allow_ip_conflict=args.allow_ip_conflict,
         allow_directory_conflict=args.allow_directory_conflict,
     )
-    product = await runtime.licenses.create_product(spec)
+    product = await runtime.licenses.create_product(spec, actor=CLI)
     print(f"created product {product.code} ({product.name}), key prefix {product.key_prefix}")
     return 0
 
@@ -261,7 +262,7 @@ async def _update_product(runtime: Runtime, args: argparse.Namespace) -> int:
         allow_ip_conflict=args.allow_ip_conflict,
         allow_directory_conflict=args.allow_directory_conflict,
     )
-    product = await runtime.licenses.update_product(args.code, changes)
+    product = await runtime.licenses.update_product(args.code, changes, actor=CLI)
     print(f"updated product {product.code} ({product.name})")
     return 0
 
@@ -279,7 +280,7 @@ async def _issue(runtime: Runtime, args: argparse.Namespace) -> int:
         expires=args.expires,
         notes=args.notes,
     )
-    license, key = await runtime.licenses.issue(spec)
+    license, key = await runtime.licenses.issue(spec, actor=CLI)
     print(f"issued license {license.id} for {license.licensee_name} ({license.product.code})")
     print(key)
     return 0
@@ -305,7 +306,7 @@ async def _lifecycle(runtime: Runtime, action: Action, args: argparse.Namespace)
     options: dict[str, object] = {}
     if action is Action.RENEW:
         options["new_expiry"] = None if args.no_expiry else end_of_day_utc(args.expires)
-    updated = await runtime.licenses.apply(license.id, action, **options)
+    updated = await runtime.licenses.apply(license.id, action, actor=CLI, **options)
     print(f"license {updated.id}: {license.status} -> {updated.status}")
     return 0
 
@@ -405,6 +406,7 @@ async def _import_with_progress_bar(runtime: Runtime, args: argparse.Namespace):
             args.file,
             args.product,
             dry_run=args.dry_run,
+            actor=CLI,
             on_progress=bar.update if bar else None,
         )
     finally:

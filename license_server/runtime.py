@@ -14,6 +14,7 @@ from license_server.crypto.fields import FieldCipher, LookupHasher, load_data_ke
 from license_server.crypto.signing import Keyring, load_keyring
 from license_server.db.database import Database
 from license_server.licensing.bans import BanList
+from license_server.licensing.changes import Change, ChangeFeed
 from license_server.licensing.service import LicenseService
 from license_server.licensing.verifier import Verifier
 from license_server.settings import Settings
@@ -27,6 +28,7 @@ class Runtime:
     licenses: LicenseService
     bans: BanList
     verifier: Verifier
+    changes: ChangeFeed
 
 
 def load_keys(settings: Settings) -> tuple[Keyring, bytes]:
@@ -41,14 +43,17 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
     db = Database(settings.database, readers=settings.db_readers)
     await db.open()
     try:
+        changes = ChangeFeed(db)
         service = LicenseService(
             db,
             keyring,
             FieldCipher(data_key),
             LookupHasher(data_key),
             product_cache_seconds=settings.verify.cache_seconds,
+            feed=changes,
         )
         bans = BanList(db, ttl=settings.verify.cache_seconds)
+        changes.subscribe(_reload_bans_on_change(bans))
         verifier = Verifier(
             service,
             bans,
@@ -57,6 +62,14 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
             cache_seconds=settings.verify.cache_seconds,
             cache_size=settings.verify.cache_size,
         )
-        yield Runtime(settings, db, keyring, service, bans, verifier)
+        yield Runtime(settings, db, keyring, service, bans, verifier, changes)
     finally:
         await db.close()
+
+
+def _reload_bans_on_change(bans: BanList):
+    def listener(change: Change) -> None:
+        if change.bans:
+            bans.forget()
+
+    return listener
