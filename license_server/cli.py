@@ -24,6 +24,7 @@ from pydantic import ValidationError
 from license_server.crypto.keyfiles import KeyFileError
 from license_server.crypto.keystore import KeyStore, client_snippets
 from license_server.crypto.signing import keyring_from_pem
+from license_server.licensing.actors import CLI
 from license_server.licensing.key_retirement import refusal, signed_by
 from license_server.licensing.license_keys import KeyRejected
 from license_server.licensing.lifecycle import Action, TransitionRefused
@@ -364,7 +365,7 @@ async def _create_product(runtime: Runtime, args: argparse.Namespace) -> int:
         allow_ip_conflict=args.allow_ip_conflict,
         allow_directory_conflict=args.allow_directory_conflict,
     )
-    product = await runtime.licenses.create_product(spec)
+    product = await runtime.licenses.create_product(spec, actor=CLI)
     print(f"created product {product.code} ({product.name}), key prefix {product.key_prefix}")
     return 0
 
@@ -384,7 +385,7 @@ async def _update_product(runtime: Runtime, args: argparse.Namespace) -> int:
         allow_ip_conflict=args.allow_ip_conflict,
         allow_directory_conflict=args.allow_directory_conflict,
     )
-    product = await runtime.licenses.update_product(args.code, changes)
+    product = await runtime.licenses.update_product(args.code, changes, actor=CLI)
     print(f"updated product {product.code} ({product.name})")
     return 0
 
@@ -402,7 +403,7 @@ async def _issue(runtime: Runtime, args: argparse.Namespace) -> int:
         expires=args.expires,
         notes=args.notes,
     )
-    license, key = await runtime.licenses.issue(spec)
+    license, key = await runtime.licenses.issue(spec, actor=CLI)
     print(
         f"issued license {license.id} for {license.licensee_name} ({license.product.code}), "
         f"expires {_format_expiry(license.expires_at)}"
@@ -441,7 +442,7 @@ async def _lifecycle(runtime: Runtime, action: Action, args: argparse.Namespace)
     options: dict[str, object] = {}
     if action is Action.RENEW:
         options["new_expiry"] = None if args.no_expiry else end_of_day_utc(args.expires)
-    updated = await runtime.licenses.apply(license.id, action, **options)
+    updated = await runtime.licenses.apply(license.id, action, actor=CLI, **options)
     expiry = f", expires {_format_expiry(updated.expires_at)}" if action is Action.RENEW else ""
     print(f"license {updated.id}: {license.status} -> {updated.status}{expiry}")
     return 0
@@ -553,6 +554,7 @@ async def _import_with_progress_bar(runtime: Runtime, args: argparse.Namespace):
             args.file,
             args.product,
             dry_run=args.dry_run,
+            actor=CLI,
             on_progress=bar.update if bar else None,
         )
     finally:

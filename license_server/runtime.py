@@ -16,6 +16,7 @@ from license_server.crypto.keystore import KeyringReloader, KeyStore, load_keyri
 from license_server.crypto.signing import Keyring
 from license_server.db.database import Database
 from license_server.licensing.bans import BanList
+from license_server.licensing.changes import Change, ChangeFeed
 from license_server.licensing.service import LicenseService
 from license_server.licensing.verifier import Verifier
 from license_server.settings import Settings
@@ -29,6 +30,7 @@ class Runtime:
     licenses: LicenseService
     bans: BanList
     verifier: Verifier
+    changes: ChangeFeed
     # Follows key changes made by other processes; None when the keys come from the environment.
     key_reloader: KeyringReloader | None = None
 
@@ -45,14 +47,17 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
     db = Database(settings.database, readers=settings.db_readers)
     await db.open()
     try:
+        changes = ChangeFeed(db)
         service = LicenseService(
             db,
             keyring,
             FieldCipher(data_key),
             LookupHasher(data_key),
             product_cache_seconds=settings.verify.cache_seconds,
+            feed=changes,
         )
         bans = BanList(db, ttl=settings.verify.cache_seconds)
+        changes.subscribe(_reload_bans_on_change(bans))
         verifier = Verifier(
             service,
             bans,
@@ -61,10 +66,20 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
             cache_seconds=settings.verify.cache_seconds,
             cache_size=settings.verify.cache_size,
         )
+        # A key refused for an unknown key hint may be genuine under the changed keyring.
+        keyring.add_listener(lambda _: verifier.forget_refusals())
         reloader = None
         if settings.signing_keys is None:
             reloader = KeyringReloader(keyring, KeyStore(settings.keys_dir))
             keyring.set_refresher(reloader.refresh)
-        yield Runtime(settings, db, keyring, service, bans, verifier, reloader)
+        yield Runtime(settings, db, keyring, service, bans, verifier, changes, reloader)
     finally:
         await db.close()
+
+
+def _reload_bans_on_change(bans: BanList):
+    def listener(change: Change) -> None:
+        if change.bans:
+            bans.forget()
+
+    return listener

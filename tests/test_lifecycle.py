@@ -113,3 +113,93 @@ async def test_service_applies_transitions_in_one_transaction(runtime):
     with pytest.raises(TransitionRefused):
         await service.apply(license.id, Action.UNSUSPEND)
     assert (await service.license_by_id(license.id)).status is revoked.status is R
+
+
+# --- the single write path (issue #11): every change is logged with it and announced --------
+
+
+async def _change_rows(runtime) -> list[tuple]:
+    async with (
+        runtime.db.read() as conn,
+        conn.execute("SELECT license_id, kind FROM license_changes ORDER BY seq") as cur,
+    ):
+        return [tuple(row) for row in await cur.fetchall()]
+
+
+async def test_every_change_is_logged_in_its_transaction_and_announced(runtime):
+    from license_server.licensing.actors import CLI, ActorKind
+    from license_server.licensing.specs import ProductChanges
+
+    service = runtime.licenses
+    heard = []
+    runtime.changes.subscribe(heard.append)
+    await service.create_product(PRODUCT, actor=CLI)
+    license, _ = await service.issue(
+        LicenseSpec(product="mymod", licensee="Ann", email="ann@example.org"), actor=CLI
+    )
+    await service.apply(license.id, Action.SUSPEND, actor=CLI)
+    await service.update_product("mymod", ProductChanges(seats=3), actor=CLI)
+    expected = [(None, "product"), (license.id, "issue"), (license.id, "suspend")]
+    expected.append((None, "product"))
+    assert await _change_rows(runtime) == expected
+    assert [(c.license_id, c.kind) for c in heard] == expected
+    assert {c.actor.kind for c in heard} == {ActorKind.CLI}
+
+
+async def test_a_refused_change_writes_and_announces_nothing(runtime):
+    service = runtime.licenses
+    await service.create_product(PRODUCT)
+    license, _ = await service.issue(
+        LicenseSpec(product="mymod", licensee="Ann", email="ann@example.org")
+    )
+    await service.apply(license.id, Action.REVOKE)
+    before = await _change_rows(runtime)
+    heard = []
+    runtime.changes.subscribe(heard.append)
+    with pytest.raises(TransitionRefused):
+        await service.apply(license.id, Action.UNSUSPEND)
+    assert await _change_rows(runtime) == before and heard == []
+
+
+async def test_apply_returns_what_the_database_holds(runtime):
+    service = runtime.licenses
+    await service.create_product(PRODUCT)
+    license, _ = await service.issue(
+        LicenseSpec(product="mymod", licensee="Ann", email="ann@example.org")
+    )
+    async with runtime.db.write() as conn:
+        await license_rows.upsert_binding(
+            conn, license.id, kind="domain", value="a.com", raw_value="a.com", is_dev=False, now=1
+        )
+    for action in (Action.SUSPEND, Action.UNSUSPEND, Action.REISSUE, Action.REVOKE):
+        changed = await service.apply(license.id, action)
+        assert changed == await service.license_by_id(license.id), action
+
+
+async def test_a_duplicate_free_trial_is_suspended_through_the_lifecycle_rules(runtime):
+    from license_server.licensing.actors import MODULE
+    from license_server.licensing.decision import accepted
+    from license_server.licensing.service import FirstUse, NewBinding
+    from license_server.licensing.specs import ProductSpec
+
+    service = runtime.licenses
+    await service.create_product(ProductSpec(code="trial", name="Trial", free_trial=True))
+    spec = LicenseSpec(product="trial", licensee="Ann", email="ann@example.org")
+    (first, _), (second, _) = await service.issue(spec), await service.issue(spec)
+    heard = []
+    runtime.changes.subscribe(heard.append)
+
+    async def bind_shop(fresh):
+        return FirstUse(accepted("activated"), (NewBinding("domain", "shop.com", "shop.com"),))
+
+    bound, verdict = await service.first_use(first.id, bind_shop, actor=MODULE)
+    assert (bound.status, verdict.reason) == (Status.ACTIVE, "activated")
+    suspended, verdict = await service.first_use(second.id, bind_shop, actor=MODULE)
+    assert (suspended.status, verdict.reason) == (S, "trial_already_used")
+    assert suspended == await service.license_by_id(second.id)
+    assert [(c.license_id, c.kind) for c in heard] == [
+        (first.id, "bind"),
+        (first.id, "activate"),
+        (second.id, "suspend"),
+    ]
+    assert {str(c.actor) for c in heard} == {"module"}

@@ -197,7 +197,7 @@ async def test_a_dev_binding_from_the_old_rules_is_honoured_but_frees_no_more(
             is_dev=True,
             now=app_runtime.licenses.now(),
         )
-    app_runtime.licenses.changed(license.id)
+    app_runtime.verifier.forget(license.id)
     body = await post_check(client, key, "staging.pirate-shop.com")
     assert (body["status"], body["reason"]) == ("active", "dev_host")
     assert body["note"] == (
@@ -395,3 +395,158 @@ async def test_a_product_change_reaches_cached_licenses_at_once(checker, app_run
     assert (await checker.check(key, "three.com")).reason == "seat_limit"
     await app_runtime.licenses.update_product("mymod", ProductChanges(seats=3))
     assert (await checker.check(key, "three.com")).reason == "activated"
+
+
+# --- issue #11, item 10: the hot path does no work that scales or repeats -----------------
+
+
+def _facts(domain: str = "shop.com"):
+    from license_server.licensing.decision import Facts
+    from license_server.licensing.verifier import RawBinding
+
+    return Facts(domain=domain, ip="203.0.113.5", directory="", product=""), RawBinding(
+        domain, "203.0.113.5", ""
+    )
+
+
+class _IdReads:
+    """A cached value that counts how often its license id is read."""
+
+    reads = 0
+
+    def __init__(self, license_id: int) -> None:
+        self._id = license_id
+
+    @property
+    def id(self) -> int:
+        type(self).reads += 1
+        return self._id
+
+
+async def test_forgetting_a_license_does_not_scan_the_license_cache(app_runtime):
+    verifier = app_runtime.verifier
+    size = app_runtime.settings.verify.cache_size  # the default: 100,000
+    for n in range(size):
+        verifier._licenses.put(n.to_bytes(8, "big"), _IdReads(n))
+    _IdReads.reads = 0
+    verifier.forget(4242)
+    assert _IdReads.reads == 0  # the old scan read the id of every cached license
+    assert verifier._licenses.get((4242).to_bytes(8, "big")) is None
+    assert verifier._licenses.get((4243).to_bytes(8, "big")) is not None
+    assert len(verifier._licenses) == size - 1
+
+
+def test_the_cache_index_follows_replacement_eviction_and_expiry():
+    from license_server.licensing.caches import TtlCache
+
+    now = [0.0]
+    cache = TtlCache(10, 3, clock=lambda: now[0], tag=lambda value: value[0])
+    cache.put("a", ("x", 1))
+    cache.put("a", ("y", 1))  # replaced: no longer filed under x
+    cache.put("b", ("x", 2))
+    cache.discard_tag("x")
+    assert (cache.get("a"), cache.get("b")) == (("y", 1), None)
+    cache.put("c", ("z", 3))
+    cache.put("d", ("z", 4))
+    cache.put("e", ("z", 5))  # full: "a" is evicted, and its tag with it
+    assert cache._by_tag.keys() == {"z"}
+    now[0] = 11
+    assert cache.get("c") is None  # expired
+    assert cache._by_tag["z"] == {"d", "e"}
+    cache.discard_tag("z")
+    assert len(cache) == 0 and cache._by_tag == {}
+
+
+def _forge(key: str) -> str:
+    return key[:-10] + ("A" if key[-10] != "A" else "B") + key[-9:]
+
+
+class _Spy:
+    """Counts calls of a real function."""
+
+    def __init__(self, real) -> None:
+        self.real, self.calls = real, 0
+
+    def __call__(self, *args, **kwargs):
+        self.calls += 1
+        return self.real(*args, **kwargs)
+
+
+async def test_a_refused_key_is_verified_and_hashed_once(app_runtime, monkeypatch):
+    from license_server.licensing import service as service_module
+
+    await product(app_runtime)
+    _, key = await issue(app_runtime)
+    forged = _forge(key)
+    parses = _Spy(service_module.parse_signed_key)
+    monkeypatch.setattr(service_module, "parse_signed_key", parses)
+    hasher = app_runtime.licenses.hasher
+    hashes = _Spy(hasher.hash)
+    monkeypatch.setattr(hasher, "hash", hashes)
+    verifier = app_runtime.verifier
+    facts, raw = _facts()
+    for _ in range(3):  # three requests as the web layer makes them today
+        verifier.rate_limit_id(forged)
+        outcome = await verifier.check(forged, facts, raw)
+        assert (outcome.verdict.reason, outcome.license) == ("bad_signature", None)
+    # The old code verified twice and hashed twice on every request.
+    assert (parses.calls, hashes.calls) == (1, 2)
+
+
+async def test_lookup_gives_the_rate_limit_identity_and_the_lookup_at_once(app_runtime):
+    await product(app_runtime)
+    license, key = await issue(app_runtime)
+    verifier = app_runtime.verifier
+    genuine = verifier.lookup(key)
+    assert genuine.rejected_reason is None and genuine.lookup is not None
+    assert verifier.lookup(key.lower()).rate_limit_id == genuine.rate_limit_id
+    assert verifier.rate_limit_id(key) == genuine.rate_limit_id  # the old name still works
+    facts, raw = _facts()
+    outcome = await verifier.check(genuine, facts, raw)
+    assert (outcome.verdict.reason, outcome.license.id) == ("activated", license.id)
+    refused_key = verifier.lookup(_forge(key))
+    assert (refused_key.rejected_reason, refused_key.lookup) == ("bad_signature", None)
+    assert refused_key.rate_limit_id != genuine.rate_limit_id
+    outcome = await verifier.check(refused_key, facts, raw)
+    assert outcome.verdict.reason == "bad_signature"
+    assert outcome.key_hash == refused_key.key_hash
+
+
+async def test_a_refusal_is_forgotten_when_the_keyring_changes(app_runtime):
+    import time
+
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from license_server.crypto.signing import Keyring, SigningKey
+    from license_server.licensing.license_keys import make_license_key
+
+    prefix = (await product(app_runtime)).key_prefix
+    new_key = SigningKey.from_private(Ed25519PrivateKey.generate(), int(time.time()) + 1)
+    text = make_license_key(Keyring([new_key]), prefix, 12345)
+    verifier, service = app_runtime.verifier, app_runtime.licenses
+    assert verifier.lookup(text).rejected_reason == "bad_signature"  # unknown key hint
+    service.keyring = Keyring([*service.keyring.keys, new_key])  # a reload adds the key
+    assert verifier.lookup(text).rejected_reason == "bad_signature"  # remembered
+    verifier.forget_refusals()
+    assert verifier.lookup(text).rejected_reason is None
+
+
+async def test_a_first_use_loads_the_license_once(app_runtime, monkeypatch):
+    from license_server.db import licenses as license_rows
+
+    await product(app_runtime, seats=2)
+    license, key = await issue(app_runtime)
+    by_id = _Spy(license_rows.license_by_id)
+    bindings = _Spy(license_rows.bindings_of)
+    monkeypatch.setattr(license_rows, "license_by_id", by_id)
+    monkeypatch.setattr(license_rows, "bindings_of", bindings)
+    facts, raw = _facts()
+    outcome = await app_runtime.verifier.check(key, facts, raw)
+    assert outcome.verdict.reason == "activated"
+    # One read to decide (by key hash), one inside the write transaction; none after.
+    assert (by_id.calls, bindings.calls) == (1, 2)
+    # What was built in memory is what the database now holds.
+    assert outcome.license == await app_runtime.licenses.license_by_id(license.id)
+    second = await app_runtime.verifier.check(key, *_facts("two.com"))
+    assert second.verdict.reason == "activated"  # bound, already active: no status change
+    assert second.license == await app_runtime.licenses.license_by_id(license.id)

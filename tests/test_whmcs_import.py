@@ -340,6 +340,40 @@ async def test_a_failed_batch_loses_only_itself_and_a_rerun_picks_up(
         assert bindings(license) == expected_bindings(row)
 
 
+async def test_an_import_goes_through_the_write_path(runtime, product, tmp_path, monkeypatch):
+    from license_server.licensing.actors import CLI
+
+    rows = make_rows(30, seed=8)
+    path = write_csv(tmp_path / "w.csv", rows)
+    heard = []
+    runtime.changes.subscribe(heard.append)
+    real_insert, calls = import_rows.insert_bindings, []
+
+    async def crash_on_second_batch(conn, batch_rows):
+        calls.append(1)
+        if len(calls) == 2:
+            raise OSError("disk full")
+        await real_insert(conn, batch_rows)
+
+    monkeypatch.setattr(import_rows, "insert_bindings", crash_on_second_batch)
+    with pytest.raises(OSError, match="disk full"):
+        await import_export(runtime.licenses, path, "mymod", batch_size=10, actor=CLI)
+    async with (
+        runtime.db.read() as conn,
+        conn.execute(
+            "SELECT license_id, kind FROM license_changes WHERE kind = 'import' ORDER BY seq"
+        ) as cur,
+    ):
+        logged = [tuple(row) for row in await cur.fetchall()]
+    # The first batch: one change per license, announced with the actor; the failed batch
+    # logged and announced nothing.
+    first_ten = [await runtime.licenses.license_by_key(r["licensekey"]) for r in rows[:10]]
+    assert sorted(logged) == sorted((license.id, "import") for license in first_ten)
+    assert [(c.license_id, c.kind, c.actor) for c in heard] == [
+        (license_id, "import", CLI) for license_id, _ in logged
+    ]
+
+
 async def test_duplicate_keys_within_a_file(runtime, product, tmp_path):
     rows = make_rows(4, seed=3)
     rows[2]["licensekey"] = rows[3]["licensekey"] = rows[0]["licensekey"]

@@ -158,6 +158,21 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX IF NOT EXISTS licenses_signing_kid ON licenses (signing_kid)",
         ),
     ),
+    Migration(
+        5,
+        "change log: which license (or product/ban, license_id NULL) changed, for every process",
+        (
+            # Written in the same transaction as each change; a verifying process reads the
+            # newest seq before trusting its caches and drops what the newer rows name.
+            # Pruned to a bounded number of rows on every write (db/changes.py).
+            """CREATE TABLE IF NOT EXISTS license_changes (
+                seq {pk},
+                license_id {bigint},
+                kind TEXT NOT NULL,
+                at {bigint} NOT NULL
+            )""",
+        ),
+    ),
 )
 
 LATEST = MIGRATIONS[-1].version

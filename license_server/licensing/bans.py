@@ -1,10 +1,11 @@
 """Banned domains and IPs: checks answer `suspended`, as the WHMCS Licensing Addon does.
 
 An IP ban is an address or a CIDR range (the same syntax as a license's IP rules). The list is
-small and read on every check, so it is held in memory and reloaded after a change made here,
-or after `ttl` seconds for changes made by another process (the CLI). Exact values are a set
-lookup; ranges are kept apart as parsed networks and scanned only when there are any, so a
-server without range bans pays nothing for them.
+small and read on every check, so it is held in memory and reloaded after a change: made here,
+or by another process (the CLI), which the change feed reports before the next check
+(`forget`); `ttl` stays as a backstop. Each ban/unban writes its change-log row in its own
+transaction. Exact values are a set lookup; ranges are kept apart as parsed networks and
+scanned only when there are any, so a server without range bans pays nothing for them.
 """
 
 from __future__ import annotations
@@ -13,7 +14,9 @@ import ipaddress
 import time
 
 from license_server.db import bans as ban_rows
+from license_server.db import changes as change_rows
 from license_server.db.database import Database
+from license_server.licensing.changes import ChangeKind
 from license_server.licensing.domains import normalise_domain, parse_ip_rule
 
 _Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -26,6 +29,12 @@ class BanList:
         self._domains: frozenset[str] = frozenset()
         self._ips: frozenset[str] = frozenset()
         self._ranges: tuple[_Network, ...] = ()
+        self._loaded_at = float("-inf")
+        self._changes = 0  # bumped by forget(): a reload that raced a change is not kept
+
+    def forget(self) -> None:
+        """The bans changed (another process): reload before the next check uses them."""
+        self._changes += 1
         self._loaded_at = float("-inf")
 
     async def is_banned(self, domain: str, ip: str) -> bool:
@@ -45,8 +54,11 @@ class BanList:
         )
 
     async def reload(self) -> None:
+        changes = self._changes
         async with self._db.read() as conn:
             rows = await ban_rows.all_bans(conn)
+        if changes != self._changes:
+            return  # read before a change it was told about: a later reload has it
         self._domains = frozenset(r["value"] for r in rows if r["kind"] == "domain")
         ips = [r["value"] for r in rows if r["kind"] == "ip"]
         self._ips = frozenset(value for value in ips if "/" not in value)
@@ -58,12 +70,14 @@ class BanList:
         reason = _reason(reason)
         async with self._db.write() as conn:
             await ban_rows.add_ban(conn, kind, normalised, reason, int(time.time()))
+            await change_rows.record(conn, [(None, ChangeKind.BAN)], int(time.time()))
         await self.reload()
         return normalised
 
     async def unban(self, kind: str, value: str) -> bool:
         async with self._db.write() as conn:
             removed = await ban_rows.remove_ban(conn, kind, _normalise(kind, value))
+            await change_rows.record(conn, [(None, ChangeKind.BAN)], int(time.time()))
         await self.reload()
         return removed
 

@@ -2,12 +2,17 @@
 
 Oldest entries are evicted first when full (insertion order of a dict), which is enough for
 license lookups whose entries live seconds; no lock is needed on one event loop.
+
+An optional `tag` function files each entry under a tag as well (the license cache: the license
+id), so that forgetting everything of one tag costs the entries it has, not a scan of the whole
+cache: with 100,000 cached licenses a scan blocked the event loop for milliseconds on every
+activation.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from typing import Generic, TypeVar
 
 K = TypeVar("K")
@@ -16,33 +21,58 @@ _MISSING = object()
 
 
 class TtlCache(Generic[K, V]):
-    def __init__(self, ttl: float, size: int, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        ttl: float,
+        size: int,
+        clock: Callable[[], float] = time.monotonic,
+        tag: Callable[[V], Hashable] | None = None,
+    ) -> None:
         self._ttl = ttl
         self._size = size
         self._clock = clock
-        self._items: dict[K, tuple[float, V]] = {}
+        self._tag = tag
+        self._items: dict[K, tuple[float, V, Hashable]] = {}
+        self._by_tag: dict[Hashable, set[K]] = {}
+
+    def __len__(self) -> int:
+        return len(self._items)
 
     def get(self, key: K) -> V | None:
         item = self._items.get(key, _MISSING)
         if item is _MISSING:
             return None
-        expires, value = item  # type: ignore[misc]
+        expires, value, _ = item  # type: ignore[misc]
         if expires < self._clock():
-            del self._items[key]
+            self._remove(key)
             return None
         return value
 
     def put(self, key: K, value: V) -> None:
         if self._ttl <= 0 or self._size <= 0:
             return
-        self._items.pop(key, None)
+        self._remove(key)
         while len(self._items) >= self._size:
-            del self._items[next(iter(self._items))]
-        self._items[key] = (self._clock() + self._ttl, value)
+            self._remove(next(iter(self._items)))
+        tag = None if self._tag is None else self._tag(value)
+        self._items[key] = (self._clock() + self._ttl, value, tag)
+        if tag is not None:
+            self._by_tag.setdefault(tag, set()).add(key)
 
-    def discard_where(self, predicate: Callable[[K, V], bool]) -> None:
-        for key in [k for k, (_, v) in self._items.items() if predicate(k, v)]:
+    def discard_tag(self, tag: Hashable) -> None:
+        """Drop every entry filed under `tag` (needs the `tag` function)."""
+        for key in self._by_tag.pop(tag, ()):
             del self._items[key]
 
     def clear(self) -> None:
         self._items.clear()
+        self._by_tag.clear()
+
+    def _remove(self, key: K) -> None:
+        item = self._items.pop(key, None)
+        if item is None or item[2] is None:
+            return
+        keys = self._by_tag[item[2]]
+        keys.discard(key)
+        if not keys:
+            del self._by_tag[item[2]]

@@ -1,8 +1,11 @@
 """The license service: create products, issue licenses, find a license by key, change status.
 
-Each operation is one write transaction, so a failure leaves nothing half-written. License keys
-never reach the database in plain text: a keyed hash finds the row, an AES-GCM copy (bound to
-`licenses.key_encrypted`) lets staff see the key again.
+Every state change goes through one write path, `_write(actor)`: one write transaction in which
+the change and its change-log rows are written together (so a failure leaves nothing
+half-written, and no change goes unannounced), after which "license X changed" is announced to
+this process's caches (`ChangeFeed`); other processes read the log. RBAC, the audit log and
+webhooks hook in there, once. License keys never reach the database in plain text: a keyed hash
+finds the row, an AES-GCM copy (bound to `licenses.key_encrypted`) lets staff see the key again.
 """
 
 from __future__ import annotations
@@ -10,17 +13,23 @@ from __future__ import annotations
 import json
 import secrets
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field, replace
 
 from license_server.crypto.fields import FieldCipher, LookupHasher
 from license_server.crypto.signing import Keyring
+from license_server.db import changes as change_rows
 from license_server.db import dialect
+from license_server.db import imports as import_rows
 from license_server.db import licenses as license_rows
 from license_server.db import products as product_rows
 from license_server.db.database import Database
 from license_server.licensing import lifecycle
+from license_server.licensing.actors import SYSTEM, Actor
 from license_server.licensing.caches import TtlCache
+from license_server.licensing.changes import Change, ChangeFeed, ChangeKind
+from license_server.licensing.decision import Answer, Verdict, refused
 from license_server.licensing.license_keys import (
     MAX_LICENSE_ID,
     SignedKey,
@@ -28,7 +37,7 @@ from license_server.licensing.license_keys import (
     make_license_key,
     parse_signed_key,
 )
-from license_server.licensing.models import KeyKind, License, Product, Status
+from license_server.licensing.models import Binding, KeyKind, License, Product, Status
 from license_server.licensing.repository import license_from_rows, product_from_row
 from license_server.licensing.specs import (
     LicenseSpec,
@@ -57,6 +66,48 @@ class KeyLookup:
     signed: SignedKey | None
 
 
+@dataclass(frozen=True, slots=True)
+class NewBinding:
+    kind: str  # domain | ip | directory
+    value: str  # normalised
+    raw_value: str  # as the module sent it
+    is_dev: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class FirstUse:
+    """The verifier's decision on the license as re-read inside the write transaction."""
+
+    verdict: Verdict
+    bindings: tuple[NewBinding, ...] = ()  # to bind when the verdict is active
+
+
+# decide(fresh license) -> FirstUse; may read (bans) but must not write.
+Decide = Callable[[License], Awaitable[FirstUse]]
+
+
+@dataclass(frozen=True, slots=True)
+class ImportedLicense:
+    """A license of another system to insert as it is (the WHMCS import)."""
+
+    row: dict  # `licenses` columns but `id`
+    # (kind, value, raw_value, last_seen_at or None for now)
+    bindings: tuple[tuple[str, str, str, int | None], ...]
+
+
+@dataclass(slots=True)
+class _Writes:
+    """One transaction of the write path: its connection, actor, clock and changes."""
+
+    conn: object
+    actor: Actor
+    now: int
+    changes: list[Change] = field(default_factory=list)
+
+    def changed(self, kind: ChangeKind, license_id: int | None = None) -> None:
+        self.changes.append(Change(kind, license_id, self.actor))
+
+
 class LicenseService:
     def __init__(
         self,
@@ -66,30 +117,41 @@ class LicenseService:
         hasher: LookupHasher,
         clock: Callable[[], float] = time.time,
         product_cache_seconds: float = 0,
+        feed: ChangeFeed | None = None,
     ) -> None:
         self.db = db
         self.keyring = keyring
         self.cipher = cipher
         self.hasher = hasher
         self.clock = clock
-        # Called with a license id after any change to it, so caches can drop it at once;
-        # with None after a product change (it is part of every cached license).
-        self.change_listeners: list[Callable[[int | None], None]] = []
+        self.feed = feed if feed is not None else ChangeFeed(db)
         # Products are few and read on every license load: kept briefly in memory.
         self._products: TtlCache[int, Product] = TtlCache(product_cache_seconds, 10_000)
+        self._product_flushes = 0  # a product read that raced a flush is not cached
+        self.feed.subscribe(self._on_change)
 
-    def changed(self, license_id: int | None) -> None:
-        if license_id is None:
+    def _on_change(self, change: Change) -> None:
+        if change.all_licenses:
+            self._product_flushes += 1
             self._products.clear()
-        for listener in self.change_listeners:
-            listener(license_id)
 
     def now(self) -> int:
         return int(self.clock())
 
+    @asynccontextmanager
+    async def _write(self, actor: Actor) -> AsyncIterator[_Writes]:
+        """The single write path: one transaction, its change-log rows, then the announcement."""
+        async with self.db.write() as conn:
+            writes = _Writes(conn, actor, self.now())
+            yield writes
+            await change_rows.record(
+                conn, [(c.license_id, c.kind) for c in writes.changes], writes.now
+            )
+        self.feed.announce(writes.changes)
+
     # -- products -------------------------------------------------------------------------
 
-    async def create_product(self, spec: ProductSpec) -> Product:
+    async def create_product(self, spec: ProductSpec, *, actor: Actor = SYSTEM) -> Product:
         now = self.now()
         secret = spec.whmcs_secret
         row = {
@@ -113,12 +175,13 @@ class LicenseService:
             "updated_at": now,
         }
         try:
-            async with self.db.write() as conn:
+            async with self._write(actor) as writes:
                 # The UNIQUE constraint is case-sensitive; a mixed-case code from before
                 # codes were folded must still block its lower-case twin.
-                if await product_rows.product_by_code(conn, spec.code) is not None:
+                if await product_rows.product_by_code(writes.conn, spec.code) is not None:
                     raise Conflict(f"a product with code {spec.code!r} exists")
-                row["id"] = await product_rows.insert_product(conn, row)
+                row["id"] = await product_rows.insert_product(writes.conn, row)
+                writes.changed(ChangeKind.PRODUCT)
         except Exception as exc:
             if dialect.is_unique_violation(exc):
                 raise Conflict(
@@ -127,7 +190,9 @@ class LicenseService:
             raise
         return product_from_row(row)
 
-    async def update_product(self, code: str, changes: ProductChanges) -> Product:
+    async def update_product(
+        self, code: str, changes: ProductChanges, *, actor: Actor = SYSTEM
+    ) -> Product:
         product = await self.product(code)
         values = changes.model_dump(exclude_none=True, exclude={"unlimited_reissues"})
         if "whmcs_secret" in values:
@@ -139,9 +204,9 @@ class LicenseService:
         if not values:
             raise ValueError("nothing to change")
         values["updated_at"] = self.now()
-        async with self.db.write() as conn:
-            await product_rows.update_product(conn, product.id, values)
-        self.changed(None)
+        async with self._write(actor) as writes:
+            await product_rows.update_product(writes.conn, product.id, values)
+            writes.changed(ChangeKind.PRODUCT)
         return await self.product(code)
 
     async def product(self, code: str) -> Product:
@@ -160,14 +225,15 @@ class LicenseService:
 
     # -- licenses -------------------------------------------------------------------------
 
-    async def issue(self, spec: LicenseSpec) -> tuple[License, str]:
+    async def issue(self, spec: LicenseSpec, *, actor: Actor = SYSTEM) -> tuple[License, str]:
         """Create a license and return it with its key; the key is shown this once."""
         product = await self.product(spec.product)
         now = self.now()
         expires_at = None if spec.expires is None else end_of_day_utc(spec.expires)
         if expires_at is not None and expires_at <= now:
             raise ValueError("expires: the expiry date must not be in the past")
-        async with self.db.write() as conn:
+        async with self._write(actor) as writes:
+            conn = writes.conn
             license_id = await self._free_license_id(conn)
             signer = self.keyring.active  # read once: the keyring may change while we wait
             key = make_license_key(signer, product.key_prefix, license_id)
@@ -194,7 +260,41 @@ class LicenseService:
                 },
             )
             await license_rows.add_rules(conn, license_id, spec.rules())
+            writes.changed(ChangeKind.ISSUE, license_id)
         return await self.license_by_id(license_id), key
+
+    async def import_licenses(
+        self, licenses: Sequence[ImportedLicense], *, actor: Actor = SYSTEM
+    ) -> dict[bytes, str]:
+        """Insert the licenses whose key is new, in one transaction; for those whose key is
+        not: the code of the product that has it (they are left untouched)."""
+        hashes = [imported.row["key_hash"] for imported in licenses]
+        async with self._write(actor) as writes:
+            conn = writes.conn
+            # Checked inside the transaction: nothing can insert the same key in between.
+            owners = await import_rows.product_codes_by_key_hash(conn, hashes)
+            bindings: list[tuple[int, str, str, str, bool, int, int]] = []
+            for imported in licenses:
+                if imported.row["key_hash"] in owners:
+                    continue
+                license_id = await self._free_license_id(conn)
+                row = {"created_at": writes.now, "updated_at": writes.now, **imported.row}
+                await license_rows.insert_license(conn, {**row, "id": license_id})
+                bindings += (
+                    (
+                        license_id,
+                        kind,
+                        value,
+                        raw,
+                        False,
+                        writes.now,
+                        writes.now if seen is None else seen,
+                    )
+                    for kind, value, raw, seen in imported.bindings
+                )
+                writes.changed(ChangeKind.IMPORT, license_id)
+            await import_rows.insert_bindings(conn, bindings)
+        return owners
 
     @staticmethod
     async def _free_license_id(conn) -> int:
@@ -246,36 +346,110 @@ class LicenseService:
     async def _load(self, conn, row: dict) -> License:
         product = self._products.get(row["product_id"])
         if product is None:
+            flushes = self._product_flushes
             product = product_from_row(await product_rows.product_by(conn, "id", row["product_id"]))
-            self._products.put(product.id, product)
+            if flushes == self._product_flushes:  # else it may predate a product change
+                self._products.put(product.id, product)
         rules = await license_rows.rules_of(conn, row["id"])
         bindings = await license_rows.bindings_of(conn, row["id"])
         return license_from_rows(row, product, rules, bindings)
 
-    async def apply(self, license_id: int, action: lifecycle.Action, **options: object) -> License:
+    async def apply(
+        self,
+        license_id: int,
+        action: lifecycle.Action,
+        *,
+        actor: Actor = SYSTEM,
+        **options: object,
+    ) -> License:
         """Run one lifecycle action; the read-check-write happens inside one transaction."""
-        now = self.now()
-        async with self.db.write() as conn:
-            row = await license_rows.license_by_id(conn, license_id)
-            if row is None:
+        async with self._write(actor) as writes:
+            license = await self.load(writes.conn, license_id)
+            if license is None:
                 raise NotFound(f"no license with id {license_id}")
-            bindings = await license_rows.bindings_of(conn, license_id)
-            state = lifecycle.LicenseState(
-                Status(row["status"]), row["expires_at"], row["reissue_count"], bool(bindings)
-            )
             if action is lifecycle.Action.REISSUE:
-                product = await product_rows.product_by(conn, "id", row["product_id"])
-                options.setdefault("max_reissues", product["max_reissues"])
-            change = lifecycle.transition(state, action, now=now, **options)
-            if change.clear_bindings:
-                await license_rows.clear_bindings(conn, license_id)
-            await license_rows.update_state(
-                conn,
-                license_id,
-                status=change.status.value,
-                expires_at=change.expires_at,
-                reissue_count=change.reissue_count,
-                now=now,
+                options.setdefault("max_reissues", license.product.max_reissues)
+            return await self._transition(writes, license, action, **options)
+
+    async def first_use(
+        self, license_id: int, decide: Decide, *, actor: Actor
+    ) -> tuple[License | None, Verdict]:
+        """Bind and/or activate on a first check, deciding again on the license as re-read
+        inside the write transaction, so two simultaneous first checks cannot both take the
+        last seat. A second free trial on a domain another trial of the product holds is
+        suspended instead (DESIGN.md, as the WHMCS addon does). The license is read once; the
+        result is built in memory."""
+        async with self._write(actor) as writes:
+            conn = writes.conn
+            fresh = await self.load(conn, license_id)
+            if fresh is None:
+                return None, refused("unknown_key")
+            plan = await decide(fresh)
+            if plan.verdict.answer is not Answer.ACTIVE:
+                return fresh, plan.verdict
+            domains = [b.value for b in plan.bindings if b.kind == "domain"]
+            if domains and fresh.product.free_trial:
+                if await license_rows.other_holders_of_domain(
+                    conn, fresh.product.id, domains[0], fresh.id
+                ):
+                    suspended = await self._transition(writes, fresh, lifecycle.Action.SUSPEND)
+                    return suspended, Verdict(Answer.SUSPENDED, "trial_already_used")
+            license = await self._bind(writes, fresh, plan.bindings)
+            if license.status is Status.PENDING:
+                license = await self._transition(writes, license, lifecycle.Action.ACTIVATE)
+            return license, plan.verdict
+
+    async def _bind(
+        self, writes: _Writes, license: License, bindings: Sequence[NewBinding]
+    ) -> License:
+        held = {(b.kind, b.value) for b in license.bindings}
+        added = []
+        for new in bindings:
+            await license_rows.upsert_binding(
+                writes.conn,
+                license.id,
+                kind=new.kind,
+                value=new.value,
+                raw_value=new.raw_value,
+                is_dev=new.is_dev,
+                now=writes.now,
             )
-        self.changed(license_id)
-        return await self.license_by_id(license_id)
+            if (new.kind, new.value) not in held:
+                held.add((new.kind, new.value))
+                added.append(
+                    Binding(new.kind, new.value, new.raw_value, new.is_dev, writes.now, writes.now)
+                )
+        if not added:
+            return license
+        writes.changed(ChangeKind.BIND, license.id)
+        return replace(license, bindings=license.bindings + tuple(added))
+
+    async def _transition(
+        self, writes: _Writes, license: License, action: lifecycle.Action, **options: object
+    ) -> License:
+        """Apply one lifecycle rule to `license` (loaded in this transaction); the result is
+        what a reload would give, built in memory."""
+        state = lifecycle.LicenseState(
+            license.status, license.expires_at, license.reissue_count, bool(license.bindings)
+        )
+        change = lifecycle.transition(state, action, now=writes.now, **options)
+        if change.clear_bindings:
+            await license_rows.clear_bindings(writes.conn, license.id)
+        await license_rows.update_state(
+            writes.conn,
+            license.id,
+            status=change.status.value,
+            expires_at=change.expires_at,
+            reissue_count=change.reissue_count,
+            now=writes.now,
+        )
+        writes.changed(ChangeKind(action.value), license.id)
+        return replace(
+            license,
+            status=change.status,
+            expires_at=change.expires_at,
+            reissue_count=change.reissue_count,
+            revision=license.revision + 1,  # update_state bumps it
+            updated_at=writes.now,
+            bindings=() if change.clear_bindings else license.bindings,
+        )

@@ -1,11 +1,14 @@
 """Runs a phone-home check: key, license, decision, first-use binding, local key.
 
-The hot path reads only memory after the first check of a key: the offline key check is
-cached per key text (a genuine signature stays genuine), the license per key hash for
-`cache_seconds` (dropped at once when this process changes it), and a minted local key per
-license revision and binding for a minute. Only a first use (binding, activation) writes, and
-it re-reads and re-decides inside the write transaction, so two simultaneous first checks
-cannot both take the last seat.
+The hot path reads only memory after the first check of a key, but for one shared read of
+the change log's newest seq: the offline key check is cached per key text (a genuine
+signature stays genuine; a refusal is remembered too, until the keyring changes), the license
+per key hash for `cache_seconds`, and a minted local key per license revision and binding for
+a minute. A cached license is dropped as soon as the change feed says it changed, whichever
+process changed it (licensing/changes.py), so a revocation is answered on the next check.
+Only a first use (binding, activation) writes: the verifier decides, the service applies it
+in one transaction that re-reads and re-decides through the verifier's callback, so two
+simultaneous first checks cannot both take the last seat.
 """
 
 from __future__ import annotations
@@ -15,18 +18,27 @@ import hashlib
 from dataclasses import dataclass
 
 from license_server.crypto.answers import sign_local_key
-from license_server.db import licenses as license_rows
+from license_server.licensing.actors import MODULE
 from license_server.licensing.bans import BanList
 from license_server.licensing.caches import TtlCache
+from license_server.licensing.changes import Change
 from license_server.licensing.decision import Answer, Bind, Facts, Verdict, decide, refused
 from license_server.licensing.domains import DevHostPatterns
 from license_server.licensing.license_keys import KeyRejected, UnknownKeyHint
-from license_server.licensing.lifecycle import Action, LicenseState, transition
 from license_server.licensing.models import License, Product, Status
-from license_server.licensing.service import KEY_HASH_PURPOSE, KeyLookup, LicenseService
+from license_server.licensing.service import (
+    KEY_HASH_PURPOSE,
+    FirstUse,
+    KeyLookup,
+    LicenseService,
+    NewBinding,
+)
 
 LOCAL_KEY_REUSE_SECONDS = 60
 _PARSED_KEYS = 100_000
+# Refused keys remembered: enough for the forged keys that cracked installs keep sending; a
+# flood of distinct forgeries only evicts older ones (each costs one verification, as before).
+_REFUSED_KEYS = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +48,21 @@ class RawBinding:
     domain: str
     ip: str
     directory: str
+
+
+@dataclass(frozen=True, slots=True)
+class KeyCheck:
+    """A presented key after the offline checks, computed once per key text and remembered:
+    everything a request needs before the database (rate-limit identity, lookup hash)."""
+
+    rate_limit_id: str  # one identity per key however it is spelt (case, O/0, I/L/1)
+    key_hash: bytes  # lookup hash (logged for unknown or refused keys)
+    rejected_reason: str | None  # set when refused offline (forged or malformed signed key)
+    lookup: KeyLookup | None  # what to look up; None when refused
+    text: str = ""  # the key as presented
+    # Refused because no known signing key has its key hint: it may be one another process
+    # has just added (`check` reloads the keyring once before refusing).
+    unknown_hint: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,76 +88,116 @@ class Verifier:
         self.issuer = issuer
         # Compiled once here, not per check (fnmatch translated each pattern on every call).
         self.dev_patterns = DevHostPatterns(dev_patterns)
-        self._lookups: TtlCache[str, KeyLookup] = TtlCache(float("inf"), _PARSED_KEYS)
-        self._licenses: TtlCache[bytes, License] = TtlCache(cache_seconds, cache_size)
+        self._accepted: TtlCache[str, KeyCheck] = TtlCache(float("inf"), _PARSED_KEYS)
+        self._refused: TtlCache[str, KeyCheck] = TtlCache(float("inf"), _REFUSED_KEYS)
+        # Filed by license id as well: forgetting one license must not scan the cache.
+        self._licenses: TtlCache[bytes, License] = TtlCache(
+            cache_seconds, cache_size, tag=lambda license: license.id
+        )
+        self._forgets = 0  # a license read that raced a forget is not cached (it may be stale)
         self._local_keys: TtlCache[tuple, str] = TtlCache(LOCAL_KEY_REUSE_SECONDS, cache_size)
         self._whmcs_secrets: TtlCache[int, str] = TtlCache(cache_seconds, 10_000)
-        service.change_listeners.append(self.forget)
+        service.feed.subscribe(self._on_change)
+
+    def _on_change(self, change: Change) -> None:
+        if change.license_id is not None:
+            self.forget(change.license_id)
+        elif change.all_licenses:
+            self.forget(None)
 
     def forget(self, license_id: int | None) -> None:
         """Drop a changed license from the cache; None (a product changed) drops them all."""
+        self._forgets += 1
         if license_id is None:
             self._licenses.clear()
             self._whmcs_secrets.clear()
             return
-        self._licenses.discard_where(lambda _, license: license.id == license_id)
+        self._licenses.discard_tag(license_id)
+
+    def forget_refusals(self) -> None:
+        """Forget remembered refusals: call when the keyring changes (a key whose hint was
+        unknown may be genuine under the new keyring)."""
+        self._refused.clear()
+
+    def lookup(self, key_text: str) -> KeyCheck:
+        """The offline checks of a key, done once per key text (refusals included)."""
+        check = self._accepted.get(key_text) or self._refused.get(key_text)
+        if check is None:
+            check = self._check_offline(key_text)
+            cache = self._refused if check.rejected_reason else self._accepted
+            cache.put(key_text, check)
+        return check
+
+    def _check_offline(self, key_text: str) -> KeyCheck:
+        hasher = self.service.hasher
+        try:
+            lookup = self.service.lookup_for(key_text)
+        except KeyRejected as exc:
+            return KeyCheck(
+                rate_limit_id=hasher.hash("rate-limit", key_text.strip().upper()).hex(),
+                key_hash=hasher.hash(KEY_HASH_PURPOSE, key_text.strip()),
+                rejected_reason="bad_signature",
+                lookup=None,
+                text=key_text,
+                unknown_hint=isinstance(exc, UnknownKeyHint),
+            )
+        return KeyCheck(
+            rate_limit_id=hasher.hash("rate-limit", lookup.canonical).hex(),
+            key_hash=lookup.key_hash,
+            rejected_reason=None,
+            lookup=lookup,
+            text=key_text,
+        )
 
     async def check(
-        self, key_text: str, facts: Facts, raw: RawBinding, *, bind_ip_and_dir: bool = False
+        self,
+        key: str | KeyCheck,
+        facts: Facts,
+        raw: RawBinding,
+        *,
+        bind_ip_and_dir: bool = False,
     ) -> Outcome:
-        try:
-            lookup = await self._lookup_or_reload(key_text)
-        except KeyRejected:
-            key_hash = self.service.hasher.hash(KEY_HASH_PURPOSE, key_text.strip())
-            return Outcome(refused("bad_signature"), None, key_hash)
-        license = await self._license(lookup)
+        """Decide a check; `key` is the key text or its `lookup()` (computed once per request)."""
+        key_check = self.lookup(key) if isinstance(key, str) else key
+        if key_check.lookup is None and key_check.unknown_hint:
+            # Maybe signed by a key another process has just activated: look once (shared,
+            # throttled; a change of keys forgets remembered refusals), then decide again.
+            # Forged keys cost at most that one look.
+            await self.service.keyring.refresh()
+            key_check = self.lookup(key_check.text)
+        if key_check.lookup is None:
+            reason = key_check.rejected_reason or "bad_signature"
+            return Outcome(refused(reason), None, key_check.key_hash)
+        # Whatever any process committed before this check arrived drops what it made stale.
+        await self.service.feed.catch_up()
+        license = await self._license(key_check.lookup)
         if license is None:
-            return Outcome(refused("unknown_key"), None, lookup.key_hash)
+            return Outcome(refused("unknown_key"), None, key_check.key_hash)
         verdict = await self._decide(license, facts)
         if verdict.bind is not Bind.NONE or (
             verdict.answer is Answer.ACTIVE and license.status is Status.PENDING
         ):
             license, verdict = await self._first_use(license, facts, raw, bind_ip_and_dir)
-        return Outcome(verdict, license, lookup.key_hash)
+        return Outcome(verdict, license, key_check.key_hash)
 
     def rate_limit_id(self, key_text: str) -> str:
-        """One identity per key however it is spelt (case, O/0, I/L/1), for per-key limits."""
-        try:
-            canonical = self._lookup(key_text).canonical
-        except KeyRejected:
-            canonical = key_text.strip().upper()
-        return self.service.hasher.hash("rate-limit", canonical).hex()
+        """Kept for the web layer: `lookup(key_text).rate_limit_id`."""
+        return self.lookup(key_text).rate_limit_id
 
-    def is_known_genuine(self, key_text: str) -> bool:
+    def is_known_genuine(self, key: KeyCheck) -> bool:
         """Not a guess: a signed key whose signature verifies, or the key of a license this
         process has found recently (legacy keys carry no signature). Memory only."""
-        try:
-            lookup = self._lookup(key_text)
-        except KeyRejected:
+        lookup = key.lookup
+        if lookup is None:
             return False
         return lookup.signed is not None or self._licenses.get(lookup.key_hash) is not None
-
-    def _lookup(self, key_text: str) -> KeyLookup:
-        lookup = self._lookups.get(key_text)
-        if lookup is None:
-            lookup = self.service.lookup_for(key_text)
-            self._lookups.put(key_text, lookup)
-        return lookup
-
-    async def _lookup_or_reload(self, key_text: str) -> KeyLookup:
-        try:
-            return self._lookup(key_text)
-        except UnknownKeyHint:
-            # Maybe signed by a key another process has just activated: look once (shared,
-            # throttled), then decide. Forged keys cost at most that one look.
-            await self.service.keyring.refresh()
-            return self._lookup(key_text)
 
     async def _license(self, lookup: KeyLookup) -> License | None:
         license = self._licenses.get(lookup.key_hash)
         if license is None:
+            forgets = self._forgets
             license = await self.service.license_by_lookup(lookup)
-            if license is not None:
+            if license is not None and forgets == self._forgets:
                 self._licenses.put(lookup.key_hash, license)
         return license
 
@@ -147,80 +214,16 @@ class Verifier:
     async def _first_use(
         self, license: License, facts: Facts, raw: RawBinding, bind_ip_and_dir: bool
     ) -> tuple[License, Verdict]:
-        """Bind and/or activate in one transaction, deciding again on fresh data."""
-        service = self.service
-        now = service.now()
-        async with service.db.write() as conn:
-            fresh = await service.load(conn, license.id)
-            if fresh is None:
-                return license, refused("unknown_key")
+        """Ask the service to bind and/or activate, deciding again on fresh data."""
+
+        async def decide_again(fresh: License) -> FirstUse:
             verdict = await self._decide(fresh, facts)
-            if verdict.answer is not Answer.ACTIVE:
-                return fresh, verdict
-            if verdict.bind is not Bind.NONE and fresh.product.free_trial:
-                holders = await license_rows.other_holders_of_domain(
-                    conn, fresh.product.id, facts.domain, fresh.id
-                )
-                if holders:
-                    # A second free trial on a domain that already had one: suspended.
-                    await self._set_status(conn, fresh, Status.SUSPENDED, now)
-                    return fresh, Verdict(Answer.SUSPENDED, "trial_already_used")
-            if verdict.bind is not Bind.NONE:
-                await self._bind(conn, fresh, facts, raw, verdict.bind, bind_ip_and_dir, now)
-            if fresh.status is Status.PENDING:
-                state = LicenseState(fresh.status, fresh.expires_at, fresh.reissue_count, True)
-                change = transition(state, Action.ACTIVATE, now=now)
-                await self._set_status(conn, fresh, change.status, now)
-            updated = await service.load(conn, fresh.id)
-        service.changed(fresh.id)
-        return updated or fresh, verdict
+            if verdict.answer is not Answer.ACTIVE or verdict.bind is Bind.NONE:
+                return FirstUse(verdict)
+            return FirstUse(verdict, _bindings(fresh, facts, raw, verdict.bind, bind_ip_and_dir))
 
-    @staticmethod
-    async def _set_status(conn, license: License, status: Status, now: int) -> None:
-        await license_rows.update_state(
-            conn,
-            license.id,
-            status=status.value,
-            expires_at=license.expires_at,
-            reissue_count=license.reissue_count,
-            now=now,
-        )
-
-    @staticmethod
-    async def _bind(
-        conn,
-        license: License,
-        facts: Facts,
-        raw: RawBinding,
-        bind: Bind,
-        bind_ip_and_dir: bool,
-        now: int,
-    ) -> None:
-        bindings = [("domain", facts.domain, raw.domain)]
-        # WHMCS-style licenses also pin the first IP and directory (the addon's behaviour);
-        # the native protocol leaves those to explicit rules, as sites move between servers.
-        # An allowed conflict means the product does not check that binding: nothing to pin.
-        product = license.product
-        if bind_ip_and_dir and not product.allow_ip_conflict and not license.bindings_of("ip"):
-            # WHMCS: the caller's address when the module posted none.
-            bindings.append(("ip", facts.ip, raw.ip or facts.ip))
-        if (
-            bind_ip_and_dir
-            and facts.directory
-            and not product.allow_directory_conflict
-            and not license.bindings_of("directory")
-        ):
-            bindings.append(("directory", facts.directory, raw.directory))
-        for kind, value, raw_value in bindings:
-            await license_rows.upsert_binding(
-                conn,
-                license.id,
-                kind=kind,
-                value=value,
-                raw_value=raw_value,
-                is_dev=bind is Bind.DEV,
-                now=now,
-            )
+        updated, verdict = await self.service.first_use(license.id, decide_again, actor=MODULE)
+        return updated or license, verdict
 
     async def whmcs_secret(self, product: Product) -> str | None:
         """The product's md5hash secret, decrypted once per cache period, not per check."""
@@ -268,6 +271,28 @@ class Verifier:
             "product": product.code,
             "licensee": license.licensee_name,
         }
+
+
+def _bindings(
+    license: License, facts: Facts, raw: RawBinding, bind: Bind, bind_ip_and_dir: bool
+) -> tuple[NewBinding, ...]:
+    is_dev = bind is Bind.DEV
+    bindings = [NewBinding("domain", facts.domain, raw.domain, is_dev)]
+    # WHMCS-style licenses also pin the first IP and directory (the addon's behaviour);
+    # the native protocol leaves those to explicit rules, as sites move between servers.
+    # An allowed conflict means the product does not check that binding: nothing to pin.
+    product = license.product
+    if bind_ip_and_dir and not product.allow_ip_conflict and not license.bindings_of("ip"):
+        # WHMCS: the caller's address when the module posted none.
+        bindings.append(NewBinding("ip", facts.ip, raw.ip or facts.ip, is_dev))
+    if (
+        bind_ip_and_dir
+        and facts.directory
+        and not product.allow_directory_conflict
+        and not license.bindings_of("directory")
+    ):
+        bindings.append(NewBinding("directory", facts.directory, raw.directory, is_dev))
+    return tuple(bindings)
 
 
 def license_key_hash(key_text: str) -> str:

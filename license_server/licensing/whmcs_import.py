@@ -27,7 +27,7 @@ from datetime import UTC
 from pathlib import Path
 
 from license_server.db import imports as import_rows
-from license_server.db import licenses as license_rows
+from license_server.licensing.actors import SYSTEM, Actor
 from license_server.licensing.domains import (
     InvalidDirectory,
     InvalidHost,
@@ -37,7 +37,7 @@ from license_server.licensing.domains import (
 )
 from license_server.licensing.license_keys import looks_signed
 from license_server.licensing.models import KeyKind, Product, Status
-from license_server.licensing.service import LicenseService
+from license_server.licensing.service import ImportedLicense, LicenseService
 from license_server.licensing.whmcs_export import BadRow, ExportRow, read_export
 
 __all__ = ["DEFAULT_BATCH_SIZE", "ImportReport", "ProgressCallback", "import_export"]
@@ -97,6 +97,7 @@ async def import_export(
     dry_run: bool = False,
     on_progress: ProgressCallback | None = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
+    actor: Actor = SYSTEM,
 ) -> ImportReport:
     """Import the export at ``path`` into the product ``product_code``.
 
@@ -117,7 +118,7 @@ async def import_export(
             on_progress(done, total, rows_read)
 
     async def settle(batch: list[_Planned]) -> None:
-        owners = await _write_batch(service, product, batch, dry_run=dry_run)
+        owners = await _write_batch(service, product, batch, dry_run=dry_run, actor=actor)
         # Counted only once committed: a failed batch must not show up in a report.
         for planned in batch:
             owner = owners.get(planned.key_hash)
@@ -221,44 +222,37 @@ def _has_www(raw: str) -> bool:
 
 
 async def _write_batch(
-    service: LicenseService, product: Product, batch: list[_Planned], *, dry_run: bool
+    service: LicenseService,
+    product: Product,
+    batch: list[_Planned],
+    *,
+    dry_run: bool,
+    actor: Actor,
 ) -> dict[bytes, str]:
     """Insert the rows whose key is new; return the product codes of the keys that are not."""
-    hashes = [planned.key_hash for planned in batch]
     if dry_run:
+        hashes = [planned.key_hash for planned in batch]
         async with service.db.read() as conn:
             return await import_rows.product_codes_by_key_hash(conn, hashes)
-    # Encrypt before taking the write lock, so the server waits as little as possible.
-    encrypted = [
-        service.cipher.encrypt("licenses", "key_encrypted", p.row.license_key) for p in batch
+    # Encrypted before the write transaction, so the server waits as little as possible.
+    licenses = [
+        ImportedLicense(
+            _license_row(
+                planned,
+                product,
+                service.cipher.encrypt("licenses", "key_encrypted", planned.row.license_key),
+            ),
+            # An imported binding keeps when it was last seen in the old system.
+            tuple((b.kind, b.value, b.raw_value, planned.last_access_at) for b in planned.bindings),
+        )
+        for planned in batch
     ]
-    now = service.now()
-    async with service.db.write() as conn:
-        # Checked inside the transaction: nothing can insert the same key in between.
-        owners = await import_rows.product_codes_by_key_hash(conn, hashes)
-        bindings: list[tuple[int, str, str, str, bool, int, int]] = []
-        for planned, key_encrypted in zip(batch, encrypted, strict=True):
-            if planned.key_hash in owners:
-                continue
-            license_id = await service._free_license_id(conn)
-            await license_rows.insert_license(
-                conn, _license_row(planned, license_id, product, key_encrypted, now)
-            )
-            seen = planned.last_access_at if planned.last_access_at is not None else now
-            bindings += (
-                (license_id, b.kind, b.value, b.raw_value, False, now, seen)
-                for b in planned.bindings
-            )
-        await import_rows.insert_bindings(conn, bindings)
-    return owners
+    return await service.import_licenses(licenses, actor=actor)
 
 
-def _license_row(
-    planned: _Planned, license_id: int, product: Product, key_encrypted: bytes, now: int
-) -> dict:
+def _license_row(planned: _Planned, product: Product, key_encrypted: bytes) -> dict:
     row = planned.row
     return {
-        "id": license_id,
         "product_id": product.id,
         "key_hash": planned.key_hash,
         "key_encrypted": key_encrypted,
@@ -271,8 +265,6 @@ def _license_row(
         "seats": planned.seats,
         "reissue_count": row.reissues,
         "notes": f"Imported from WHMCS mod_licensing row {row.whmcs_id}.",
-        "created_at": now,
-        "updated_at": now,
         "whmcs_service_id": row.service_id,
         "last_access_at": planned.last_access_at,
     }

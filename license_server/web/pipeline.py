@@ -109,8 +109,9 @@ async def _answer(
     if not check.key:  # the WHMCS endpoint answers a missing key (the native one: 400)
         outcome = Outcome(refused("missing_key"), None, b"")
     else:
-        limited = await limiter.for_key(lambda: verifier.rate_limit_id(check.key))
-        if not limited and not verifier.is_known_genuine(check.key):
+        key = verifier.lookup(check.key)  # the offline checks, once per request
+        limited = await limiter.for_key(lambda: key.rate_limit_id)
+        if not limited and not verifier.is_known_genuine(key):
             limited = await limiter.guessing_exhausted(source_ip)
         if limited:
             return too_many(check, limited)
@@ -118,7 +119,7 @@ async def _answer(
             outcome = Outcome(refused(f"{check.bad_field}_not_allowed"), None, b"")
         else:
             outcome = await verifier.check(
-                check.key, check.facts, check.raw, bind_ip_and_dir=check.bind_ip_and_dir
+                key, check.facts, check.raw, bind_ip_and_dir=check.bind_ip_and_dir
             )
     limited = await limiter.after_decision(outcome.verdict.reason, source_ip)
     if limited:
