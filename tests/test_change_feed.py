@@ -272,3 +272,18 @@ async def test_cli_changes_reach_the_running_server_on_the_next_check(settings, 
             assert await status(reissued_key, "new.com") == ("active", "activated", True)
             run_cli(server, "ban", "domain", "new.com")
             assert await status(reissued_key, "new.com") == ("suspended", "banned", False)
+
+
+async def test_checks_without_changes_do_not_touch_the_change_log(server_and_cli):
+    """The change signal is read from memory; the log is read only when it moved."""
+    server, cli = server_and_cli
+    license, key = await issue(cli)
+    await check(server, key)  # activates: this process's own change moves the signal once
+    await check(server, key)
+    before = server.changes.reads
+    for _ in range(50):
+        assert await check(server, key) == ("active", "ok")
+    assert server.changes.reads == before  # no database hop per check
+    await cli.licenses.apply(license.id, Action.SUSPEND, actor=CLI)  # another process
+    assert await check(server, key) == ("suspended", "suspended")
+    assert server.changes.reads == before + 1

@@ -27,10 +27,11 @@ async def record(
     )
     # seq is the rowid: new rows take max + 1 and the newest row is never deleted, so seq only
     # grows. One indexed range delete per write transaction.
-    await conn.execute(
-        "DELETE FROM license_changes WHERE seq <= (SELECT max(seq) FROM license_changes) - ?",
-        (KEEP,),
-    )
+    async with conn.execute("SELECT max(seq) FROM license_changes") as cur:
+        (newest,) = await cur.fetchone()
+    await conn.execute("DELETE FROM license_changes WHERE seq <= ?", (newest - KEEP,))
+    # Published to the change signal once the transaction has committed (Database.write).
+    conn.pending_change_seq = newest
 
 
 async def latest_seq(conn: aiosqlite.Connection) -> int:

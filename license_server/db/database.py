@@ -19,6 +19,7 @@ import aiosqlite
 
 from license_server.db import dialect
 from license_server.db.attempts import AttemptWriter
+from license_server.db.change_signal import ChangeSignal
 from license_server.db.migrations import migrate
 
 
@@ -31,9 +32,11 @@ class Database:
         self._readers: asyncio.Queue[aiosqlite.Connection] = asyncio.Queue()
         self._all_readers: list[aiosqlite.Connection] = []
         self.attempts = AttemptWriter(path)
+        self.change_signal: ChangeSignal | None = None
 
     async def open(self) -> None:
         self._writer = await dialect.open_writer(self.path)
+        self.change_signal = ChangeSignal(self.path.with_name(self.path.name + "-changes"))
         try:
             async with self.write() as conn:
                 await migrate(conn)
@@ -48,6 +51,9 @@ class Database:
 
     async def close(self) -> None:
         await self.attempts.close()
+        if self.change_signal is not None:
+            self.change_signal.close()
+            self.change_signal = None
         for reader in self._all_readers:
             await reader.close()
         self._all_readers.clear()
@@ -61,10 +67,13 @@ class Database:
         assert self._writer is not None, "database is not open"
         async with self._write_lock:
             conn = self._writer
+            conn.pending_change_seq = None
             await dialect.begin_write(conn)
             try:
                 yield conn
                 await conn.execute("COMMIT")
+                if conn.pending_change_seq is not None and self.change_signal is not None:
+                    self.change_signal.publish(conn.pending_change_seq)
             except BaseException:
                 # Also after a failed COMMIT (disk full: still open) or a cancelled one (it may
                 # have completed in the connection's thread: nothing left to roll back). The

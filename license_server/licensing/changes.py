@@ -6,10 +6,12 @@ must still be answered on the very next check. Every change is written to the ch
 the same transaction as the change itself (the service's single write path; ban/unban), so:
 
 * a process announces its own changes to its listeners right after the commit;
-* before trusting its caches, a check calls `catch_up()`: one read of the newest seq, shared by
-  the checks that arrive while it is pending but never by a check that arrived after it
-  started (a change committed before a check arrived is always seen); when the seq advanced,
-  the newer rows are read and their licenses dropped, nothing else.
+* before trusting its caches, a check calls `catch_up()`: it compares the database's change
+  signal (an integer every process on the host maps, `db.change_signal`) with the one it saw
+  last, in memory; only when it moved does it read the newest seq, shared by the checks that
+  arrive while it is pending but never by a check that arrived after it started (a change
+  committed before a check arrived is always seen); when the seq advanced, the newer rows are
+  read and their licenses dropped, nothing else.
 
 Why a change log and not SQLite's `PRAGMA data_version`: data_version moves on every commit of
 any connection, so the attempt log (a commit per batch) would flush the caches constantly; it
@@ -79,6 +81,7 @@ class ChangeFeed:
         self._db = db
         self._listeners: list[Listener] = []
         self._seen: int | None = None  # newest seq delivered; None before the first read
+        self._signal_seen: int | None = None  # the change signal when the last read began
         self._catch_up = Coalesced(self._read)
         self.reads = 0  # seq reads made (shows the coalescing; cheap to keep)
 
@@ -92,10 +95,16 @@ class ChangeFeed:
 
     async def catch_up(self) -> None:
         """Deliver every change committed before this call (by any process)."""
+        signal = self._db.change_signal
+        if self._seen is not None and signal is not None and signal.value() == self._signal_seen:
+            return  # nothing published since the last read: memory only, no database hop
         await self._catch_up()
 
     async def _read(self) -> None:
         self.reads += 1
+        # Taken before the read: a change published during it makes the next check read again.
+        signal = self._db.change_signal
+        self._signal_seen = signal.value() if signal is not None else None
         rows = None
         async with self._db.read() as conn:
             latest = await change_rows.latest_seq(conn)
