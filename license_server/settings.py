@@ -60,9 +60,9 @@ class VerifySettings(_Section):
     # Host patterns of development hosts (besides localhost, private IPs, *.test, ...): such a
     # host uses no seat only under a domain the license is bound to or allowed.
     dev_host_patterns: tuple[str, ...] = ("staging.*", "dev.*")
-    # How long a license looked up by key is served from memory. Changes made by this
-    # process are seen at once; changes by another process (the CLI) within this time.
-    cache_seconds: float = Field(5.0, ge=0, le=300)
+    # How long a license looked up by key is served from memory: a backstop only, changes by
+    # any process are seen at the next check through the change log.
+    cache_seconds: float = Field(60.0, ge=0, le=300)
     cache_size: int = Field(100_000, ge=0)
     # A request body that has not fully arrived after this many seconds is cut off (408).
     body_read_timeout_seconds: float = Field(10.0, gt=0, le=300)
