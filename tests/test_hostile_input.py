@@ -10,8 +10,10 @@ no ERROR and no traceback in the log, and the server must still answer a genuine
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
+from collections.abc import AsyncIterator
 
 import pytest
 from aiohttp import web
@@ -64,13 +66,10 @@ class Server:
         return await self.send(head + body)
 
 
-@pytest.fixture
-async def server(tmp_path):
-    settings = Settings(
-        database=tmp_path / "data" / "test.db",
-        keys_dir=tmp_path / "keys",
-        verify={"body_read_timeout_seconds": READ_TIMEOUT},
-    )
+@contextlib.asynccontextmanager
+async def served(settings: Settings) -> AsyncIterator[Server]:
+    """The app as `run.py serve` runs it: a real AppRunner, the production runner options, no
+    handler cancellation, on a free port of 127.0.0.1."""
     options = runner_options()
     runner = web.AppRunner(
         create_app(settings),
@@ -79,12 +78,22 @@ async def server(tmp_path):
         **options["handler_args"],
     )
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
     try:
         yield Server(runner)
     finally:
         await runner.cleanup()
+
+
+@pytest.fixture
+async def server(tmp_path):
+    settings = Settings(
+        database=tmp_path / "data" / "test.db",
+        keys_dir=tmp_path / "keys",
+        verify={"body_read_timeout_seconds": READ_TIMEOUT},
+    )
+    async with served(settings) as server:
+        yield server
 
 
 @pytest.fixture

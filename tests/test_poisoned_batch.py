@@ -12,15 +12,12 @@ import asyncio
 import json
 
 import pytest
-from aiohttp import web
 
-from license_server.app import create_app
 from license_server.db.database import Database
 from license_server.licensing.attempt_log import AttemptLog, storable
 from license_server.settings import Settings
-from license_server.web.serving import runner_options
 from tests.test_attempt_log import attempt
-from tests.test_hostile_input import FORM, NATIVE, WHMCS, Server
+from tests.test_hostile_input import FORM, NATIVE, WHMCS, Server, served
 from tests.verify_helpers import attempts, issue, nonce, product
 
 GENUINE = 8
@@ -115,19 +112,8 @@ async def batching_server(tmp_path):
         keys_dir=tmp_path / "keys",
         attempt_log={"batch_max_rows": GENUINE + 1, "batch_max_delay_ms": 1000},
     )
-    options = runner_options()
-    runner = web.AppRunner(
-        create_app(settings),
-        access_log_class=options["access_log_class"],
-        handler_cancellation=False,
-        **options["handler_args"],
-    )
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    try:
-        yield Server(runner)
-    finally:
-        await runner.cleanup()
+    async with served(settings) as server:
+        yield server
 
 
 def raw_user_agent(server: Server, path: str, key: str) -> bytes:

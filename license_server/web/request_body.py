@@ -19,12 +19,14 @@ attempt log; nothing here raises anything else for bad input.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
-from collections.abc import Collection
+from collections.abc import AsyncIterator, Collection
 from typing import Any
 from urllib.parse import unquote
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 URLENCODED = "application/x-www-form-urlencoded"
 MULTIPART = "multipart/form-data"
@@ -57,25 +59,27 @@ def bad_body(detail: str, reason: str = "bad_body") -> Malformed:
     return Malformed(400, "Malformed request body", detail, reason)
 
 
-async def read_body(request: web.Request, seconds: float) -> bytes:
-    """The whole body, or Malformed: too large (413), stalled (408), connection lost (400)."""
+@contextlib.asynccontextmanager
+async def _receiving(seconds: float) -> AsyncIterator[None]:
+    """Receiving a body: too large (413), stalled (408) or cut off (400) becomes Malformed."""
     try:
         async with asyncio.timeout(seconds):
-            return await request.read()
+            yield
     except web.HTTPRequestEntityTooLarge as exc:
         raise Malformed(413, "Payload Too Large", exc.text or "", "http_413") from None
     except TimeoutError:
         raise Malformed(
             408, "Request Timeout", f"The body did not arrive within {seconds:g} s.", "http_408"
         ) from None
-    except (ConnectionError, asyncio.IncompleteReadError) as exc:
-        raise Malformed(
-            400, "Incomplete body", str(exc) or "connection lost", "client_gone"
-        ) from None
-    except Exception as exc:  # aiohttp's payload errors (truncated chunked body, ...)
-        if type(exc).__module__.startswith("aiohttp"):
-            raise Malformed(400, "Incomplete body", "the body ended early", "client_gone") from None
-        raise
+    except (ConnectionError, asyncio.IncompleteReadError, HttpProcessingError):
+        # The client went away, or a chunked body ended early (aiohttp's payload errors).
+        raise Malformed(400, "Incomplete body", "the body ended early", "client_gone") from None
+
+
+async def read_body(request: web.Request, seconds: float) -> bytes:
+    """The whole body, or Malformed: too large (413), stalled (408), connection lost (400)."""
+    async with _receiving(seconds):
+        return await request.read()
 
 
 def parse_json_object(body: bytes) -> dict[str, Any]:
@@ -145,18 +149,10 @@ def parse_urlencoded(
 async def read_multipart(request: web.Request, seconds: float) -> dict[str, str]:
     """Text fields of a multipart body; file parts are ignored."""
     try:
-        async with asyncio.timeout(seconds):
+        async with _receiving(seconds):
             form = await request.post()
-    except web.HTTPRequestEntityTooLarge as exc:
-        raise Malformed(413, "Payload Too Large", exc.text or "", "http_413") from None
-    except TimeoutError:
-        raise Malformed(
-            408, "Request Timeout", f"The body did not arrive within {seconds:g} s.", "http_408"
-        ) from None
     except UnicodeDecodeError:
         raise bad_body("a multipart field is not UTF-8", "bad_encoding") from None
-    except (ConnectionError, asyncio.IncompleteReadError):
-        raise Malformed(400, "Incomplete body", "connection lost", "client_gone") from None
     except (ValueError, AssertionError, LookupError) as exc:
         # aiohttp: "boundary missed", "Multipart field missing name.", an unknown charset...
         raise bad_body(f"malformed multipart body: {str(exc)[:120]}", "bad_multipart") from None
