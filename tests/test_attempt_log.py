@@ -260,6 +260,23 @@ async def test_a_rate_limited_attempt_is_logged(aiohttp_client, tmp_path):
     assert limited["domain_raw"] == "" and limited["latency_us"] >= 0
 
 
+async def test_a_check_refused_by_the_per_key_limit_is_attributed_to_its_license(
+    aiohttp_client, tmp_path
+):
+    """Its signature verified, so the key names its license: a flood of checks of one key is
+    counted against that license, not lost as anonymous 429s (the flooding detector's input)."""
+    client, runtime = await app_with(
+        aiohttp_client, tmp_path, rate_limit=RateLimitSettings(per_key="1/minute")
+    )
+    license_id, key = await issue_key(runtime)
+    fields = {"license_key": key, "domain": "shop.com", "nonce": nonce()}
+    assert (await client.post(VERIFY, data=fields)).status == 200
+    assert (await client.post(VERIFY, data={**fields, "nonce": nonce()})).status == 429
+    first, limited = await rows(runtime.db)
+    assert (limited["result"], limited["reason"]) == ("rate_limited", "per-key")
+    assert limited["license_id"] == first["license_id"] == license_id
+
+
 # -- group commit ---------------------------------------------------------------------------
 
 

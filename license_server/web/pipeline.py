@@ -110,6 +110,10 @@ async def _answer(
         outcome = Outcome(refused("missing_key"), None, b"")
     else:
         key = verifier.lookup(check.key)  # the offline checks, once per request
+        if key.lookup is not None and key.lookup.signed is not None:
+            # A verified signature names its license: a check refused by a rate limit is still
+            # attributed to it (the anomaly detectors count floods per license).
+            attempt.license_id = key.lookup.signed.license_id
         limited = await limiter.for_key(lambda: key.rate_limit_id)
         if not limited and not verifier.is_known_genuine(key):
             limited = await limiter.guessing_exhausted(source_ip)
