@@ -14,6 +14,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -23,6 +24,7 @@ import limits
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     SecretStr,
@@ -54,6 +56,21 @@ def _rate(value: str) -> str:
 
 
 Rate = Annotated[str, AfterValidator(_rate)]
+
+_URL_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+
+
+def _database_path(value: Any) -> Any:
+    """A file path for the embedded SQLite database. A URL (postgresql://user:pw@host/db) is
+    refused, never taken for a path: the server would silently create a SQLite file in a
+    directory named after it, password included. The error never repeats the value."""
+    if isinstance(value, str) and _URL_SCHEME.match(value):
+        scheme = value.split("://", 1)[0].lower()
+        raise ValueError(
+            f"a {scheme}:// URL is not served (only a SQLite file path is, for now); "
+            "the value is not shown, it may hold a password"
+        )
+    return value
 
 
 class VerifySettings(_Section):
@@ -116,7 +133,7 @@ class ProxySettings(_Section):
 class Settings(_Section):
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=1, le=65535)
-    database: Path = Path("data/license_server.db")
+    database: Annotated[Path, BeforeValidator(_database_path)] = Path("data/license_server.db")
     keys_dir: Path = Path("keys")
     issuer: str = Field("license-server", min_length=1, max_length=200)
     log_level: str = Field("INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")
@@ -237,5 +254,8 @@ def _one_line(exc: ValidationError, sources: Mapping[tuple[str, ...], str]) -> s
         return f"unknown setting '{name}' (from {source})"
     given = error.get("input")
     shown = "" if isinstance(given, Mapping) or given is None else f" (got {given!r} from {source})"
+    if location == ("database",):
+        shown = f" (from {source})"  # a database URL may hold a password: never echo it
     more = f"; and {len(exc.errors()) - 1} more" if len(exc.errors()) > 1 else ""
-    return f"setting '{name}': {error['msg']}{shown}{more}"
+    message = error["msg"].removeprefix("Value error, ")
+    return f"setting '{name}': {message}{shown}{more}"
