@@ -76,4 +76,6 @@ def test_the_served_access_log_carries_no_full_address(tmp_path):
         server.get("/healthz")
     log = server.log()
     assert '127.0.0.0/24 "GET /healthz" 200' in log
+    # run_app took the handler's options (logger, parser limits) without falling back.
+    assert "Failed to create request handler" not in log
     assert "127.0.0.1 " not in log.replace("http://127.0.0.1:", "")

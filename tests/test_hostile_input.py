@@ -70,13 +70,7 @@ class Server:
 async def served(settings: Settings) -> AsyncIterator[Server]:
     """The app as `run.py serve` runs it: a real AppRunner, the production runner options, no
     handler cancellation, on a free port of 127.0.0.1."""
-    options = runner_options()
-    runner = web.AppRunner(
-        create_app(settings),
-        access_log_class=options["access_log_class"],
-        handler_cancellation=False,
-        **options["handler_args"],
-    )
+    runner = web.AppRunner(create_app(settings), handler_cancellation=False, **runner_options())
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", 0).start()
     try:

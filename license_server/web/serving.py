@@ -38,13 +38,12 @@ class ProtocolErrorLogger(logging.LoggerAdapter):
 
 
 def runner_options() -> dict[str, Any]:
-    """Keyword arguments for `web.run_app` / `web.AppRunner`."""
+    """Keyword arguments for `web.run_app` and `web.AppRunner`: the access logger, and the
+    request handler's own (its logger and parser limits), which both pass on as **kwargs."""
     return {
         "access_log_class": MaskedAccessLogger,
-        "handler_args": {
-            "logger": ProtocolErrorLogger(logging.getLogger("aiohttp.server"), {}),
-            "max_headers": MAX_HEADERS,
-            "max_line_size": MAX_LINE,
-            "max_field_size": MAX_LINE,
-        },
+        "logger": ProtocolErrorLogger(logging.getLogger("aiohttp.server"), {}),
+        "max_headers": MAX_HEADERS,
+        "max_line_size": MAX_LINE,
+        "max_field_size": MAX_LINE,
     }
