@@ -57,7 +57,11 @@ class RateLimiter:
         if uri.startswith("memory://"):
             self._strategy = InMemoryMovingWindow()
         else:
-            storage = storage_from_string(uri if uri.startswith("async+") else f"async+{uri}")
+            uri = uri if uri.startswith("async+") else f"async+{uri}"
+            # Redis through redis-py's asyncio client, not limits' default (coredis): measured
+            # 111 against 157 us of CPU per hit, and a check makes two (issue #16, workers).
+            options = {"implementation": "redispy"} if uri.startswith("async+redis") else {}
+            storage = storage_from_string(uri, **options)
             self._strategy = MovingWindowRateLimiter(storage)
         self._items = {
             PER_IP: limits.parse(settings.per_ip),
