@@ -14,6 +14,7 @@ import aiohttp
 import pytest
 
 from license_server.client import LicenseClient
+from license_server.db import bans as ban_rows
 from license_server.db import changes as change_rows
 from license_server.licensing.actors import CLI
 from license_server.licensing.changes import ChangeKind, Coalesced
@@ -287,3 +288,48 @@ async def test_checks_without_changes_do_not_touch_the_change_log(server_and_cli
     await cli.licenses.apply(license.id, Action.SUSPEND, actor=CLI)  # another process
     assert await check(server, key) == ("suspended", "suspended")
     assert server.changes.reads == before + 1
+
+
+async def test_checks_that_miss_the_cache_together_share_one_license_read(
+    server_and_cli, monkeypatch
+):
+    """Issue #16 saw 33 re-reads of one key in 8 s when its cache entry lapsed: one now."""
+    server, cli = server_and_cli
+    license, key = await issue(cli)
+    await check(server, key)
+    await check(server, key)
+    server.verifier.forget(license.id)  # the entry lapses
+    reads = LicenseReads(server, monkeypatch)
+    results = await asyncio.gather(*(check(server, key) for _ in range(20)))
+    assert set(results) == {("active", "ok")}
+    assert reads.count == 1
+
+
+async def test_a_shared_read_that_began_before_a_change_is_not_reused(server_and_cli):
+    server, cli = server_and_cli
+    license, key = await issue(cli)
+    await check(server, key)
+    server.verifier.forget(license.id)
+    first = asyncio.create_task(check(server, key))
+    await asyncio.sleep(0)  # the first check has started its read
+    await cli.licenses.apply(license.id, Action.REVOKE, actor=CLI)
+    assert await check(server, key) == ("revoked", "revoked")  # did not join the old read
+    await first
+
+
+async def test_ban_reloads_are_shared_by_the_checks_that_wait_for_them(runtime, monkeypatch):
+    reads = 0
+    real = ban_rows.all_bans
+
+    async def counting(conn):
+        nonlocal reads
+        reads += 1
+        return await real(conn)
+
+    monkeypatch.setattr(ban_rows, "all_bans", counting)
+    runtime.bans.forget()
+    banned = await asyncio.gather(
+        *(runtime.bans.is_banned("shop.com", "203.0.113.5") for _ in range(20))
+    )
+    assert banned == [False] * 20
+    assert reads == 1

@@ -16,7 +16,7 @@ import time
 from license_server.db import bans as ban_rows
 from license_server.db import changes as change_rows
 from license_server.db.database import Database
-from license_server.licensing.changes import ChangeKind
+from license_server.licensing.changes import ChangeKind, Coalesced
 from license_server.licensing.domains import normalise_domain, parse_ip_rule
 
 _Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -31,6 +31,7 @@ class BanList:
         self._ranges: tuple[_Network, ...] = ()
         self._loaded_at = float("-inf")
         self._changes = 0  # bumped by forget(): a reload that raced a change is not kept
+        self._reload = Coalesced(self._read)
 
     def forget(self) -> None:
         """The bans changed (another process): reload before the next check uses them."""
@@ -54,6 +55,11 @@ class BanList:
         )
 
     async def reload(self) -> None:
+        """Read the bans afresh; callers arriving together share one read (single flight),
+        each getting a read that began after it called."""
+        await self._reload()
+
+    async def _read(self) -> None:
         changes = self._changes
         async with self._db.read() as conn:
             rows = await ban_rows.all_bans(conn)

@@ -13,6 +13,7 @@ simultaneous first checks cannot both take the last seat.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 from dataclasses import dataclass
@@ -95,6 +96,7 @@ class Verifier:
             cache_seconds, cache_size, tag=lambda license: license.id
         )
         self._forgets = 0  # a license read that raced a forget is not cached (it may be stale)
+        self._loading: dict[bytes, tuple[int, asyncio.Future[License | None]]] = {}
         self._local_keys: TtlCache[tuple, str] = TtlCache(LOCAL_KEY_REUSE_SECONDS, cache_size)
         self._whmcs_secrets: TtlCache[int, str] = TtlCache(cache_seconds, 10_000)
         service.feed.subscribe(self._on_change)
@@ -194,11 +196,37 @@ class Verifier:
 
     async def _license(self, lookup: KeyLookup) -> License | None:
         license = self._licenses.get(lookup.key_hash)
-        if license is None:
-            forgets = self._forgets
+        if license is not None:
+            return license
+        # Single flight: the checks of one key that miss the cache together share one read
+        # (issue #16 saw 33 re-reads of one key in 8 s) - unless a license was forgotten since
+        # that read began: it may predate the change, so a later check reads afresh.
+        pending = self._loading.get(lookup.key_hash)
+        if pending is not None and pending[0] == self._forgets:
+            try:
+                return await asyncio.shield(pending[1])
+            except asyncio.CancelledError:
+                if not pending[1].cancelled():
+                    raise  # this check itself was cancelled
+                # The reading check was cancelled (a shutdown): read here instead.
+        forgets = self._forgets
+        future: asyncio.Future[License | None] = asyncio.get_running_loop().create_future()
+        future.add_done_callback(lambda f: f.cancelled() or f.exception())  # no waiter: fine
+        self._loading[lookup.key_hash] = (forgets, future)
+        try:
             license = await self.service.license_by_lookup(lookup)
-            if license is not None and forgets == self._forgets:
-                self._licenses.put(lookup.key_hash, license)
+        except asyncio.CancelledError:
+            future.cancel()
+            raise
+        except Exception as exc:
+            future.set_exception(exc)
+            raise
+        finally:
+            if self._loading.get(lookup.key_hash, (0, None))[1] is future:
+                del self._loading[lookup.key_hash]
+        future.set_result(license)
+        if license is not None and forgets == self._forgets:
+            self._licenses.put(lookup.key_hash, license)
         return license
 
     async def _decide(self, license: License, facts: Facts) -> Verdict:
