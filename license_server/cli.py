@@ -414,10 +414,10 @@ async def _issue(runtime: Runtime, args: argparse.Namespace) -> int:
 
 async def _bans(runtime: Runtime, command: str, args: argparse.Namespace) -> int:
     if command == "ban":
-        value = await runtime.bans.ban(args.kind, args.value, args.reason)
+        value = await runtime.bans.ban(args.kind, args.value, args.reason, actor=CLI)
         print(f"banned {args.kind} {value}")
     elif command == "unban":
-        if not await runtime.bans.unban(args.kind, args.value):
+        if not await runtime.bans.unban(args.kind, args.value, actor=CLI):
             raise CommandError(f"{args.kind} {args.value} is not banned")
         print(f"unbanned {args.kind} {args.value}")
     else:

@@ -56,7 +56,7 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
             product_cache_seconds=settings.verify.cache_seconds,
             feed=changes,
         )
-        bans = BanList(db, ttl=settings.verify.cache_seconds)
+        bans = BanList(db, ttl=settings.verify.cache_seconds, write_path=service.write)
         changes.subscribe(_reload_bans_on_change(bans))
         verifier = Verifier(
             service,

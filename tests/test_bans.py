@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from license_server.licensing.actors import CLI
+from license_server.licensing.changes import ChangeKind
 from license_server.licensing.domains import InvalidHost
 from tests.verify_helpers import issue, product, reference_client
 
@@ -71,3 +73,12 @@ async def test_a_bad_reason_is_refused_before_anything_is_written(app_runtime, r
     assert await app_runtime.bans.all() == []
     await app_runtime.bans.ban("domain", "pirate.net", " Smith & Sons, ü\u00a0中 ")
     assert (await app_runtime.bans.all())[0]["reason"] == "Smith & Sons, ü\u00a0中"
+
+
+async def test_bans_go_through_the_write_path_with_their_actor(app_runtime):
+    seen = []
+    app_runtime.changes.subscribe(seen.append)
+    await app_runtime.bans.ban("domain", "pirate.net", actor=CLI)
+    assert [(c.kind, c.license_id, c.actor) for c in seen] == [(ChangeKind.BAN, None, CLI)]
+    assert not await app_runtime.bans.unban("domain", "never-banned.net", actor=CLI)
+    assert len(seen) == 1  # nothing changed, nothing announced

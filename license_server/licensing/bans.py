@@ -3,29 +3,37 @@
 An IP ban is an address or a CIDR range (the same syntax as a license's IP rules). The list is
 small and read on every check, so it is held in memory and reloaded after a change: made here,
 or by another process (the CLI), which the change feed reports before the next check
-(`forget`); `ttl` stays as a backstop. Each ban/unban writes its change-log row in its own
-transaction. Exact values are a set lookup; ranges are kept apart as parsed networks and
-scanned only when there are any, so a server without range bans pays nothing for them.
+(`forget`); `ttl` stays as a backstop. Ban and unban go through the service's single write
+path, with their actor and change-log row. Exact values are a set lookup; ranges are kept
+apart as parsed networks and scanned only when there are any, so a server without range bans
+pays nothing for them.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import time
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
+from typing import Any
 
 from license_server.db import bans as ban_rows
-from license_server.db import changes as change_rows
 from license_server.db.database import Database
+from license_server.licensing.actors import SYSTEM, Actor
 from license_server.licensing.changes import ChangeKind, Coalesced
 from license_server.licensing.domains import normalise_domain, parse_ip_rule
 
 _Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+# LicenseService.write: (actor) -> a transaction with .conn, .now and .changed(kind).
+WritePath = Callable[[Actor], AbstractAsyncContextManager[Any]]
 
 
 class BanList:
-    def __init__(self, db: Database, ttl: float) -> None:
+    def __init__(self, db: Database, ttl: float, write_path: WritePath) -> None:
         self._db = db
         self._ttl = ttl
+        # The service's single write path: a ban is a change like any other, with its actor.
+        self._write_path = write_path
         self._domains: frozenset[str] = frozenset()
         self._ips: frozenset[str] = frozenset()
         self._ranges: tuple[_Network, ...] = ()
@@ -71,19 +79,20 @@ class BanList:
         self._ranges = tuple(ipaddress.ip_network(value) for value in ips if "/" in value)
         self._loaded_at = time.monotonic()
 
-    async def ban(self, kind: str, value: str, reason: str = "") -> str:
+    async def ban(self, kind: str, value: str, reason: str = "", *, actor: Actor = SYSTEM) -> str:
         normalised = _normalise(kind, value)
         reason = _reason(reason)
-        async with self._db.write() as conn:
-            await ban_rows.add_ban(conn, kind, normalised, reason, int(time.time()))
-            await change_rows.record(conn, [(None, ChangeKind.BAN)], int(time.time()))
+        async with self._write_path(actor) as writes:
+            await ban_rows.add_ban(writes.conn, kind, normalised, reason, writes.now)
+            writes.changed(ChangeKind.BAN)
         await self.reload()
         return normalised
 
-    async def unban(self, kind: str, value: str) -> bool:
-        async with self._db.write() as conn:
-            removed = await ban_rows.remove_ban(conn, kind, _normalise(kind, value))
-            await change_rows.record(conn, [(None, ChangeKind.BAN)], int(time.time()))
+    async def unban(self, kind: str, value: str, *, actor: Actor = SYSTEM) -> bool:
+        async with self._write_path(actor) as writes:
+            removed = await ban_rows.remove_ban(writes.conn, kind, _normalise(kind, value))
+            if removed:
+                writes.changed(ChangeKind.BAN)
         await self.reload()
         return removed
 

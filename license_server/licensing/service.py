@@ -139,8 +139,12 @@ class LicenseService:
         return int(self.clock())
 
     @asynccontextmanager
-    async def _write(self, actor: Actor) -> AsyncIterator[_Writes]:
-        """The single write path: one transaction, its change-log rows, then the announcement."""
+    async def write(self, actor: Actor) -> AsyncIterator[_Writes]:
+        """The single write path: one transaction, its change-log rows, then the announcement.
+
+        Every state change goes through here (the service's own operations, first uses, and
+        the ban list), with the actor that made it: where RBAC, the audit log and webhook
+        events will be written, in the same transaction as the change."""
         async with self.db.write() as conn:
             writes = _Writes(conn, actor, self.now())
             yield writes
@@ -175,7 +179,7 @@ class LicenseService:
             "updated_at": now,
         }
         try:
-            async with self._write(actor) as writes:
+            async with self.write(actor) as writes:
                 # The UNIQUE constraint is case-sensitive; a mixed-case code from before
                 # codes were folded must still block its lower-case twin.
                 if await product_rows.product_by_code(writes.conn, spec.code) is not None:
@@ -204,7 +208,7 @@ class LicenseService:
         if not values:
             raise ValueError("nothing to change")
         values["updated_at"] = self.now()
-        async with self._write(actor) as writes:
+        async with self.write(actor) as writes:
             await product_rows.update_product(writes.conn, product.id, values)
             writes.changed(ChangeKind.PRODUCT)
         return await self.product(code)
@@ -232,7 +236,7 @@ class LicenseService:
         expires_at = None if spec.expires is None else end_of_day_utc(spec.expires)
         if expires_at is not None and expires_at <= now:
             raise ValueError("expires: the expiry date must not be in the past")
-        async with self._write(actor) as writes:
+        async with self.write(actor) as writes:
             conn = writes.conn
             license_id = await self._free_license_id(conn)
             signer = self.keyring.active  # read once: the keyring may change while we wait
@@ -269,7 +273,7 @@ class LicenseService:
         """Insert the licenses whose key is new, in one transaction; for those whose key is
         not: the code of the product that has it (they are left untouched)."""
         hashes = [imported.row["key_hash"] for imported in licenses]
-        async with self._write(actor) as writes:
+        async with self.write(actor) as writes:
             conn = writes.conn
             # Checked inside the transaction: nothing can insert the same key in between.
             owners = await import_rows.product_codes_by_key_hash(conn, hashes)
@@ -363,7 +367,7 @@ class LicenseService:
         **options: object,
     ) -> License:
         """Run one lifecycle action; the read-check-write happens inside one transaction."""
-        async with self._write(actor) as writes:
+        async with self.write(actor) as writes:
             license = await self.load(writes.conn, license_id)
             if license is None:
                 raise NotFound(f"no license with id {license_id}")
@@ -379,7 +383,7 @@ class LicenseService:
         last seat. A second free trial on a domain another trial of the product holds is
         suspended instead (DESIGN.md, as the WHMCS addon does). The license is read once; the
         result is built in memory."""
-        async with self._write(actor) as writes:
+        async with self.write(actor) as writes:
             conn = writes.conn
             fresh = await self.load(conn, license_id)
             if fresh is None:
