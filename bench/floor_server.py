@@ -39,6 +39,8 @@ from pathlib import Path
 from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from license_server.web.middlewares import SECURITY_HEADERS
+
 # The columns of the real server's verification_attempts, so a row costs what its row costs.
 _SCHEMA = """CREATE TABLE IF NOT EXISTS verification_attempts (
     id INTEGER PRIMARY KEY,
@@ -68,16 +70,9 @@ _INSERT = (
     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 
-# The headers every answer of the real server carries besides the signature.
-_FIXED_HEADERS = {
-    "Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'; base-uri 'none'",
-    "X-Content-Type-Options": "nosniff",
-    "X-Frame-Options": "DENY",
-    "Referrer-Policy": "no-referrer",
-    "Strict-Transport-Security": "max-age=31536000; includeSubDomains",
-    "Cross-Origin-Opener-Policy": "same-origin",
-    "Cache-Control": "no-store",
-}
+# The headers every answer of the real server carries besides the signature (its own set, so
+# the floor stays the same size as the server's answers when that set changes).
+_FIXED_HEADERS = {**SECURITY_HEADERS, "Cache-Control": "no-store"}
 KEY_ID = "floor-server-key"
 
 

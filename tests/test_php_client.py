@@ -37,6 +37,7 @@ from license_server.licensing.specs import LicenseSpec, ProductSpec
 from license_server.runtime import open_runtime
 from license_server.settings import Settings
 from tests.server_process import ServerProcess, query
+from tests.verify_helpers import FAILED_CHECKS
 
 ROOT = Path(__file__).resolve().parent.parent
 RUN_CHECKS = ROOT / "clients" / "php" / "tests" / "run_checks.php"
@@ -545,16 +546,6 @@ def test_answer_signed_with_an_unknown_key_id_is_no_answer(server, php, proxy, t
     )
     assert outcome(accepted) == ("active", "ok", False)
     assert attempts(server, license) == 2
-
-
-# mode -> the reason the client must give; "stale" spoils nothing, the PHP clock moves instead.
-FAILED_CHECKS = {
-    "strip": "tampered",
-    "wrong_signature": "tampered",
-    "tamper": "tampered",
-    "replay": "bad_nonce",
-    "stale": "stale_response",
-}
 
 
 @pytest.mark.parametrize("mode", list(FAILED_CHECKS))

@@ -25,7 +25,14 @@ from license_server.client import (
     parse_signature_header,
     verify_local_key,
 )
-from tests.verify_helpers import attempts, issue, product, public_keys, reference_client
+from tests.verify_helpers import (
+    FAILED_CHECKS,
+    attempts,
+    issue,
+    product,
+    public_keys,
+    reference_client,
+)
 
 DOMAIN = "shop.example.com"
 
@@ -90,16 +97,6 @@ def via(middleman, client, app_runtime, clock: Callable[[], float], **options) -
     return LicenseClient(
         middleman.url, public_keys(app_runtime), session=client.session, clock=clock, **options
     )
-
-
-# mode -> the reason the client must give; "stale" spoils nothing and moves the clock instead.
-FAILED_CHECKS = {
-    "strip": "tampered",
-    "wrong_signature": "tampered",
-    "tamper": "tampered",
-    "replay": "bad_nonce",
-    "stale": "stale_response",
-}
 
 
 async def genuine_local_key(middleman, client, app_runtime, key) -> tuple[str, dict]:

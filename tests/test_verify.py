@@ -485,8 +485,8 @@ async def test_a_refused_key_is_verified_and_hashed_once(app_runtime, monkeypatc
     monkeypatch.setattr(hasher, "hash", hashes)
     verifier = app_runtime.verifier
     facts, raw = _facts()
-    for _ in range(3):  # three requests as the web layer makes them today
-        verifier.rate_limit_id(forged)
+    for _ in range(3):  # three requests as the web layer makes them: lookup, then check
+        _ = verifier.lookup(forged).rate_limit_id
         outcome = await verifier.check(forged, facts, raw)
         assert (outcome.verdict.reason, outcome.license) == ("bad_signature", None)
     # The old code verified twice and hashed twice on every request.
@@ -500,7 +500,6 @@ async def test_lookup_gives_the_rate_limit_identity_and_the_lookup_at_once(app_r
     genuine = verifier.lookup(key)
     assert genuine.rejected_reason is None and genuine.lookup is not None
     assert verifier.lookup(key.lower()).rate_limit_id == genuine.rate_limit_id
-    assert verifier.rate_limit_id(key) == genuine.rate_limit_id  # the old name still works
     facts, raw = _facts()
     outcome = await verifier.check(genuine, facts, raw)
     assert (outcome.verdict.reason, outcome.license.id) == ("activated", license.id)

@@ -43,3 +43,14 @@ def assert_signed(runtime, response, body: bytes) -> None:
     """The License-Signature header verifies over exactly these body bytes."""
     kid, signature = parse_signature_header(response.headers["License-Signature"])
     public_keys(runtime)[kid].verify(signature, body)  # raises InvalidSignature if forged
+
+
+# How a middleman spoils an answer -> the reason both shipped clients must give for it, treating
+# it as an outage ("unverified"). "stale" spoils nothing: the client's clock moves instead.
+FAILED_CHECKS = {
+    "strip": "tampered",
+    "wrong_signature": "tampered",
+    "tamper": "tampered",
+    "replay": "bad_nonce",
+    "stale": "stale_response",
+}

@@ -41,15 +41,8 @@ def write_secret(path: Path, data: bytes) -> bool:
     the first writer wins and the other keeps the winner's file (the caller reads it back). A
     reader never sees a half-written key, and a temporary file left by a crash is never reused.
     """
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
-    tmp = Path(tmp_name)
+    tmp = _private_temp_copy(path, data)
     try:
-        try:
-            os.fchmod(fd, 0o600)
-            os.write(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
         try:
             os.link(tmp, path)
         except FileExistsError:
@@ -62,19 +55,28 @@ def write_secret(path: Path, data: bytes) -> bool:
 
 def replace_file(path: Path, data: bytes) -> None:
     """Atomically replace a private file (e.g. the keyring state), mode 0600; last writer wins."""
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
+    tmp = _private_temp_copy(path, data)
     try:
-        try:
-            os.fchmod(fd, 0o600)
-            os.write(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp_name, path)
+        os.replace(tmp, path)
     except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
     _fsync_dir(path.parent)
+
+
+def _private_temp_copy(path: Path, data: bytes) -> Path:
+    """`data` in a new 0600 file with a unique name beside `path`, on disk (fsynced)."""
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
+    try:
+        os.fchmod(fd, 0o600)
+        os.write(fd, data)
+        os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+    os.close(fd)
+    return Path(tmp_name)
 
 
 def _fsync_dir(directory: Path) -> None:

@@ -168,8 +168,7 @@ class Verifier:
             await self.service.keyring.refresh()
             key_check = self.lookup(key_check.text)
         if key_check.lookup is None:
-            reason = key_check.rejected_reason or "bad_signature"
-            return Outcome(refused(reason), None, key_check.key_hash)
+            return Outcome(refused(key_check.rejected_reason), None, key_check.key_hash)
         # Whatever any process committed before this check arrived drops what it made stale.
         await self.service.feed.catch_up()
         license = await self._license(key_check.lookup)
@@ -181,10 +180,6 @@ class Verifier:
         ):
             license, verdict = await self._first_use(license, facts, raw, bind_ip_and_dir)
         return Outcome(verdict, license, key_check.key_hash)
-
-    def rate_limit_id(self, key_text: str) -> str:
-        """Kept for the web layer: `lookup(key_text).rate_limit_id`."""
-        return self.lookup(key_text).rate_limit_id
 
     def is_known_genuine(self, key: KeyCheck) -> bool:
         """Not a guess: a signed key whose signature verifies, or the key of a license this
