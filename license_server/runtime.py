@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from license_server.crypto.fields import FieldCipher, LookupHasher, load_data_key
 from license_server.crypto.keystore import KeyringReloader, KeyStore, load_keyring
 from license_server.crypto.signing import Keyring
-from license_server.db.database import Database
+from license_server.db.database import Database, open_database
 from license_server.licensing.bans import BanList
 from license_server.licensing.changes import Change, ChangeFeed
 from license_server.licensing.service import LicenseService
@@ -44,7 +44,7 @@ def load_keys(settings: Settings) -> tuple[Keyring, bytes]:
 @asynccontextmanager
 async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
     keyring, data_key = load_keys(settings)
-    db = Database(settings.database, readers=settings.db_readers)
+    db = open_database(settings.database_location(), readers=settings.db_readers)
     await db.open()
     try:
         changes = ChangeFeed(db)

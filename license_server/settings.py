@@ -30,6 +30,7 @@ from pydantic import (
     SecretStr,
     ValidationError,
     field_validator,
+    model_validator,
 )
 
 ENV_PREFIX = "LICENSE_SERVER_"
@@ -60,17 +61,36 @@ Rate = Annotated[str, AfterValidator(_rate)]
 _URL_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 
 
-def _database_path(value: Any) -> Any:
-    """A file path for the embedded SQLite database. A URL (postgresql://user:pw@host/db) is
-    refused, never taken for a path: the server would silently create a SQLite file in a
-    directory named after it, password included. The error never repeats the value."""
+_DATABASE_SCHEMES = ("postgresql", "postgres")
+
+
+def _database_location(value: Any) -> Any:
+    """A SQLite file path, or a postgresql:// URL (kept as a secret: it may hold a password,
+    and no log line or error message may print it). A URL of any other scheme is refused,
+    never taken for a path: the server would silently create a SQLite file in a directory
+    named after it, password included. The error never repeats the value."""
+    if isinstance(value, SecretStr):
+        return value
     if isinstance(value, str) and _URL_SCHEME.match(value):
         scheme = value.split("://", 1)[0].lower()
-        raise ValueError(
-            f"a {scheme}:// URL is not served (only a SQLite file path is, for now); "
-            "the value is not shown, it may hold a password"
-        )
-    return value
+        if scheme not in _DATABASE_SCHEMES:
+            raise ValueError(
+                f"a {scheme}:// URL is not served (a SQLite file path or a postgresql:// URL "
+                "is); the value is not shown, it may hold a password"
+            )
+        if not value.split("://", 1)[1].split("?", 1)[0].strip("/"):
+            raise ValueError("a postgresql:// URL names a host and a database")
+        return SecretStr(value)
+    return Path(value) if isinstance(value, str) else value
+
+
+def _redis_url(value: Any) -> Any:
+    """redis://, rediss:// (TLS) or unix:// — kept as a secret, like the database URL."""
+    if value is None or isinstance(value, SecretStr):
+        return value
+    if not isinstance(value, str) or not re.match(r"^(redis|rediss|unix)://", value):
+        raise ValueError("a redis://, rediss:// or unix:// URL; the value is not shown")
+    return SecretStr(value)
 
 
 class VerifySettings(_Section):
@@ -133,7 +153,13 @@ class ProxySettings(_Section):
 class Settings(_Section):
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=1, le=65535)
-    database: Annotated[Path, BeforeValidator(_database_path)] = Path("data/license_server.db")
+    # A SQLite file (the embedded default) or a postgresql:// URL (several instances).
+    database: Annotated[Path | SecretStr, BeforeValidator(_database_location)] = Path(
+        "data/license_server.db"
+    )
+    # Shared short-lived state of several instances (rate-limit counters unless
+    # rate_limit.storage_uri is set on its own).
+    redis_url: Annotated[SecretStr | None, BeforeValidator(_redis_url)] = None
     keys_dir: Path = Path("keys")
     issuer: str = Field("license-server", min_length=1, max_length=200)
     log_level: str = Field("INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")
@@ -151,6 +177,26 @@ class Settings(_Section):
     rate_limit: RateLimitSettings = RateLimitSettings()
     attempt_log: AttemptLogSettings = AttemptLogSettings()
     proxy: ProxySettings = ProxySettings()
+
+    @model_validator(mode="after")
+    def _shared_state_follows_redis_url(self) -> Settings:
+        # memory:// is the default (and what settings.toml spells out): Redis replaces it.
+        if self.redis_url is not None and self.rate_limit.storage_uri == "memory://":
+            url = self.redis_url.get_secret_value()
+            # limits' names for the same URLs: async+redis://, async+rediss://, and
+            # async+redis+unix:// for a socket.
+            scheme, rest = url.split("://", 1)
+            scheme = "redis+unix" if scheme == "unix" else scheme
+            shared = self.rate_limit.model_copy(update={"storage_uri": f"async+{scheme}://{rest}"})
+            # Still constructing this (frozen) model: the one place that sets a field.
+            object.__setattr__(self, "rate_limit", shared)
+        return self
+
+    def database_location(self) -> Path | str:
+        """The database as the storage layer takes it: a path, or the URL with its secret."""
+        if isinstance(self.database, SecretStr):
+            return self.database.get_secret_value()
+        return self.database
 
 
 # Settings that may only come from the environment, never from the file.
@@ -254,7 +300,7 @@ def _one_line(exc: ValidationError, sources: Mapping[tuple[str, ...], str]) -> s
         return f"unknown setting '{name}' (from {source})"
     given = error.get("input")
     shown = "" if isinstance(given, Mapping) or given is None else f" (got {given!r} from {source})"
-    if location == ("database",):
+    if location in (("database",), ("redis_url",)):
         shown = f" (from {source})"  # a database URL may hold a password: never echo it
     more = f"; and {len(exc.errors()) - 1} more" if len(exc.errors()) > 1 else ""
     message = error["msg"].removeprefix("Value error, ")

@@ -12,8 +12,19 @@ from license_server.settings import Settings
 
 
 @pytest.fixture
-def settings(tmp_path) -> Settings:
-    return Settings(database=tmp_path / "data" / "test.db", keys_dir=tmp_path / "keys")
+def database_url(tmp_path):
+    """The test's own empty database (SQLite here; the harness adds --store postgresql)."""
+    return tmp_path / "data" / "test.db"
+
+
+@pytest.fixture
+def settings(tmp_path, database_url) -> Settings:
+    return Settings(database=database_url, keys_dir=tmp_path / "keys")
+
+
+def with_sections(settings: Settings, **sections) -> Settings:
+    """`settings` (the test's database and keys) with some settings changed, validated."""
+    return Settings.model_validate({**settings.model_dump(), **sections})
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ import asyncio
 import json
 import logging
 import secrets
-import threading
 import time
 from dataclasses import astuple
 
@@ -16,12 +15,13 @@ from license_server.app import MAX_REQUEST_BYTES, create_app
 from license_server.appkeys import RUNTIME
 from license_server.client import verify_answer
 from license_server.db import attempts as attempt_rows
-from license_server.db.attempts import AttemptWriter
-from license_server.db.database import Database
+from license_server.db.database import Database, open_database
+from license_server.db.errors import DatabaseError
 from license_server.licensing.attempt_log import Attempt, AttemptLog
 from license_server.licensing.specs import LicenseSpec
 from license_server.settings import AttemptLogSettings, RateLimitSettings, Settings
-from tests.conftest import PRODUCT
+from tests import store_helpers
+from tests.conftest import PRODUCT, with_sections
 from tests.verify_helpers import assert_signed, nonce, public_keys
 
 VERIFY = "/api/v1/verify"
@@ -39,23 +39,13 @@ async def issue_key(runtime) -> tuple[int, str]:
 
 
 async def rows(db: Database, table: str = "verification_attempts") -> list[dict]:
-    async with db.read() as conn, conn.execute(f"SELECT * FROM {table}") as cur:
-        return [dict(row) for row in await cur.fetchall()]
-
-
-async def all_tables(db: Database) -> list[str]:
-    async with (
-        db.read() as conn,
-        conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'") as cur,
-    ):
-        return [row[0] for row in await cur.fetchall()]
-
-
-async def app_with(aiohttp_client, tmp_path, **sections):
-    settings = Settings(
-        database=tmp_path / "data" / "test.db", keys_dir=tmp_path / "keys", **sections
+    return await store_helpers.rows(
+        db, table, order="at_ms" if table == "verification_attempts" else ""
     )
-    client = await aiohttp_client(create_app(settings))
+
+
+async def app_with(aiohttp_client, settings: Settings, **sections):
+    client = await aiohttp_client(create_app(with_sections(settings, **sections)))
     return client, client.app[RUNTIME]
 
 
@@ -158,7 +148,7 @@ async def test_unknown_keys_are_logged_by_hash_and_never_in_clear(client, app_ru
         assert row["license_id"] is None and row["key_hash"] is None
 
     # No key, genuine or not, in any text or blob column of any table.
-    for table in await all_tables(app_runtime.db):
+    for table in await store_helpers.table_names(app_runtime.db):
         for row in await rows(app_runtime.db, table):
             for column, value in row.items():
                 for key in (unknown, forged, genuine):
@@ -244,9 +234,9 @@ async def test_a_malformed_request_keeps_the_readable_fields(client, app_runtime
     assert row["user_agent"] == "u" * 256
 
 
-async def test_a_rate_limited_attempt_is_logged(aiohttp_client, tmp_path):
+async def test_a_rate_limited_attempt_is_logged(aiohttp_client, settings):
     client, runtime = await app_with(
-        aiohttp_client, tmp_path, rate_limit=RateLimitSettings(per_ip="1/minute")
+        aiohttp_client, settings, rate_limit=RateLimitSettings(per_ip="1/minute")
     )
     fields = {"license_key": "K", "domain": "shop.com", "nonce": nonce()}
     headers = {"User-Agent": "busy/1"}
@@ -261,12 +251,12 @@ async def test_a_rate_limited_attempt_is_logged(aiohttp_client, tmp_path):
 
 
 async def test_a_check_refused_by_the_per_key_limit_is_attributed_to_its_license(
-    aiohttp_client, tmp_path
+    aiohttp_client, settings
 ):
     """Its signature verified, so the key names its license: a flood of checks of one key is
     counted against that license, not lost as anonymous 429s (the flooding detector's input)."""
     client, runtime = await app_with(
-        aiohttp_client, tmp_path, rate_limit=RateLimitSettings(per_key="1/minute")
+        aiohttp_client, settings, rate_limit=RateLimitSettings(per_key="1/minute")
     )
     license_id, key = await issue_key(runtime)
     fields = {"license_key": key, "domain": "shop.com", "nonce": nonce()}
@@ -282,22 +272,22 @@ async def test_a_check_refused_by_the_per_key_limit_is_attributed_to_its_license
 
 @pytest.mark.parametrize("batch_max_rows", [500, 7])
 async def test_concurrent_attempts_are_all_answered_and_all_logged(
-    aiohttp_client, tmp_path, monkeypatch, batch_max_rows
+    aiohttp_client, settings, monkeypatch, batch_max_rows
 ):
     batches: list[int] = []
-    original = AttemptWriter._write
-
-    def counting(conn, batch, seen):  # on the writer thread: one call per batch
-        batches.append(len(batch))
-        original(conn, batch, seen)
-
-    monkeypatch.setattr(AttemptWriter, "_write", staticmethod(counting))
     client, runtime = await app_with(
         aiohttp_client,
-        tmp_path,
+        settings,
         rate_limit=GENEROUS,
         attempt_log=AttemptLogSettings(batch_max_rows=batch_max_rows),
     )
+    original = runtime.db.attempts.write
+
+    async def counting(batch, seen):  # one call per batch: one transaction
+        batches.append(len(batch))
+        await original(batch, seen)
+
+    monkeypatch.setattr(runtime.db.attempts, "write", counting)
     license_id, key = await issue_key(runtime)
 
     async def one(n: int) -> tuple[str, dict]:
@@ -331,10 +321,10 @@ async def test_no_decision_is_sent_unless_the_attempt_was_committed(
 ):
     _, key = await issue_key(app_runtime)
 
-    def disk_full(conn, batch, seen):
-        raise OSError("database or disk is full")
+    async def disk_full(batch, seen):
+        raise DatabaseError("database or disk is full")
 
-    monkeypatch.setattr(AttemptWriter, "_write", staticmethod(disk_full))
+    monkeypatch.setattr(app_runtime.db.attempts, "write", disk_full)
     with caplog.at_level(logging.ERROR):
         response = await client.post(
             VERIFY, data={"license_key": key, "domain": "shop.com", "nonce": nonce()}
@@ -372,8 +362,8 @@ async def test_no_decision_is_sent_unless_the_attempt_was_committed(
 
 
 @pytest.fixture
-async def db(tmp_path):
-    database = Database(tmp_path / "x.db")
+async def db(database_url):
+    database = open_database(database_url)
     await database.open()
     try:
         yield database
@@ -404,8 +394,7 @@ def attempt(at_ms: int, **changes) -> Attempt:
 
 
 async def insert(db: Database, *attempts: Attempt) -> None:
-    async with db.write() as conn:
-        await attempt_rows.insert_attempts(conn, [astuple(a) for a in attempts])
+    await db.attempts.write([astuple(a) for a in attempts], [])
 
 
 async def rollups(db: Database) -> dict[tuple, int]:
@@ -455,11 +444,11 @@ async def test_a_failed_batch_fails_its_callers_and_the_log_keeps_running(db, mo
     log.start()
     try:
 
-        def broken(conn, batch, seen):
-            raise OSError("disk I/O error")
+        async def broken(batch, seen):
+            raise DatabaseError("disk I/O error")
 
-        monkeypatch.setattr(AttemptWriter, "_write", staticmethod(broken))
-        with pytest.raises(OSError, match="disk I/O error"):
+        monkeypatch.setattr(db.attempts, "write", broken)
+        with pytest.raises(DatabaseError, match="disk I/O error"):
             await log.append(attempt(1))
         monkeypatch.undo()
         await log.append(attempt(2))
@@ -588,20 +577,19 @@ async def test_the_newest_attempt_of_a_batch_sets_last_access(runtime):
 
 
 async def test_stop_during_a_write_finishes_that_batch(db, monkeypatch):
-    # The writer runs on its own thread: threading events, waited for off the loop.
-    entered, release = threading.Event(), threading.Event()
-    real_write = AttemptWriter._write
+    entered, release = asyncio.Event(), asyncio.Event()
+    real_write = db.attempts.write
 
-    def slow_write(conn, batch, seen):
+    async def slow_write(batch, seen):
         entered.set()
-        release.wait(30)
-        real_write(conn, batch, seen)
+        await release.wait()
+        await real_write(batch, seen)
 
-    monkeypatch.setattr(AttemptWriter, "_write", staticmethod(slow_write))
+    monkeypatch.setattr(db.attempts, "write", slow_write)
     log = AttemptLog(db, max_delay=0)
     log.start()
     appended = asyncio.create_task(log.append(attempt(1)))
-    assert await asyncio.to_thread(entered.wait, 30)  # the writer is inside its transaction
+    await asyncio.wait_for(entered.wait(), 30)  # the writer is inside its batch
     stopping = asyncio.create_task(log.stop())
     for _ in range(5):
         await asyncio.sleep(0)

@@ -208,8 +208,8 @@ async def test_the_change_log_stays_bounded(runtime):
     async with runtime.db.write() as conn:
         await change_rows.record(conn, [(n, "bind") for n in range(change_rows.KEEP + 50)], 1)
         await change_rows.record(conn, [(None, "ban")], 1)
-    async with runtime.db.read() as conn, conn.execute("SELECT count(*) FROM license_changes") as c:
-        (rows,) = await c.fetchone()
+    async with runtime.db.read() as conn:
+        rows = await conn.fetch_value("SELECT count(*) FROM license_changes")
     assert rows == change_rows.KEEP
 
 

@@ -11,8 +11,9 @@ from multidict import CIMultiDict
 
 from license_server.app import create_app
 from license_server.appkeys import RUNTIME
-from license_server.settings import ProxySettings, Settings
+from license_server.settings import ProxySettings
 from license_server.web.client_ip import ClientIpResolver
+from tests.conftest import with_sections
 
 
 def request_from(peer: str | None, *forwarded: str):
@@ -152,12 +153,8 @@ def test_trusted_proxies_setting_accepts_a_comma_separated_list():
 # -- through the app: what the attempt log records ------------------------------------------
 
 
-async def source_ips(aiohttp_client, tmp_path, trusted: tuple[str, ...]) -> list[str]:
-    settings = Settings(
-        database=tmp_path / "data" / "test.db",
-        keys_dir=tmp_path / "keys",
-        proxy=ProxySettings(trusted_proxies=trusted),
-    )
+async def source_ips(aiohttp_client, settings, trusted: tuple[str, ...]) -> list[str]:
+    settings = with_sections(settings, proxy=ProxySettings(trusted_proxies=trusted))
     client = await aiohttp_client(create_app(settings))
     for forwarded in ("198.51.100.7", "1.2.3.4, 203.0.113.8", None):
         response = await client.post(
@@ -166,19 +163,17 @@ async def source_ips(aiohttp_client, tmp_path, trusted: tuple[str, ...]) -> list
             headers={"X-Forwarded-For": forwarded} if forwarded else None,
         )
         assert response.status == 200
-    async with (
-        client.app[RUNTIME].db.read() as conn,
-        conn.execute("SELECT source_ip FROM verification_attempts ORDER BY id") as cur,
-    ):
-        return [row[0] for row in await cur.fetchall()]
+    async with client.app[RUNTIME].db.read() as conn:
+        rows = await conn.fetch_all("SELECT source_ip FROM verification_attempts ORDER BY id")
+    return [row["source_ip"] for row in rows]
 
 
-async def test_the_app_ignores_the_header_without_trusted_proxies(aiohttp_client, tmp_path):
-    assert await source_ips(aiohttp_client, tmp_path, ()) == ["127.0.0.1"] * 3
+async def test_the_app_ignores_the_header_without_trusted_proxies(aiohttp_client, settings):
+    assert await source_ips(aiohttp_client, settings, ()) == ["127.0.0.1"] * 3
 
 
-async def test_the_app_believes_a_trusted_proxy(aiohttp_client, tmp_path):
-    assert await source_ips(aiohttp_client, tmp_path, ("127.0.0.1",)) == [
+async def test_the_app_believes_a_trusted_proxy(aiohttp_client, settings):
+    assert await source_ips(aiohttp_client, settings, ("127.0.0.1",)) == [
         "198.51.100.7",
         "203.0.113.8",
         "127.0.0.1",
@@ -186,9 +181,9 @@ async def test_the_app_believes_a_trusted_proxy(aiohttp_client, tmp_path):
 
 
 async def test_the_app_ignores_the_header_when_the_peer_is_not_the_trusted_proxy(
-    aiohttp_client, tmp_path
+    aiohttp_client, settings
 ):
-    assert await source_ips(aiohttp_client, tmp_path, ("10.0.0.0/8",)) == ["127.0.0.1"] * 3
+    assert await source_ips(aiohttp_client, settings, ("10.0.0.0/8",)) == ["127.0.0.1"] * 3
 
 
 def test_an_ipv4_mapped_peer_matches_ipv4_rules_and_is_stored_as_ipv4():

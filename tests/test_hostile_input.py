@@ -23,6 +23,7 @@ from license_server.appkeys import RUNTIME
 from license_server.client import parse_signature_header
 from license_server.settings import Settings
 from license_server.web.serving import runner_options
+from tests.conftest import with_sections
 from tests.verify_helpers import attempts, issue, nonce, product, public_keys
 
 NATIVE = "/api/v1/verify"
@@ -80,12 +81,8 @@ async def served(settings: Settings) -> AsyncIterator[Server]:
 
 
 @pytest.fixture
-async def server(tmp_path):
-    settings = Settings(
-        database=tmp_path / "data" / "test.db",
-        keys_dir=tmp_path / "keys",
-        verify={"body_read_timeout_seconds": READ_TIMEOUT},
-    )
+async def server(settings):
+    settings = with_sections(settings, verify={"body_read_timeout_seconds": READ_TIMEOUT})
     async with served(settings) as server:
         yield server
 

@@ -212,11 +212,11 @@ async def test_issue_records_the_signer_and_old_rows_fall_back_to_the_hint(setti
             LicenseSpec(product="m", licensee="A", email="a@example.org")
         )
         kid = runtime.keyring.active.kid
-        async with (
-            runtime.db.read() as conn,
-            conn.execute("SELECT signing_kid FROM licenses WHERE id = ?", (license.id,)) as cur,
-        ):
-            assert (await cur.fetchone())[0] == kid
+        async with runtime.db.read() as conn:
+            recorded = await conn.fetch_value(
+                "SELECT signing_kid FROM licenses WHERE id = ?", (license.id,)
+            )
+        assert recorded == kid
         assert (await signed_by(runtime.licenses, kid)).live_licenses == 1
         async with runtime.db.write() as conn:  # as if issued before the column existed
             await conn.execute("UPDATE licenses SET signing_kid = NULL")

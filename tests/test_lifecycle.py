@@ -119,11 +119,9 @@ async def test_service_applies_transitions_in_one_transaction(runtime):
 
 
 async def _change_rows(runtime) -> list[tuple]:
-    async with (
-        runtime.db.read() as conn,
-        conn.execute("SELECT license_id, kind FROM license_changes ORDER BY seq") as cur,
-    ):
-        return [tuple(row) for row in await cur.fetchall()]
+    async with runtime.db.read() as conn:
+        rows = await conn.fetch_all("SELECT license_id, kind FROM license_changes ORDER BY seq")
+    return [(row["license_id"], row["kind"]) for row in rows]
 
 
 async def test_every_change_is_logged_in_its_transaction_and_announced(runtime):

@@ -13,9 +13,9 @@ import json
 
 import pytest
 
-from license_server.db.database import Database
+from license_server.db.database import open_database
 from license_server.licensing.attempt_log import AttemptLog, storable
-from license_server.settings import Settings
+from tests.conftest import with_sections
 from tests.test_attempt_log import attempt
 from tests.test_hostile_input import FORM, NATIVE, WHMCS, Server, served
 from tests.verify_helpers import attempts, issue, nonce, product
@@ -58,16 +58,22 @@ def test_each_text_is_cut_to_its_column():
 
 
 @pytest.fixture
-async def poisonable_db(tmp_path):
-    database = Database(tmp_path / "log.db", readers=1)
+async def poisonable_db(database_url):
+    database = open_database(database_url, readers=1)
     await database.open()
     async with database.write() as conn:
-        # A real refusal by SQLite for one specific row (no mock): what a row that survives
-        # sanitising but breaks a constraint would do.
-        await conn.execute(
-            "CREATE TRIGGER poison BEFORE INSERT ON verification_attempts "
-            "WHEN NEW.client_version = 'poison' BEGIN SELECT RAISE(ABORT, 'poison'); END"
-        )
+        # A real refusal by the database for one specific row (no mock): what a row that
+        # survives sanitising but breaks a constraint would do.
+        if database.backend == "sqlite":
+            await conn.execute(
+                "CREATE TRIGGER poison BEFORE INSERT ON verification_attempts "
+                "WHEN NEW.client_version = 'poison' BEGIN SELECT RAISE(ABORT, 'poison'); END"
+            )
+        else:
+            await conn.execute(
+                "ALTER TABLE verification_attempts "
+                "ADD CONSTRAINT poison CHECK (client_version <> 'poison')"
+            )
     try:
         yield database
     finally:
@@ -87,13 +93,11 @@ async def test_a_row_the_database_refuses_costs_only_its_own_caller(poisonable_d
         await log.stop()
     assert all(r is None for r in results[:8]), results
     assert isinstance(results[8], Exception) and "poison" in str(results[8])
-    async with (
-        poisonable_db.read() as conn,
-        conn.execute(
+    async with poisonable_db.read() as conn:
+        found = await conn.fetch_all(
             "SELECT client_version FROM verification_attempts ORDER BY client_version"
-        ) as cur,
-    ):
-        stored = [row[0] for row in await cur.fetchall()]
+        )
+    stored = [row["client_version"] for row in found]
     assert stored == sorted(versions[:8])
     errors = [r for r in caplog.records if r.levelname == "ERROR"]
     assert len(errors) == 1 and "1 of 9" in errors[0].getMessage()
@@ -104,13 +108,11 @@ async def test_a_row_the_database_refuses_costs_only_its_own_caller(poisonable_d
 
 
 @pytest.fixture
-async def batching_server(tmp_path):
+async def batching_server(settings):
     """Production runner options; the attempt log closes a batch at exactly 9 rows, so every
     round's nine requests share one batch (no timing involved)."""
-    settings = Settings(
-        database=tmp_path / "data" / "test.db",
-        keys_dir=tmp_path / "keys",
-        attempt_log={"batch_max_rows": GENUINE + 1, "batch_max_delay_ms": 1000},
+    settings = with_sections(
+        settings, attempt_log={"batch_max_rows": GENUINE + 1, "batch_max_delay_ms": 1000}
     )
     async with served(settings) as server:
         yield server

@@ -29,15 +29,15 @@ from license_server.settings import (
     load_settings,
 )
 from license_server.web.rate_limit import RateLimiter
-from tests.conftest import PRODUCT
+from tests.conftest import PRODUCT, with_sections
 from tests.verify_helpers import assert_signed, nonce, public_keys
 
 VERIFY = "/api/v1/verify"
 RATE_LIMIT_HEADER = re.compile(r'^"(?P<policy>[a-z-]+)";r=0;t=(?P<t>\d+)$')
 
 
-def make_settings(tmp_path: Path, name: str = "app", **sections) -> Settings:
-    return Settings(database=tmp_path / name / "test.db", keys_dir=tmp_path / "keys", **sections)
+def make_settings(settings: Settings, **sections) -> Settings:
+    return with_sections(settings, **sections)
 
 
 def verified(runtime, response, body: bytes, sent: str) -> dict:
@@ -65,11 +65,8 @@ async def check(client, key: str, *, sent: str | None = None, forwarded: str | N
 
 
 async def attempt_rows(runtime) -> list[dict]:
-    async with (
-        runtime.db.read() as conn,
-        conn.execute("SELECT * FROM verification_attempts ORDER BY id") as cur,
-    ):
-        return [dict(row) for row in await cur.fetchall()]
+    async with runtime.db.read() as conn:
+        return await conn.fetch_all("SELECT * FROM verification_attempts ORDER BY id")
 
 
 def assert_limited(response, body: bytes, runtime, policy: str, quota: int, window: int) -> dict:
@@ -90,8 +87,8 @@ def assert_limited(response, body: bytes, runtime, policy: str, quota: int, wind
 # -- per-ip ---------------------------------------------------------------------------------
 
 
-async def test_per_ip_limit_refuses_the_request_after_the_quota(aiohttp_client, tmp_path):
-    settings = make_settings(tmp_path, rate_limit=RateLimitSettings(per_ip="3/minute"))
+async def test_per_ip_limit_refuses_the_request_after_the_quota(aiohttp_client, settings):
+    settings = make_settings(settings, rate_limit=RateLimitSettings(per_ip="3/minute"))
     client = await aiohttp_client(create_app(settings))
     runtime = client.app[RUNTIME]
     key = await issue_key(runtime)
@@ -109,8 +106,8 @@ async def test_per_ip_limit_refuses_the_request_after_the_quota(aiohttp_client, 
     assert limited["license_id"] is None and limited["key_hash"] is None
 
 
-async def test_per_ip_limit_counts_malformed_requests_too(aiohttp_client, tmp_path):
-    settings = make_settings(tmp_path, rate_limit=RateLimitSettings(per_ip="2/minute"))
+async def test_per_ip_limit_counts_malformed_requests_too(aiohttp_client, settings):
+    settings = make_settings(settings, rate_limit=RateLimitSettings(per_ip="2/minute"))
     client = await aiohttp_client(create_app(settings))
     for _ in range(2):
         response = await client.post(VERIFY, data={"domain": "shop.com"})
@@ -122,9 +119,9 @@ async def test_per_ip_limit_counts_malformed_requests_too(aiohttp_client, tmp_pa
 # -- per-key --------------------------------------------------------------------------------
 
 
-async def test_per_key_limit_applies_across_client_ips(aiohttp_client, tmp_path):
+async def test_per_key_limit_applies_across_client_ips(aiohttp_client, settings):
     settings = make_settings(
-        tmp_path,
+        settings,
         rate_limit=RateLimitSettings(per_ip="1000/minute", per_key="4/minute"),
         proxy=ProxySettings(trusted_proxies=("127.0.0.1",)),
     )
@@ -169,9 +166,9 @@ def forged(key: str) -> str:
     return key[:index] + replacement + key[index + 1 :]
 
 
-async def test_unknown_keys_exhaust_a_stricter_budget_per_ip(aiohttp_client, tmp_path):
+async def test_unknown_keys_exhaust_a_stricter_budget_per_ip(aiohttp_client, settings):
     settings = make_settings(
-        tmp_path,
+        settings,
         rate_limit=RateLimitSettings(per_ip="1000/minute", unknown_key_per_ip="3/minute"),
         proxy=ProxySettings(trusted_proxies=("127.0.0.1",)),
     )
@@ -208,9 +205,9 @@ async def test_unknown_keys_exhaust_a_stricter_budget_per_ip(aiohttp_client, tmp
     assert response.status == 200 and json.loads(body)["status"] == "active"
 
 
-async def test_valid_keys_do_not_consume_the_unknown_key_budget(aiohttp_client, tmp_path):
+async def test_valid_keys_do_not_consume_the_unknown_key_budget(aiohttp_client, settings):
     settings = make_settings(
-        tmp_path,
+        settings,
         rate_limit=RateLimitSettings(
             per_ip="1000/minute", per_key="1000/minute", unknown_key_per_ip="3/minute"
         ),
@@ -254,10 +251,10 @@ def assert_warned_off(caplog) -> None:
     assert len(warnings) == 1
 
 
-async def test_disabled_rate_limiting_never_refuses_and_warns(aiohttp_client, tmp_path, caplog):
+async def test_disabled_rate_limiting_never_refuses_and_warns(aiohttp_client, settings, caplog):
     caplog.set_level(logging.WARNING)
     settings = make_settings(
-        tmp_path,
+        settings,
         rate_limit=RateLimitSettings(
             enabled=False, per_ip="1/minute", per_key="1/minute", unknown_key_per_ip="1/minute"
         ),
@@ -286,9 +283,9 @@ async def test_rate_limiting_can_be_disabled_from_the_environment(aiohttp_client
     await assert_never_limited(client, client.app[RUNTIME], 5)
 
 
-async def test_enabled_rate_limiting_does_not_warn(aiohttp_client, tmp_path, caplog):
+async def test_enabled_rate_limiting_does_not_warn(aiohttp_client, settings, caplog):
     caplog.set_level(logging.WARNING)
-    await aiohttp_client(create_app(make_settings(tmp_path)))
+    await aiohttp_client(create_app(make_settings(settings)))
     assert not any("rate limiting is OFF" in r.getMessage() for r in caplog.records)
 
 
@@ -366,13 +363,13 @@ def redis_port(tmp_path):
 
 
 async def test_instances_sharing_redis_share_the_per_ip_budget(
-    aiohttp_client, tmp_path, redis_port
+    aiohttp_client, settings, redis_port
 ):
     limits = RateLimitSettings(
         storage_uri=f"async+redis://127.0.0.1:{redis_port}", per_ip="4/minute"
     )
-    first = await aiohttp_client(create_app(make_settings(tmp_path, "one", rate_limit=limits)))
-    second = await aiohttp_client(create_app(make_settings(tmp_path, "two", rate_limit=limits)))
+    first = await aiohttp_client(create_app(make_settings(settings, rate_limit=limits)))
+    second = await aiohttp_client(create_app(make_settings(settings, rate_limit=limits)))
     assert await first.app[RUNTIME].db.ping()
     statuses = []
     for client in (first, second, first, second):
@@ -388,21 +385,21 @@ async def test_instances_sharing_redis_share_the_per_ip_budget(
     assert reply.startswith(b":") and int(reply[1:].strip()) >= 1
 
 
-async def test_redis_storage_uri_without_async_prefix_works(aiohttp_client, tmp_path, redis_port):
+async def test_redis_storage_uri_without_async_prefix_works(aiohttp_client, settings, redis_port):
     limits = RateLimitSettings(storage_uri=f"redis://127.0.0.1:{redis_port}", per_ip="1/minute")
-    client = await aiohttp_client(create_app(make_settings(tmp_path, rate_limit=limits)))
+    client = await aiohttp_client(create_app(make_settings(settings, rate_limit=limits)))
     response, _ = await check(client, "NOPE-" + secrets.token_hex(8))
     assert response.status == 200
     response, _ = await check(client, "NOPE-" + secrets.token_hex(8))
     assert response.status == 429
 
 
-async def test_unreachable_redis_fails_open(aiohttp_client, tmp_path, caplog):
+async def test_unreachable_redis_fails_open(aiohttp_client, settings, caplog):
     caplog.set_level(logging.INFO, logger="license_server")
     limits = RateLimitSettings(
         storage_uri=f"async+redis://127.0.0.1:{free_port()}", per_ip="1/minute"
     )
-    client = await aiohttp_client(create_app(make_settings(tmp_path, rate_limit=limits)))
+    client = await aiohttp_client(create_app(make_settings(settings, rate_limit=limits)))
     runtime = client.app[RUNTIME]
     key = await issue_key(runtime)
     started = time.monotonic()
@@ -430,7 +427,7 @@ def storage_log(caplog) -> list[logging.LogRecord]:
 
 
 async def test_a_redis_outage_logs_one_warning_then_one_recovery_line(
-    aiohttp_client, tmp_path, caplog
+    aiohttp_client, tmp_path, settings, caplog
 ):
     executable = shutil.which("redis-server")
     if executable is None:
@@ -441,7 +438,7 @@ async def test_a_redis_outage_logs_one_warning_then_one_recovery_line(
         limits = RateLimitSettings(
             storage_uri=f"async+redis://127.0.0.1:{port}", per_ip="1000/minute"
         )
-        client = await aiohttp_client(create_app(make_settings(tmp_path, rate_limit=limits)))
+        client = await aiohttp_client(create_app(make_settings(settings, rate_limit=limits)))
         runtime = client.app[RUNTIME]
         key = await issue_key(runtime)
         assert (await check(client, key))[0].status == 200
@@ -498,9 +495,9 @@ def test_a_bad_rate_from_the_environment_names_the_variable(tmp_path):
 # -- regressions ----------------------------------------------------------------------------
 
 
-async def test_concurrent_guesses_cannot_overrun_the_unknown_key_budget(aiohttp_client, tmp_path):
+async def test_concurrent_guesses_cannot_overrun_the_unknown_key_budget(aiohttp_client, settings):
     settings = make_settings(
-        tmp_path, rate_limit=RateLimitSettings(per_ip="1000/minute", unknown_key_per_ip="3/minute")
+        settings, rate_limit=RateLimitSettings(per_ip="1000/minute", unknown_key_per_ip="3/minute")
     )
     client = await aiohttp_client(create_app(settings))
     runtime = client.app[RUNTIME]
@@ -514,9 +511,9 @@ async def test_concurrent_guesses_cannot_overrun_the_unknown_key_budget(aiohttp_
             assert_limited(response, body, runtime, "unknown-key-per-ip", 3, 60)
 
 
-async def test_respelling_a_key_does_not_reset_its_budget(aiohttp_client, tmp_path):
+async def test_respelling_a_key_does_not_reset_its_budget(aiohttp_client, settings):
     settings = make_settings(
-        tmp_path,
+        settings,
         rate_limit=RateLimitSettings(per_key="2/minute"),
         proxy=ProxySettings(trusted_proxies=("127.0.0.1",)),
     )

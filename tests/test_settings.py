@@ -77,3 +77,55 @@ def test_bad_values_give_one_line_naming_the_setting(tmp_path, content, environ,
 def test_an_explicit_missing_file_is_an_error(tmp_path):
     with pytest.raises(SettingsError, match="does not exist"):
         load_settings(tmp_path / "nope.toml", environ={})
+
+
+# -- the database and Redis URLs (issue #17) ---------------------------------------------------
+
+
+def test_a_postgresql_url_selects_postgresql_and_never_prints_its_password():
+    settings = load_settings(
+        path=None,
+        environ={"LICENSE_SERVER_DATABASE": "postgresql://app:hunter2@db.internal:5432/lic"},
+    )
+    assert settings.database_location() == "postgresql://app:hunter2@db.internal:5432/lic"
+    assert "hunter2" not in repr(settings) and "hunter2" not in str(settings.database)
+    from license_server.db.database import open_database
+
+    db = open_database(settings.database_location())
+    assert db.backend == "postgresql"
+    assert db.describe() == "PostgreSQL db.internal:5432/lic"
+
+
+@pytest.mark.parametrize(
+    "url", ["mysql://root:hunter2@db/lic", "sqlite:///tmp/x.db", "postgresql://"]
+)
+def test_a_url_the_server_does_not_serve_is_one_line_without_the_value(url):
+    with pytest.raises(SettingsError) as caught:
+        load_settings(path=None, environ={"LICENSE_SERVER_DATABASE": url})
+    message = str(caught.value)
+    assert message.startswith("setting 'database':") and "\n" not in message
+    assert "hunter2" not in message
+
+
+def test_a_file_path_stays_sqlite():
+    settings = load_settings(path=None, environ={"LICENSE_SERVER_DATABASE": "data/x.db"})
+    assert settings.database_location() == Path("data/x.db")
+
+
+def test_rate_limits_follow_redis_url_unless_set_on_their_own():
+    followed = load_settings(  # with the shipped settings.toml, which says memory://
+        REPO_SETTINGS, environ={"LICENSE_SERVER_REDIS_URL": "redis://:pw@127.0.0.1:6379/0"}
+    )
+    assert followed.rate_limit.storage_uri == "async+redis://:pw@127.0.0.1:6379/0"
+    assert "pw@" not in repr(followed.redis_url)
+    own = load_settings(
+        path=None,
+        environ={
+            "LICENSE_SERVER_REDIS_URL": "redis://127.0.0.1:6379/0",
+            "LICENSE_SERVER_RATE_LIMIT_STORAGE_URI": "async+redis://10.0.0.9:6379/1",
+        },
+    )
+    assert own.rate_limit.storage_uri == "async+redis://10.0.0.9:6379/1"
+    with pytest.raises(SettingsError) as caught:
+        load_settings(path=None, environ={"LICENSE_SERVER_REDIS_URL": "http://user:pw@x"})
+    assert "pw@" not in str(caught.value)

@@ -358,13 +358,11 @@ async def test_an_import_goes_through_the_write_path(runtime, product, tmp_path,
     monkeypatch.setattr(import_rows, "insert_bindings", crash_on_second_batch)
     with pytest.raises(OSError, match="disk full"):
         await import_export(runtime.licenses, path, "mymod", batch_size=10, actor=CLI)
-    async with (
-        runtime.db.read() as conn,
-        conn.execute(
+    async with runtime.db.read() as conn:
+        found = await conn.fetch_all(
             "SELECT license_id, kind FROM license_changes WHERE kind = 'import' ORDER BY seq"
-        ) as cur,
-    ):
-        logged = [tuple(row) for row in await cur.fetchall()]
+        )
+    logged = [(row["license_id"], row["kind"]) for row in found]
     # The first batch: one change per license, announced with the actor; the failed batch
     # logged and announced nothing.
     first_ten = [await runtime.licenses.license_by_key(r["licensekey"]) for r in rows[:10]]

@@ -32,11 +32,8 @@ def nonce() -> str:
 
 
 async def attempts(runtime) -> list[dict]:
-    async with (
-        runtime.db.read() as conn,
-        conn.execute("SELECT * FROM verification_attempts ORDER BY id") as cur,
-    ):
-        return [dict(row) for row in await cur.fetchall()]
+    async with runtime.db.read() as conn:
+        return await conn.fetch_all("SELECT * FROM verification_attempts ORDER BY id")
 
 
 def assert_signed(runtime, response, body: bytes) -> None:

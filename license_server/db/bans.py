@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import aiosqlite
+from license_server.db.connection import Connection, Row
 
 
-async def all_bans(conn: aiosqlite.Connection) -> list[dict]:
-    async with conn.execute("SELECT kind, value, reason, created_at FROM bans ORDER BY id") as cur:
-        return [dict(row) for row in await cur.fetchall()]
+async def all_bans(conn: Connection) -> list[Row]:
+    return await conn.fetch_all("SELECT kind, value, reason, created_at FROM bans ORDER BY id")
 
 
-async def add_ban(conn: aiosqlite.Connection, kind: str, value: str, reason: str, now: int) -> None:
+async def add_ban(conn: Connection, kind: str, value: str, reason: str, now: int) -> None:
     await conn.execute(
         "INSERT INTO bans (kind, value, reason, created_at) VALUES (?, ?, ?, ?) "
         "ON CONFLICT (kind, value) DO UPDATE SET reason = excluded.reason",
@@ -18,6 +17,5 @@ async def add_ban(conn: aiosqlite.Connection, kind: str, value: str, reason: str
     )
 
 
-async def remove_ban(conn: aiosqlite.Connection, kind: str, value: str) -> bool:
-    async with conn.execute("DELETE FROM bans WHERE kind = ? AND value = ?", (kind, value)) as cur:
-        return cur.rowcount > 0
+async def remove_ban(conn: Connection, kind: str, value: str) -> bool:
+    return await conn.execute("DELETE FROM bans WHERE kind = ? AND value = ?", (kind, value)) > 0

@@ -1,103 +1,107 @@
-"""The database handle: one writer connection behind a lock, a small pool of read-only readers.
+"""The database handle every other layer uses, whichever backend serves it.
 
-SQLite allows one writer at a time; serialising writes in-process (an asyncio lock around
-`BEGIN IMMEDIATE ... COMMIT`) means no request ever waits on SQLITE_BUSY, and a failed block is
-rolled back whole, so no half-written record is left behind. Readers are opened read-only, so a
-bug in a read path cannot write.
+`open_database(settings.database)` gives a `SqliteDatabase` for a file path (the embedded
+default) or a `PostgresDatabase` for a `postgresql://` URL. Both offer the same things:
+`read()` (a connection for queries), `write()` (one transaction, committed whole or not at
+all), `transaction(work)` (the same, run again from the start on a serialisation failure),
+`attempts` (the attempt log's group-commit writer), `change_signal` (a cheap "did anything
+change" for caches, or None where there is none), `ping()` and `backup()`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import sqlite3
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+import random
+from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable, Sequence
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
+from typing import Any, Protocol, TypeVar
 
-import aiosqlite
-
-from license_server.db import dialect
-from license_server.db.attempts import AttemptWriter
-from license_server.db.change_signal import ChangeSignal
+from license_server.db.connection import Connection
+from license_server.db.errors import SerializationFailure
 from license_server.db.migrations import migrate
 
+T = TypeVar("T")
 
-class Database:
-    def __init__(self, path: Path, readers: int = 2) -> None:
-        self.path = path
-        self._reader_count = readers
-        self._writer: aiosqlite.Connection | None = None
-        self._write_lock = asyncio.Lock()
-        self._readers: asyncio.Queue[aiosqlite.Connection] = asyncio.Queue()
-        self._all_readers: list[aiosqlite.Connection] = []
-        self.attempts = AttemptWriter(path)
-        self.change_signal: ChangeSignal | None = None
+# A unit of work that keeps meeting concurrent writers is given up after this many tries.
+TRANSACTION_TRIES = 8
 
-    async def open(self) -> None:
-        self._writer = await dialect.open_writer(self.path)
-        self.change_signal = ChangeSignal(self.path.with_name(self.path.name + "-changes"))
-        try:
-            async with self.write() as conn:
-                await migrate(conn)
-            for _ in range(self._reader_count):
-                reader = await dialect.open_reader(self.path)
-                self._all_readers.append(reader)
-                self._readers.put_nowait(reader)
-            await self.attempts.open()
-        except BaseException:
-            await self.close()  # an open connection's thread would keep the process alive
-            raise
 
-    async def close(self) -> None:
-        await self.attempts.close()
-        if self.change_signal is not None:
-            self.change_signal.close()
-            self.change_signal = None
-        for reader in self._all_readers:
-            await reader.close()
-        self._all_readers.clear()
-        if self._writer is not None:
-            await self._writer.close()
-            self._writer = None
+class AttemptStore(Protocol):
+    async def open(self) -> None: ...
+    async def close(self) -> None: ...
+    async def write(
+        self, rows: Sequence[Sequence[object]], seen: Sequence[tuple[int, int]]
+    ) -> None:
+        """Insert attempt rows and advance `last_access_at` in one durable transaction."""
 
-    @asynccontextmanager
-    async def write(self) -> AsyncIterator[aiosqlite.Connection]:
-        """A write transaction: everything in the block commits together or not at all."""
-        assert self._writer is not None, "database is not open"
-        async with self._write_lock:
-            conn = self._writer
-            conn.pending_change_seq = None
-            await dialect.begin_write(conn)
+
+class Signal(Protocol):
+    def value(self) -> int: ...
+
+
+class Database(ABC):
+    backend: str
+    attempts: AttemptStore
+    change_signal: Signal | None
+
+    def __init__(self) -> None:
+        self.retries = 0  # units of work run again after a serialisation failure
+
+    @abstractmethod
+    def describe(self) -> str:
+        """What to print at start-up: never a password."""
+
+    @abstractmethod
+    async def open(self) -> None: ...
+
+    @abstractmethod
+    async def close(self) -> None: ...
+
+    @abstractmethod
+    def write(self) -> AbstractAsyncContextManager[Connection]:
+        """One write transaction: everything in the block commits together or not at all."""
+
+    @abstractmethod
+    def read(self) -> AbstractAsyncContextManager[Connection]: ...
+
+    @abstractmethod
+    async def backup(self, target: Any) -> None: ...
+
+    async def transaction(self, work: Callable[[Connection], Awaitable[T]]) -> T:
+        """Run `work` in one write transaction; on a serialisation failure (another instance
+        changed what it read) run all of it again, reads included, so every decision it makes
+        is made on data that was current when it committed. `work` must not have effects
+        outside the transaction."""
+        for attempt in range(1, TRANSACTION_TRIES + 1):
             try:
-                yield conn
-                await conn.execute("COMMIT")
-                if conn.pending_change_seq is not None and self.change_signal is not None:
-                    self.change_signal.publish(conn.pending_change_seq)
-            except BaseException:
-                # Also after a failed COMMIT (disk full: still open) or a cancelled one (it may
-                # have completed in the connection's thread: nothing left to roll back). The
-                # ROLLBACK must never replace the original exception, above all a cancellation.
-                with contextlib.suppress(sqlite3.Error):
-                    await conn.execute("ROLLBACK")
-                raise
+                async with self.write() as conn:
+                    return await work(conn)
+            except SerializationFailure:
+                if attempt == TRANSACTION_TRIES:
+                    raise
+                self.retries += 1
+                # Jittered back-off, so that two instances that collided do not collide again.
+                await asyncio.sleep(random.uniform(0, 0.002 * 2**attempt))  # noqa: S311 # nosec B311
+        raise AssertionError("unreachable")
 
-    @asynccontextmanager
-    async def read(self) -> AsyncIterator[aiosqlite.Connection]:
-        if not self._all_readers:
-            raise RuntimeError("database is not open")  # instead of waiting forever
-        reader = await self._readers.get()
-        try:
-            yield reader
-        finally:
-            self._readers.put_nowait(reader)
+    async def migrate(self) -> list[int]:
+        async with self.write() as conn:
+            return await migrate(conn)
 
     async def ping(self) -> bool:
-        async with self.read() as conn, conn.execute("SELECT 1") as cur:
-            row = await cur.fetchone()
-        return row is not None and row[0] == 1
+        async with self.read() as conn:
+            return await conn.fetch_value("SELECT 1") == 1
 
-    async def backup(self, target: Path) -> None:
-        async with self._write_lock:
-            assert self._writer is not None
-            await dialect.backup_to(self._writer, target)
+
+def open_database(location: Path | str, readers: int = 2) -> Database:
+    """The backend for a settings value: a PostgreSQL URL or a SQLite file path."""
+    text = str(location)
+    if text.startswith(("postgresql://", "postgres://")):
+        from license_server.db.postgres import PostgresDatabase
+
+        return PostgresDatabase(text, readers=readers)
+    from license_server.db.sqlite import SqliteDatabase
+
+    return SqliteDatabase(Path(location), readers=readers)

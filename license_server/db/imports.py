@@ -8,14 +8,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-import aiosqlite
+from license_server.db.connection import Connection
 
 # Stays below every SQLite build's limit on bound parameters (999 before 3.32).
 _MAX_PARAMETERS = 500
 
 
 async def product_codes_by_key_hash(
-    conn: aiosqlite.Connection, key_hashes: Sequence[bytes]
+    conn: Connection, key_hashes: Sequence[bytes]
 ) -> dict[bytes, str]:
     """For the hashes that already have a license: the code of that license's product."""
     found: dict[bytes, str] = {}
@@ -27,20 +27,20 @@ async def product_codes_by_key_hash(
             "JOIN products ON products.id = licenses.product_id "
             f"WHERE licenses.key_hash IN ({placeholders})"
         )
-        async with conn.execute(query, list(chunk)) as cur:
-            found.update((bytes(row[0]), row[1]) for row in await cur.fetchall())
+        rows = await conn.fetch_all(query, list(chunk))
+        found.update((bytes(row["key_hash"]), row["code"]) for row in rows)
     return found
 
 
 async def insert_bindings(
-    conn: aiosqlite.Connection, rows: Iterable[tuple[int, str, str, str, bool, int, int]]
+    conn: Connection, rows: Iterable[tuple[int, str, str, str, bool, int, int]]
 ) -> None:
     """Insert (license_id, kind, value, raw_value, is_dev, created_at, last_seen_at) rows.
 
     Unlike `licenses.upsert_binding` (a live check: first and last seen are both now), an
     imported binding keeps when it was last seen in the old system.
     """
-    await conn.executemany(
+    await conn.execute_many(
         "INSERT INTO license_bindings "
         "(license_id, kind, value, raw_value, is_dev, created_at, last_seen_at) "
         "VALUES (?, ?, ?, ?, ?, ?, ?)",

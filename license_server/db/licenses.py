@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-import aiosqlite
+from license_server.db.connection import Connection, Row
 
 _INSERT_COLUMNS = (
     "id",
@@ -36,7 +36,7 @@ _OPTIONAL = {
 }
 
 
-async def insert_license(conn: aiosqlite.Connection, row: dict[str, Any]) -> None:
+async def insert_license(conn: Connection, row: dict[str, Any]) -> None:
     columns = ", ".join(_INSERT_COLUMNS)
     placeholders = ", ".join("?" for _ in _INSERT_COLUMNS)
     values = {**_OPTIONAL, **row}
@@ -46,68 +46,69 @@ async def insert_license(conn: aiosqlite.Connection, row: dict[str, Any]) -> Non
     )
 
 
-async def license_id_exists(conn: aiosqlite.Connection, license_id: int) -> bool:
-    async with conn.execute("SELECT 1 FROM licenses WHERE id = ?", (license_id,)) as cur:
-        return await cur.fetchone() is not None
+async def lock_license(conn: Connection, license_id: int) -> bool:
+    """Hold the license's row until the transaction ends, so that a read-check-write on it
+    (seats, reissues) cannot interleave with another instance's: `SELECT ... FOR UPDATE` on
+    PostgreSQL; on SQLite the write transaction already holds the only write lock. False when
+    there is no such license."""
+    row = await conn.fetch_one(
+        "SELECT id FROM licenses WHERE id = ?" + conn.for_update,  # noqa: S608 # nosec B608
+        (license_id,),
+    )
+    return row is not None
 
 
-async def count_live_signed_by(conn: aiosqlite.Connection, kid: str) -> int:
+async def license_id_exists(conn: Connection, license_id: int) -> bool:
+    return await conn.fetch_one("SELECT 1 FROM licenses WHERE id = ?", (license_id,)) is not None
+
+
+async def count_live_signed_by(conn: Connection, kid: str) -> int:
     """Licenses not revoked whose key this signing key signed (recorded at issue)."""
-    async with conn.execute(
-        "SELECT COUNT(*) FROM licenses WHERE signing_kid = ? AND status != 'revoked'", (kid,)
-    ) as cur:
-        (count,) = await cur.fetchone()
-    return int(count)
+    return int(
+        await conn.fetch_value(
+            "SELECT COUNT(*) FROM licenses WHERE signing_kid = ? AND status != 'revoked'", (kid,)
+        )
+    )
 
 
-async def live_signed_without_kid(conn: aiosqlite.Connection) -> list[dict]:
+async def live_signed_without_kid(conn: Connection) -> list[Row]:
     """Signed licenses not revoked that were issued before the signing key was recorded."""
-    async with conn.execute(
+    return await conn.fetch_all(
         "SELECT id, key_encrypted FROM licenses"
         " WHERE signing_kid IS NULL AND key_kind = 'signed' AND status != 'revoked'"
-    ) as cur:
-        return [dict(row) for row in await cur.fetchall()]
+    )
 
 
-async def longest_offline_days(conn: aiosqlite.Connection) -> int:
+async def longest_offline_days(conn: Connection) -> int:
     """The most days any product lets a local key be trusted offline, grace included."""
-    async with conn.execute("SELECT MAX(local_key_days + grace_days) FROM products") as cur:
-        (days,) = await cur.fetchone()
+    days = await conn.fetch_value("SELECT MAX(local_key_days + grace_days) FROM products")
     return int(days or 0)
 
 
-async def license_by_hash(conn: aiosqlite.Connection, key_hash: bytes) -> dict | None:
-    async with conn.execute("SELECT * FROM licenses WHERE key_hash = ?", (key_hash,)) as cur:
-        row = await cur.fetchone()
-    return None if row is None else dict(row)
+async def license_by_hash(conn: Connection, key_hash: bytes) -> Row | None:
+    return await conn.fetch_one("SELECT * FROM licenses WHERE key_hash = ?", (key_hash,))
 
 
-async def license_by_id(conn: aiosqlite.Connection, license_id: int) -> dict | None:
-    async with conn.execute("SELECT * FROM licenses WHERE id = ?", (license_id,)) as cur:
-        row = await cur.fetchone()
-    return None if row is None else dict(row)
+async def license_by_id(conn: Connection, license_id: int) -> Row | None:
+    return await conn.fetch_one("SELECT * FROM licenses WHERE id = ?", (license_id,))
 
 
-async def rules_of(conn: aiosqlite.Connection, license_id: int) -> list[dict]:
-    async with conn.execute(
+async def rules_of(conn: Connection, license_id: int) -> list[Row]:
+    return await conn.fetch_all(
         "SELECT kind, value FROM license_rules WHERE license_id = ? ORDER BY id", (license_id,)
-    ) as cur:
-        return [dict(row) for row in await cur.fetchall()]
+    )
 
 
-async def bindings_of(conn: aiosqlite.Connection, license_id: int) -> list[dict]:
-    async with conn.execute(
+async def bindings_of(conn: Connection, license_id: int) -> list[Row]:
+    return await conn.fetch_all(
         "SELECT kind, value, raw_value, is_dev, created_at, last_seen_at "
         "FROM license_bindings WHERE license_id = ? ORDER BY id",
         (license_id,),
-    ) as cur:
-        return [dict(row) for row in await cur.fetchall()]
+    )
 
 
-async def add_rules(
-    conn: aiosqlite.Connection, license_id: int, rules: Iterable[tuple[str, str]]
-) -> None:
-    await conn.executemany(
+async def add_rules(conn: Connection, license_id: int, rules: Iterable[tuple[str, str]]) -> None:
+    await conn.execute_many(
         "INSERT INTO license_rules (license_id, kind, value) VALUES (?, ?, ?) "
         "ON CONFLICT (license_id, kind, value) DO NOTHING",
         [(license_id, kind, value) for kind, value in rules],
@@ -115,7 +116,7 @@ async def add_rules(
 
 
 async def update_state(
-    conn: aiosqlite.Connection,
+    conn: Connection,
     license_id: int,
     *,
     status: str,
@@ -131,12 +132,12 @@ async def update_state(
     )
 
 
-async def clear_bindings(conn: aiosqlite.Connection, license_id: int) -> None:
+async def clear_bindings(conn: Connection, license_id: int) -> None:
     await conn.execute("DELETE FROM license_bindings WHERE license_id = ?", (license_id,))
 
 
 async def upsert_binding(
-    conn: aiosqlite.Connection,
+    conn: Connection,
     license_id: int,
     *,
     kind: str,
@@ -150,18 +151,18 @@ async def upsert_binding(
         "(license_id, kind, value, raw_value, is_dev, created_at, last_seen_at) "
         "VALUES (?, ?, ?, ?, ?, ?, ?) "
         "ON CONFLICT (license_id, kind, value) DO UPDATE SET last_seen_at = excluded.last_seen_at",
-        (license_id, kind, value, raw_value, int(is_dev), now, now),
+        (license_id, kind, value, raw_value, bool(is_dev), now, now),
     )
 
 
 async def other_holders_of_domain(
-    conn: aiosqlite.Connection, product_id: int, domain: str, license_id: int
+    conn: Connection, product_id: int, domain: str, license_id: int
 ) -> list[int]:
     """Licenses of the same product already bound to `domain` (free-trial duplicates)."""
-    async with conn.execute(
+    rows = await conn.fetch_all(
         "SELECT DISTINCT b.license_id FROM license_bindings b "
         "JOIN licenses l ON l.id = b.license_id "
         "WHERE b.kind = 'domain' AND b.value = ? AND l.product_id = ? AND b.license_id <> ?",
         (domain, product_id, license_id),
-    ) as cur:
-        return [row[0] for row in await cur.fetchall()]
+    )
+    return [row["license_id"] for row in rows]

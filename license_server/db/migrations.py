@@ -1,9 +1,11 @@
 """Numbered schema migrations, applied in order at start-up.
 
-The schema version is kept by the dialect (`PRAGMA user_version` on SQLite). Each migration
-runs inside the caller's write transaction together with the version bump, so a failed
-migration leaves the previous schema intact; re-running start-up applies nothing twice.
-Statements use the dialect's DDL placeholders (`{pk}`, `{blob}`, ...) instead of SQLite types.
+The same numbered migrations serve SQLite and PostgreSQL: statements use the connection's DDL
+placeholders (`{pk}`, `{blob}`, `{bigint}`, `{bool}`, `{false}`) instead of one engine's types.
+The schema version is kept by the connection (`PRAGMA user_version` on SQLite, a one-row table
+on PostgreSQL), which also takes a lock, so instances starting together never race to migrate.
+Each migration runs inside the caller's write transaction together with the version bump, so a
+failed migration leaves the previous schema intact; re-running start-up applies nothing twice.
 Tables for later features (attempt log, staff, sessions, API keys, audit log) arrive with their
 own migrations.
 """
@@ -12,9 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import aiosqlite
-
-from license_server.db import dialect
+from license_server.db.connection import Connection
 
 
 @dataclass(frozen=True)
@@ -76,7 +76,7 @@ MIGRATIONS: tuple[Migration, ...] = (
                 kind TEXT NOT NULL CHECK (kind IN ('domain', 'ip', 'directory')),
                 value TEXT NOT NULL,
                 raw_value TEXT NOT NULL,
-                is_dev {bool} NOT NULL DEFAULT 0,
+                is_dev {bool} NOT NULL DEFAULT {false},
                 created_at {bigint} NOT NULL,
                 last_seen_at {bigint} NOT NULL,
                 UNIQUE (license_id, kind, value)
@@ -127,10 +127,11 @@ MIGRATIONS: tuple[Migration, ...] = (
         "WHMCS Licensing Addon compatibility: product options, WHMCS ids, bans",
         (
             # WHMCS "allow conflict" options: that binding is not checked for the product.
-            "ALTER TABLE products ADD COLUMN allow_domain_conflict {bool} NOT NULL DEFAULT 0",
-            "ALTER TABLE products ADD COLUMN allow_ip_conflict {bool} NOT NULL DEFAULT 0",
-            "ALTER TABLE products ADD COLUMN allow_directory_conflict {bool} NOT NULL DEFAULT 0",
-            "ALTER TABLE products ADD COLUMN free_trial {bool} NOT NULL DEFAULT 0",
+            "ALTER TABLE products ADD COLUMN allow_domain_conflict {bool} NOT NULL DEFAULT {false}",
+            "ALTER TABLE products ADD COLUMN allow_ip_conflict {bool} NOT NULL DEFAULT {false}",
+            "ALTER TABLE products ADD COLUMN allow_directory_conflict {bool} "
+            "NOT NULL DEFAULT {false}",
+            "ALTER TABLE products ADD COLUMN free_trial {bool} NOT NULL DEFAULT {false}",
             "ALTER TABLE products ADD COLUMN max_reissues {bigint}",
             "ALTER TABLE licenses ADD COLUMN whmcs_service_id {bigint}",
             "ALTER TABLE licenses ADD COLUMN billing_cycle TEXT NOT NULL DEFAULT ''",
@@ -178,9 +179,9 @@ MIGRATIONS: tuple[Migration, ...] = (
 LATEST = MIGRATIONS[-1].version
 
 
-async def migrate(conn: aiosqlite.Connection) -> list[int]:
+async def migrate(conn: Connection) -> list[int]:
     """Apply pending migrations inside the caller's transaction; return the versions applied."""
-    current = await dialect.schema_version(conn)
+    current = await conn.schema_version()
     if current > LATEST:
         raise RuntimeError(
             f"database schema version {current} is newer than this server ({LATEST}); upgrade"
@@ -190,7 +191,7 @@ async def migrate(conn: aiosqlite.Connection) -> list[int]:
         if migration.version <= current:
             continue
         for statement in migration.statements:
-            await conn.execute(statement.format(**dialect.DDL_TYPES))
-        await dialect.set_schema_version(conn, migration.version)
+            await conn.execute(statement.format(**conn.ddl_types))
+        await conn.set_schema_version(migration.version)
         applied.append(migration.version)
     return applied

@@ -20,12 +20,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import re
 import time
 from dataclasses import dataclass
 
 from license_server.db import attempts as attempt_rows
+from license_server.db.connection import Connection
 from license_server.db.database import Database
 
 log = logging.getLogger(__name__)
@@ -216,7 +218,13 @@ class AttemptLog:
             if oldest is None or oldest >= cutoff_ms:
                 return deleted
             window_end = min(cutoff_ms, (oldest // PRUNE_WINDOW_MS + 1) * PRUNE_WINDOW_MS)
-            async with self._db.write() as conn:
-                if rollup:
-                    await attempt_rows.roll_up_before(conn, window_end)
-                deleted += await attempt_rows.delete_before(conn, window_end)
+            deleted += await self._db.transaction(functools.partial(_prune, rollup, window_end))
+
+
+async def _prune(rollup: bool, window_end: int, conn: Connection) -> int:
+    # Instances pruning at once on PostgreSQL: the second waits, then finds the rows gone,
+    # instead of counting them into the roll-up a second time.
+    await conn.lock_name("attempt-prune")
+    if rollup:
+        await attempt_rows.roll_up_before(conn, window_end)
+    return await attempt_rows.delete_before(conn, window_end)

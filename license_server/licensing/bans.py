@@ -13,8 +13,7 @@ from __future__ import annotations
 
 import ipaddress
 import time
-from collections.abc import Callable
-from contextlib import AbstractAsyncContextManager
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from license_server.db import bans as ban_rows
@@ -24,8 +23,9 @@ from license_server.licensing.changes import ChangeKind, Coalesced
 from license_server.licensing.domains import normalise_domain, parse_ip_rule
 
 _Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-# LicenseService.write: (actor) -> a transaction with .conn, .now and .changed(kind).
-WritePath = Callable[[Actor], AbstractAsyncContextManager[Any]]
+# LicenseService.write: (actor, work) -> work's result, work getting a transaction with
+# .conn, .now and .changed(kind).
+WritePath = Callable[[Actor, Callable[[Any], Awaitable[Any]]], Awaitable[Any]]
 
 
 class BanList:
@@ -82,17 +82,25 @@ class BanList:
     async def ban(self, kind: str, value: str, reason: str = "", *, actor: Actor = SYSTEM) -> str:
         normalised = _normalise(kind, value)
         reason = _reason(reason)
-        async with self._write_path(actor) as writes:
+
+        async def work(writes: Any) -> None:
             await ban_rows.add_ban(writes.conn, kind, normalised, reason, writes.now)
             writes.changed(ChangeKind.BAN)
+
+        await self._write_path(actor, work)
         await self.reload()
         return normalised
 
     async def unban(self, kind: str, value: str, *, actor: Actor = SYSTEM) -> bool:
-        async with self._write_path(actor) as writes:
-            removed = await ban_rows.remove_ban(writes.conn, kind, _normalise(kind, value))
+        normalised = _normalise(kind, value)
+
+        async def work(writes: Any) -> bool:
+            removed = await ban_rows.remove_ban(writes.conn, kind, normalised)
             if removed:
                 writes.changed(ChangeKind.BAN)
+            return removed
+
+        removed = await self._write_path(actor, work)
         await self.reload()
         return removed
 

@@ -1,9 +1,10 @@
 """The license service: create products, issue licenses, find a license by key, change status.
 
-Every state change goes through one write path, `_write(actor)`: one write transaction in which
-the change and its change-log rows are written together (so a failure leaves nothing
-half-written, and no change goes unannounced), after which "license X changed" is announced to
-this process's caches (`ChangeFeed`); other processes read the log. RBAC, the audit log and
+Every state change goes through one write path, `write(actor, work)`: one write transaction in
+which the change and its change-log rows are written together (so a failure leaves nothing
+half-written, and no change goes unannounced), run again whole when a concurrent transaction of
+another instance got in the way, after which "license X changed" is announced to this
+process's caches (`ChangeFeed`); other processes read the log. RBAC, the audit log and
 webhooks hook in there, once. License keys never reach the database in plain text: a keyed hash
 finds the row, an AES-GCM copy (bound to `licenses.key_encrypted`) lets staff see the key again.
 """
@@ -13,18 +14,19 @@ from __future__ import annotations
 import json
 import secrets
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
+from typing import TypeVar
 
 from license_server.crypto.fields import FieldCipher, LookupHasher
 from license_server.crypto.signing import Keyring
 from license_server.db import changes as change_rows
-from license_server.db import dialect
 from license_server.db import imports as import_rows
 from license_server.db import licenses as license_rows
 from license_server.db import products as product_rows
+from license_server.db.connection import Connection
 from license_server.db.database import Database
+from license_server.db.errors import UniqueViolation
 from license_server.licensing import lifecycle
 from license_server.licensing.actors import SYSTEM, Actor
 from license_server.licensing.caches import TtlCache
@@ -47,6 +49,7 @@ from license_server.licensing.specs import (
 )
 
 KEY_HASH_PURPOSE = "license-key"
+T = TypeVar("T")
 
 
 class NotFound(LookupError):
@@ -99,7 +102,7 @@ class ImportedLicense:
 class _Writes:
     """One transaction of the write path: its connection, actor, clock and changes."""
 
-    conn: object
+    conn: Connection
     actor: Actor
     now: int
     changes: list[Change] = field(default_factory=list)
@@ -138,20 +141,28 @@ class LicenseService:
     def now(self) -> int:
         return int(self.clock())
 
-    @asynccontextmanager
-    async def write(self, actor: Actor) -> AsyncIterator[_Writes]:
+    async def write(self, actor: Actor, work: Callable[[_Writes], Awaitable[T]]) -> T:
         """The single write path: one transaction, its change-log rows, then the announcement.
 
         Every state change goes through here (the service's own operations, first uses, and
         the ban list), with the actor that made it: where RBAC, the audit log and webhook
-        events will be written, in the same transaction as the change."""
-        async with self.db.write() as conn:
+        events will be written, in the same transaction as the change. `work` may run more
+        than once (a serialisation failure on PostgreSQL runs it again from its first read),
+        so it decides only on what it reads through `writes.conn`."""
+        done: list[_Writes] = []
+
+        async def unit(conn: Connection) -> T:
             writes = _Writes(conn, actor, self.now())
-            yield writes
+            result = await work(writes)
             await change_rows.record(
                 conn, [(c.license_id, c.kind) for c in writes.changes], writes.now
             )
-        self.feed.announce(writes.changes)
+            done[:] = [writes]
+            return result
+
+        result = await self.db.transaction(unit)
+        self.feed.announce(done[0].changes)
+        return result
 
     # -- products -------------------------------------------------------------------------
 
@@ -178,20 +189,21 @@ class LicenseService:
             "created_at": now,
             "updated_at": now,
         }
+
+        async def work(writes: _Writes) -> int:
+            # The UNIQUE constraint is case-sensitive; a mixed-case code from before codes
+            # were folded must still block its lower-case twin.
+            if await product_rows.product_by_code(writes.conn, spec.code) is not None:
+                raise Conflict(f"a product with code {spec.code!r} exists")
+            writes.changed(ChangeKind.PRODUCT)
+            return await product_rows.insert_product(writes.conn, row)
+
         try:
-            async with self.write(actor) as writes:
-                # The UNIQUE constraint is case-sensitive; a mixed-case code from before
-                # codes were folded must still block its lower-case twin.
-                if await product_rows.product_by_code(writes.conn, spec.code) is not None:
-                    raise Conflict(f"a product with code {spec.code!r} exists")
-                row["id"] = await product_rows.insert_product(writes.conn, row)
-                writes.changed(ChangeKind.PRODUCT)
-        except Exception as exc:
-            if dialect.is_unique_violation(exc):
-                raise Conflict(
-                    f"a product with code {spec.code!r} or key prefix {spec.prefix()!r} exists"
-                ) from None
-            raise
+            row["id"] = await self.write(actor, work)
+        except UniqueViolation:
+            raise Conflict(
+                f"a product with code {spec.code!r} or key prefix {spec.prefix()!r} exists"
+            ) from None
         return product_from_row(row)
 
     async def update_product(
@@ -208,9 +220,12 @@ class LicenseService:
         if not values:
             raise ValueError("nothing to change")
         values["updated_at"] = self.now()
-        async with self.write(actor) as writes:
+
+        async def work(writes: _Writes) -> None:
             await product_rows.update_product(writes.conn, product.id, values)
             writes.changed(ChangeKind.PRODUCT)
+
+        await self.write(actor, work)
         return await self.product(code)
 
     async def product(self, code: str) -> Product:
@@ -236,7 +251,8 @@ class LicenseService:
         expires_at = None if spec.expires is None else end_of_day_utc(spec.expires)
         if expires_at is not None and expires_at <= now:
             raise ValueError("expires: the expiry date must not be in the past")
-        async with self.write(actor) as writes:
+
+        async def work(writes: _Writes) -> tuple[int, str]:
             conn = writes.conn
             license_id = await self._free_license_id(conn)
             signer = self.keyring.active  # read once: the keyring may change while we wait
@@ -265,6 +281,9 @@ class LicenseService:
             )
             await license_rows.add_rules(conn, license_id, spec.rules())
             writes.changed(ChangeKind.ISSUE, license_id)
+            return license_id, key
+
+        license_id, key = await self.write(actor, work)
         return await self.license_by_id(license_id), key
 
     async def import_licenses(
@@ -273,9 +292,12 @@ class LicenseService:
         """Insert the licenses whose key is new, in one transaction; for those whose key is
         not: the code of the product that has it (they are left untouched)."""
         hashes = [imported.row["key_hash"] for imported in licenses]
-        async with self.write(actor) as writes:
+
+        async def work(writes: _Writes) -> dict[bytes, str]:
             conn = writes.conn
-            # Checked inside the transaction: nothing can insert the same key in between.
+            # Checked inside the transaction, with imports serialised (one lock for all of
+            # them; they are rare): nothing can insert the same key in between.
+            await conn.lock_name("license-import")
             owners = await import_rows.product_codes_by_key_hash(conn, hashes)
             bindings: list[tuple[int, str, str, str, bool, int, int]] = []
             for imported in licenses:
@@ -298,10 +320,12 @@ class LicenseService:
                 )
                 writes.changed(ChangeKind.IMPORT, license_id)
             await import_rows.insert_bindings(conn, bindings)
-        return owners
+            return owners
+
+        return await self.write(actor, work)
 
     @staticmethod
-    async def _free_license_id(conn) -> int:
+    async def _free_license_id(conn: Connection) -> int:
         # Random ids, so a key does not reveal how many licenses a vendor has sold.
         while True:
             candidate = secrets.randbelow(MAX_LICENSE_ID) + 1
@@ -342,12 +366,15 @@ class LicenseService:
             raise NotFound(f"no license with id {license_id}")
         return self.cipher.decrypt("licenses", "key_encrypted", row["key_encrypted"])
 
-    async def load(self, conn, license_id: int) -> License | None:
-        """Load inside the caller's transaction (read-check-write without a race)."""
+    async def load(self, conn: Connection, license_id: int) -> License | None:
+        """Load inside the caller's write transaction, the license's row locked until it ends
+        (read-check-write without a race, on SQLite and across PostgreSQL instances)."""
+        if not await license_rows.lock_license(conn, license_id):
+            return None
         row = await license_rows.license_by_id(conn, license_id)
         return None if row is None else await self._load(conn, row)
 
-    async def _load(self, conn, row: dict) -> License:
+    async def _load(self, conn: Connection, row: dict) -> License:
         product = self._products.get(row["product_id"])
         if product is None:
             flushes = self._product_flushes
@@ -367,13 +394,17 @@ class LicenseService:
         **options: object,
     ) -> License:
         """Run one lifecycle action; the read-check-write happens inside one transaction."""
-        async with self.write(actor) as writes:
+
+        async def work(writes: _Writes) -> License:
             license = await self.load(writes.conn, license_id)
             if license is None:
                 raise NotFound(f"no license with id {license_id}")
+            settings = dict(options)
             if action is lifecycle.Action.REISSUE:
-                options.setdefault("max_reissues", license.product.max_reissues)
-            return await self._transition(writes, license, action, **options)
+                settings.setdefault("max_reissues", license.product.max_reissues)
+            return await self._transition(writes, license, action, **settings)
+
+        return await self.write(actor, work)
 
     async def first_use(
         self, license_id: int, decide: Decide, *, actor: Actor
@@ -383,7 +414,8 @@ class LicenseService:
         last seat. A second free trial on a domain another trial of the product holds is
         suspended instead (DESIGN.md, as the WHMCS addon does). The license is read once; the
         result is built in memory."""
-        async with self.write(actor) as writes:
+
+        async def work(writes: _Writes) -> tuple[License | None, Verdict]:
             conn = writes.conn
             fresh = await self.load(conn, license_id)
             if fresh is None:
@@ -393,6 +425,8 @@ class LicenseService:
                 return fresh, plan.verdict
             domains = [b.value for b in plan.bindings if b.kind == "domain"]
             if domains and fresh.product.free_trial:
+                # Two trials of the product binding the domain at once: one waits here.
+                await conn.lock_name(f"trial:{fresh.product.id}:{domains[0]}")
                 if await license_rows.other_holders_of_domain(
                     conn, fresh.product.id, domains[0], fresh.id
                 ):
@@ -402,6 +436,8 @@ class LicenseService:
             if license.status is Status.PENDING:
                 license = await self._transition(writes, license, lifecycle.Action.ACTIVATE)
             return license, plan.verdict
+
+        return await self.write(actor, work)
 
     async def _bind(
         self, writes: _Writes, license: License, bindings: Sequence[NewBinding]

@@ -1,0 +1,85 @@
+"""Reading the store from tests, the same way on SQLite and PostgreSQL.
+
+Tests look at what the server wrote (attempt rows, the change log) through these, never
+through a driver, so that every test runs on both backends (`pytest --store postgresql`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sqlite3
+import threading
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+from license_server.db.database import Database
+from license_server.db.postgres import to_numbered
+
+
+async def rows(db: Database, table: str, order: str = "") -> list[dict]:
+    sql = f"SELECT * FROM {table}" + (f" ORDER BY {order}" if order else "")
+    async with db.read() as conn:
+        return await conn.fetch_all(sql)
+
+
+async def table_names(db: Database) -> list[str]:
+    async with db.read() as conn:
+        if db.backend == "sqlite":
+            found = await conn.fetch_all("SELECT name FROM sqlite_master WHERE type = 'table'")
+            return [row["name"] for row in found]
+        found = await conn.fetch_all(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'"
+        )
+        return [row["table_name"] for row in found]
+
+
+def tables_at(location: Path | str) -> set[str]:
+    """The tables of a database no server has open (synchronous)."""
+    if str(location).startswith(("postgresql://", "postgres://")):
+        sql = "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'"
+    else:
+        sql = "SELECT name FROM sqlite_master WHERE type = 'table'"
+    return {name for (name,) in query(location, sql)}
+
+
+async def execute(db: Database, sql: str, params: tuple = ()) -> int:
+    """One statement in its own write transaction (a test editing rows by hand)."""
+    async with db.write() as conn:
+        return await conn.execute(sql, params)
+
+
+def query(location: Path | str, sql: str, params: tuple = ()) -> list[tuple[Any, ...]]:
+    """Rows as tuples, read from outside the server (a test beside a server process); `?`
+    placeholders on both backends. Synchronous, for tests that drive a subprocess."""
+    text = str(location)
+    if not text.startswith(("postgresql://", "postgres://")):
+        conn = sqlite3.connect(f"file:{location}?mode=ro", uri=True)
+        with contextlib.closing(conn):
+            return conn.execute(sql, params).fetchall()
+
+    async def fetch() -> list[tuple[Any, ...]]:
+        conn = await asyncpg.connect(text)
+        try:
+            return [tuple(row) for row in await conn.fetch(to_numbered(sql), *params)]
+        finally:
+            await conn.close()
+
+    # Its own thread and loop: callers may be inside a running event loop.
+    result: list = []
+    error: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            result.append(asyncio.run(fetch()))
+        except BaseException as exc:
+            error.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join()
+    if error:
+        raise error[0]
+    return result[0]
