@@ -9,6 +9,7 @@ from license_server.appkeys import RUNTIME
 from license_server.licensing.specs import ProductSpec
 from license_server.runtime import open_runtime
 from license_server.settings import Settings
+from tests.services import redis_executable, start_redis, stop_process
 
 
 @pytest.fixture
@@ -31,6 +32,16 @@ async def client(aiohttp_client, settings):
 def app_runtime(client):
     """The runtime of the app under test (same database and keys as `client`)."""
     return client.app[RUNTIME]
+
+
+@pytest.fixture
+def redis_port(tmp_path):
+    """The port of a redis-server on 127.0.0.1 for this test, stopped after it."""
+    process, port = start_redis(redis_executable(), tmp_path)
+    try:
+        yield port
+    finally:
+        stop_process(process)
 
 
 PRODUCT = ProductSpec(code="mymod", name="My Module", seats=2, whmcs_secret="s3cret")
