@@ -146,8 +146,9 @@ class PostgresCluster:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._admin: asyncpg.Connection | None = None
-        # template0 copied file by file: two checkpoints, cheap without fsync (measured 29 ms
-        # against 85 ms for PG15's default WAL_LOG strategy, which logs every page). An external
+        # template0 copied file by file: two checkpoints, cheap without fsync. Measured here (PG15,
+        # 10 in a row): 17-48 ms a CREATE and 9 ms a DROP, against 100-170 ms and 16 ms with
+        # PG15's default strategy, WAL_LOG, which writes every page to the WAL. An external
         # server keeps its default: its checkpoints fsync.
         self.strategy = "" if external_dsn else " STRATEGY FILE_COPY"
 
