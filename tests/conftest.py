@@ -1,6 +1,15 @@
-"""Shared fixtures: test settings on a temporary database and key directory, the app, a product."""
+"""Shared fixtures: test settings on a temporary database and key directory, the app, a product.
+
+`--store sqlite|postgresql` chooses the database the suite runs on (`store`, `database_url`);
+`postgres_cluster` and `redis_port` start throw-away servers (tests/services.py).
+"""
 
 from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -9,12 +18,78 @@ from license_server.appkeys import RUNTIME
 from license_server.licensing.specs import ProductSpec
 from license_server.runtime import open_runtime
 from license_server.settings import Settings
+from tests.services import (
+    POSTGRES_ENV,
+    PostgresCluster,
+    redis_executable,
+    start_redis,
+    stop_process,
+)
+
+STORES = ("sqlite", "postgresql")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--store",
+        choices=STORES,
+        default="sqlite",
+        help="the database the tests run on: sqlite (default) or postgresql (a throw-away "
+        f"cluster, or the server ${POSTGRES_ENV} names)",
+    )
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    store = config.getoption("store")
+    if store == "postgresql":
+        where = f"${POSTGRES_ENV}" if os.environ.get(POSTGRES_ENV) else "a throw-away cluster"
+        return f"store: postgresql ({where})"
+    return f"store: {store}"
+
+
+def _interrupted(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # SIGTERM (.ci/run's trap) ends the run as Ctrl-C does: session fixtures are torn down, so
+    # no PostgreSQL or Redis outlives the run.
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _interrupted)
+
+
+@pytest.fixture(scope="session")
+def store(request: pytest.FixtureRequest) -> str:
+    """The database backend this run tests: "sqlite" or "postgresql" (`--store`)."""
+    return request.config.getoption("store")
+
+
+@pytest.fixture(scope="session")
+def postgres_cluster():
+    """One PostgreSQL server for the session, started when a test first needs it."""
+    cluster = PostgresCluster.from_environment()
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
 
 
 @pytest.fixture
-def database_url(tmp_path):
-    """The test's own empty database (SQLite here; the harness adds --store postgresql)."""
-    return tmp_path / "data" / "test.db"
+def database_url(tmp_path, request, store) -> Iterator[Path | str]:
+    """The test's own empty database: a file path (sqlite) or a fresh database's DSN.
+
+    On postgresql the database is dropped after the test.
+    """
+    if store == "sqlite":
+        yield tmp_path / "data" / "test.db"
+        return
+    cluster: PostgresCluster = request.getfixturevalue("postgres_cluster")
+    dsn = cluster.create_database()
+    try:
+        yield dsn
+    finally:
+        cluster.drop_database(cluster.database_of(dsn))
 
 
 @pytest.fixture
@@ -42,6 +117,16 @@ async def client(aiohttp_client, settings):
 def app_runtime(client):
     """The runtime of the app under test (same database and keys as `client`)."""
     return client.app[RUNTIME]
+
+
+@pytest.fixture
+def redis_port(tmp_path):
+    """The port of a redis-server on 127.0.0.1 for this test, stopped after it."""
+    process, port = start_redis(redis_executable(), tmp_path)
+    try:
+        yield port
+    finally:
+        stop_process(process)
 
 
 PRODUCT = ProductSpec(code="mymod", name="My Module", seats=2, whmcs_secret="s3cret")

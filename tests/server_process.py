@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -26,19 +25,14 @@ from types import TracebackType
 
 import pytest
 
+from tests.services import free_port
+
 ROOT = Path(__file__).resolve().parent.parent
 READY_PAUSE = 0.05  # seconds between two /readyz polls
 LOG_TAIL = 8000  # characters of the server's log shown in a failure message
 
 # Only http://127.0.0.1 is ever opened, and never through a proxy from the environment.
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def query(database: Path, sql: str, params: tuple = ()) -> list[tuple]:

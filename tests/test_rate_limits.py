@@ -7,12 +7,8 @@ import json
 import logging
 import re
 import secrets
-import shutil
-import socket
-import subprocess
 import threading
 import time
-from pathlib import Path
 
 import pytest
 
@@ -30,6 +26,14 @@ from license_server.settings import (
 )
 from license_server.web.rate_limit import RateLimiter
 from tests.conftest import PRODUCT, with_sections
+from tests.services import (
+    free_port,
+    redis_command,
+    redis_executable,
+    start_redis,
+    start_redis_on,
+    stop_process,
+)
 from tests.verify_helpers import assert_signed, nonce, public_keys
 
 VERIFY = "/api/v1/verify"
@@ -292,76 +296,6 @@ async def test_enabled_rate_limiting_does_not_warn(aiohttp_client, settings, cap
 # -- Redis storage --------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def redis_answers(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
-            sock.sendall(b"PING\r\n")
-            return sock.recv(64).startswith(b"+PONG")
-    except OSError:
-        return False
-
-
-def start_redis(executable: str, workdir: Path) -> tuple[subprocess.Popen, int]:
-    """redis-server on a free local port, answering PING; a few ports are tried (port race)."""
-    for _ in range(3):
-        port = free_port()
-        process = start_redis_on(executable, workdir, port)
-        if process is not None:
-            return process, port
-    pytest.fail("redis-server did not start answering PING on 127.0.0.1")
-
-
-def start_redis_on(executable: str, workdir: Path, port: int) -> subprocess.Popen | None:
-    """redis-server on `port`, once it answers PING; None if it did not start."""
-    process = subprocess.Popen(
-        [executable, "--bind", "127.0.0.1", "--port", str(port), "--save", "",
-         "--appendonly", "no", "--dir", str(workdir)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    deadline = time.monotonic() + 10
-    while process.poll() is None and time.monotonic() < deadline:
-        if redis_answers(port):
-            return process
-        time.sleep(0.05)  # bounded wait for the subprocess to start
-    stop_process(process)
-    return None
-
-
-def stop_process(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
-def redis_command(port: int, command: bytes) -> bytes:
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
-        sock.sendall(command + b"\r\n")
-        return sock.recv(1024)
-
-
-@pytest.fixture
-def redis_port(tmp_path):
-    executable = shutil.which("redis-server")
-    if executable is None:
-        pytest.fail("redis-server is not installed (CI installs it; so must you)")
-    process, port = start_redis(executable, tmp_path)
-    try:
-        yield port
-    finally:
-        stop_process(process)
-
-
 async def test_instances_sharing_redis_share_the_per_ip_budget(
     aiohttp_client, settings, redis_port
 ):
@@ -429,9 +363,7 @@ def storage_log(caplog) -> list[logging.LogRecord]:
 async def test_a_redis_outage_logs_one_warning_then_one_recovery_line(
     aiohttp_client, tmp_path, settings, caplog
 ):
-    executable = shutil.which("redis-server")
-    if executable is None:
-        pytest.fail("redis-server is not installed (CI installs it; so must you)")
+    executable = redis_executable()
     caplog.set_level(logging.INFO, logger="license_server")
     process, port = start_redis(executable, tmp_path)
     try:
