@@ -19,6 +19,7 @@ from license_server.licensing.bans import BanList
 from license_server.licensing.changes import Change, ChangeFeed
 from license_server.licensing.service import LicenseService
 from license_server.licensing.verifier import Verifier
+from license_server.one_time import OneTimeValues, one_time_values
 from license_server.settings import Settings
 
 
@@ -31,6 +32,8 @@ class Runtime:
     bans: BanList
     verifier: Verifier
     changes: ChangeFeed
+    # Values accepted once (TOTP codes, set-up links), shared through Redis when configured.
+    once: OneTimeValues
     # Follows key changes made by other processes; None when the keys come from the environment.
     key_reloader: KeyringReloader | None = None
 
@@ -46,6 +49,7 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
     keyring, data_key = load_keys(settings)
     db = open_database(settings.database_location(), readers=settings.db_readers)
     await db.open()
+    once = one_time_values(settings)
     try:
         changes = ChangeFeed(db)
         service = LicenseService(
@@ -72,8 +76,11 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
         if settings.signing_keys is None:
             reloader = KeyringReloader(keyring, KeyStore(settings.keys_dir))
             keyring.set_refresher(reloader.refresh)
-        yield Runtime(settings, db, keyring, service, bans, verifier, changes, reloader)
+        yield Runtime(
+            settings, db, keyring, service, bans, verifier, changes, once, key_reloader=reloader
+        )
     finally:
+        await once.close()
         await db.close()
 
 

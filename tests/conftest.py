@@ -92,6 +92,19 @@ def database_url(tmp_path, request, store) -> Iterator[Path | str]:
         cluster.drop_database(cluster.database_of(dsn))
 
 
+@pytest.fixture(scope="session")
+def make_database(request, store, tmp_path_factory):
+    """Makes a fresh database on the store under test, for fixtures wider than one test
+    (a module's server process); on postgresql they live until the session's cluster stops."""
+
+    def make() -> Path | str:
+        if store == "sqlite":
+            return tmp_path_factory.mktemp("db") / "db.sqlite"
+        return request.getfixturevalue("postgres_cluster").create_database()
+
+    return make
+
+
 @pytest.fixture
 def settings(tmp_path, database_url) -> Settings:
     return Settings(database=database_url, keys_dir=tmp_path / "keys")

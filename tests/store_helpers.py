@@ -51,19 +51,28 @@ async def execute(db: Database, sql: str, params: tuple = ()) -> int:
         return await conn.execute(sql, params)
 
 
-def query(location: Path | str, sql: str, params: tuple = ()) -> list[tuple[Any, ...]]:
+def query_dicts(location: Path | str, sql: str, params: tuple = ()) -> list[dict[str, Any]]:
+    """As `query`, each row a dict of column name to value."""
+    return query(location, sql, params, as_dicts=True)
+
+
+def query(location: Path | str, sql: str, params: tuple = (), as_dicts: bool = False) -> list[Any]:
     """Rows as tuples, read from outside the server (a test beside a server process); `?`
     placeholders on both backends. Synchronous, for tests that drive a subprocess."""
     text = str(location)
     if not text.startswith(("postgresql://", "postgres://")):
         conn = sqlite3.connect(f"file:{location}?mode=ro", uri=True)
+        if as_dicts:
+            conn.row_factory = sqlite3.Row
         with contextlib.closing(conn):
-            return conn.execute(sql, params).fetchall()
+            found = conn.execute(sql, params).fetchall()
+        return [dict(row) for row in found] if as_dicts else found
 
     async def fetch() -> list[tuple[Any, ...]]:
         conn = await asyncpg.connect(text)
         try:
-            return [tuple(row) for row in await conn.fetch(to_numbered(sql), *params)]
+            found = await conn.fetch(to_numbered(sql), *params)
+            return [dict(row) if as_dicts else tuple(row) for row in found]
         finally:
             await conn.close()
 

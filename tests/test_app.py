@@ -68,10 +68,10 @@ def test_access_log_masks_client_addresses():
     assert mask_ip(None) == "-" and mask_ip("garbage") == "-"
 
 
-def test_the_served_access_log_carries_no_full_address(tmp_path):
+def test_the_served_access_log_carries_no_full_address(tmp_path, database_url):
     from tests.server_process import ServerProcess
 
-    server = ServerProcess(tmp_path / "db.sqlite", tmp_path / "keys", tmp_path)
+    server = ServerProcess(database_url, tmp_path / "keys", tmp_path)
     with server:
         server.get("/healthz")
     log = server.log()

@@ -40,8 +40,9 @@ from license_server.licensing.license_keys import (
 from license_server.licensing.lifecycle import Action
 from license_server.licensing.specs import LicenseSpec, ProductSpec
 from license_server.runtime import open_runtime
-from license_server.settings import Settings
-from tests.server_process import ServerProcess, query
+from tests.conftest import with_sections
+from tests.server_process import ServerProcess
+from tests.store_helpers import query
 from tests.verify_helpers import nonce
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -238,11 +239,11 @@ def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
     )
 
 
-def test_environment_keys_refuse_rotation_in_one_line(tmp_path):
+def test_environment_keys_refuse_rotation_in_one_line(tmp_path, database_url):
     _, pem = generate_key(1)
     env = {
         "LICENSE_SERVER_SIGNING_KEYS": pem.decode(),
-        "LICENSE_SERVER_DATABASE": str(tmp_path / "db.sqlite"),
+        "LICENSE_SERVER_DATABASE": str(database_url),
         "LICENSE_SERVER_KEYS_DIR": str(tmp_path / "keys"),
     }
     for args in (["rotate-keys"], ["rotate-keys", "--activate", "x"], ["retire", "x"]):
@@ -253,9 +254,9 @@ def test_environment_keys_refuse_rotation_in_one_line(tmp_path):
     assert listed.returncode == 0 and "active" in listed.stdout
 
 
-def test_rotate_keys_prints_the_key_as_the_clients_take_it(tmp_path):
+def test_rotate_keys_prints_the_key_as_the_clients_take_it(tmp_path, database_url):
     env = {
-        "LICENSE_SERVER_DATABASE": str(tmp_path / "db.sqlite"),
+        "LICENSE_SERVER_DATABASE": str(database_url),
         "LICENSE_SERVER_KEYS_DIR": str(tmp_path / "keys"),
     }
     out = cli(env, "rotate-keys").stdout
@@ -305,9 +306,7 @@ async def test_forged_keys_with_unknown_hints_share_throttled_looks(
 ):
     monkeypatch.setattr(app_module, "KEY_RELOAD_SECONDS", 3600)
     # One address sends all of them: the rate limiter would answer most with 429.
-    unlimited = Settings(
-        database=settings.database, keys_dir=settings.keys_dir, rate_limit={"enabled": False}
-    )
+    unlimited = with_sections(settings, rate_limit={"enabled": False})
     client = await aiohttp_client(create_app(unlimited))
     runtime = client.app[RUNTIME]
     reloader = runtime.key_reloader
@@ -359,9 +358,9 @@ def _wait_for(condition, what: str, timeout: float = 15) -> None:
         time.sleep(0.05)  # bounded poll of the background pickup
 
 
-def test_staged_rotation_against_a_running_server(tmp_path):
+def test_staged_rotation_against_a_running_server(tmp_path, database_url):
     env = {
-        "LICENSE_SERVER_DATABASE": str(tmp_path / "db.sqlite"),
+        "LICENSE_SERVER_DATABASE": str(database_url),
         "LICENSE_SERVER_KEYS_DIR": str(tmp_path / "keys"),
     }
 
@@ -374,7 +373,7 @@ def test_staged_rotation_against_a_running_server(tmp_path):
     old_key = run("issue", "--product", "mymod", "--licensee", "A", "--email", "a@example.org")
     old_key = old_key.splitlines()[-1]
     old_kid = load_keyring(tmp_path / "keys").active.kid
-    with ServerProcess(tmp_path / "db.sqlite", tmp_path / "keys", tmp_path, env) as server:
+    with ServerProcess(database_url, tmp_path / "keys", tmp_path, env) as server:
         assert _jwks(server) == {old_kid}
         new_kid = run("rotate-keys").split()[3].rstrip(";")
         _wait_for(lambda: new_kid in _jwks(server), "the published key in the JWKS")
@@ -411,4 +410,4 @@ def test_staged_rotation_against_a_running_server(tmp_path):
         _wait_for(lambda: old_kid not in _jwks(server), "the retired key leaving the JWKS")
         assert _jwks(server) == {new_kid}
         assert f"{old_kid}  retired" in run("keys")
-        assert query(tmp_path / "db.sqlite", "SELECT COUNT(*) FROM licenses")[0][0] == 3
+        assert query(database_url, "SELECT COUNT(*) FROM licenses")[0][0] == 3

@@ -36,7 +36,8 @@ from license_server.licensing.lifecycle import Action
 from license_server.licensing.specs import LicenseSpec, ProductSpec
 from license_server.runtime import open_runtime
 from license_server.settings import Settings
-from tests.server_process import ServerProcess, query
+from tests.server_process import ServerProcess
+from tests.store_helpers import query
 from tests.verify_helpers import FAILED_CHECKS
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -135,9 +136,9 @@ async def _seed(settings: Settings) -> dict[str, Issued]:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory) -> Iterator[Server]:
+def server(tmp_path_factory, make_database) -> Iterator[Server]:
     home = tmp_path_factory.mktemp("php-server")
-    database, keys_dir = home / "db.sqlite", home / "keys"
+    database, keys_dir = make_database(), home / "keys"
     licenses = asyncio.run(_seed(Settings(database=database, keys_dir=keys_dir)))
     with ServerProcess(database, keys_dir, home) as process:
         # The vendor fetches the JWKS once and pastes kid => x into the module.

@@ -450,10 +450,10 @@ async def test_progress_reports_bytes_and_rows(runtime, product, tmp_path):
 
 
 @pytest.fixture
-def run(tmp_path):
+def run(tmp_path, database_url):
     env = {
         **os.environ,
-        "LICENSE_SERVER_DATABASE": str(tmp_path / "db.sqlite"),
+        "LICENSE_SERVER_DATABASE": str(database_url),
         "LICENSE_SERVER_KEYS_DIR": str(tmp_path / "keys"),
     }
 

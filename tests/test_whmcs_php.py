@@ -22,7 +22,6 @@ import hashlib
 import json
 import re
 import shutil
-import sqlite3
 import subprocess
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
@@ -38,7 +37,8 @@ from license_server.licensing.whmcs_import import import_export
 from license_server.runtime import open_runtime
 from license_server.settings import Settings
 from tests.fixtures.whmcs_export import ZERO_DATE, write_csv
-from tests.server_process import ServerProcess, query
+from tests.server_process import ServerProcess
+from tests.store_helpers import query, query_dicts
 
 ROOT = Path(__file__).resolve().parent.parent
 PHP_DIR = ROOT / "tests" / "php"
@@ -165,9 +165,9 @@ async def _seed(settings: Settings, export: Path) -> tuple[int, dict[str, Issued
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory) -> Iterator[Server]:
+def server(tmp_path_factory, make_database) -> Iterator[Server]:
     home = tmp_path_factory.mktemp("whmcs-php")
-    database, keys_dir = home / "db.sqlite", home / "keys"
+    database, keys_dir = make_database(), home / "keys"
     seeded_on = dt.datetime.now(dt.UTC).date()
     product_id, licenses = asyncio.run(
         _seed(Settings(database=database, keys_dir=keys_dir), home / "mod_licensing.csv")
@@ -191,13 +191,8 @@ def attempts(server: Server, license: Issued) -> int:
 
 
 def last_attempt(server: Server) -> dict[str, Any]:
-    conn = sqlite3.connect(f"file:{server.database}?mode=ro", uri=True)
-    conn.row_factory = sqlite3.Row
-    try:
-        sql = "SELECT * FROM verification_attempts ORDER BY id DESC LIMIT 1"
-        return dict(conn.execute(sql).fetchone())
-    finally:
-        conn.close()
+    sql = "SELECT * FROM verification_attempts ORDER BY id DESC LIMIT 1"
+    return query_dicts(server.database, sql)[0]
 
 
 # ------------------------------------------------------------------ running PHP

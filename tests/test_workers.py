@@ -59,8 +59,8 @@ def test_more_than_one_worker_needs_shared_rate_limits(tmp_path):
     assert "workers" in line and "redis://" in line
 
 
-def test_a_worker_killed_under_load_loses_nothing_and_is_replaced(tmp_path):
-    database = tmp_path / "data" / "crash.db"
+def test_a_worker_killed_under_load_loses_nothing_and_is_replaced(tmp_path, database_url):
+    database = database_url
     keys_dir = tmp_path / "keys"
     keys = asyncio.run(_prepare(Settings(database=database, keys_dir=keys_dir)))
 
