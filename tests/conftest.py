@@ -72,24 +72,38 @@ def postgres_cluster():
     try:
         yield cluster
     finally:
+        _drop_finished(cluster)
         cluster.stop()
+
+
+# Databases of finished tests. A test's fixtures are torn down in the reverse order of their
+# set-up, so a server fixture requested before `database_url` (aiohttp_client, settings) would
+# still be connected when the database is dropped; dropping at the next test's set-up instead
+# leaves every server of the finished test closed first.
+_finished: list[str] = []
+
+
+def _drop_finished(cluster: PostgresCluster) -> None:
+    while _finished:
+        cluster.drop_database(_finished.pop())
 
 
 @pytest.fixture
 def database_url(tmp_path, request, store) -> Iterator[Path | str]:
     """The test's own empty database: a file path (sqlite) or a fresh database's DSN.
 
-    On postgresql the database is dropped after the test.
+    On postgresql the database is dropped once the test is over (at the next one's set-up).
     """
     if store == "sqlite":
         yield tmp_path / "data" / "test.db"
         return
     cluster: PostgresCluster = request.getfixturevalue("postgres_cluster")
+    _drop_finished(cluster)
     dsn = cluster.create_database()
     try:
         yield dsn
     finally:
-        cluster.drop_database(cluster.database_of(dsn))
+        _finished.append(cluster.database_of(dsn))
 
 
 @pytest.fixture(scope="session")

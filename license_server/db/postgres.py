@@ -49,6 +49,10 @@ _MIGRATION_LOCK = 0x6C69_6373_0001
 _CHANGE_LOG_LOCK = 0x6C69_6373_0002
 
 _WRITE_POOL_SIZE = 4
+# Seconds a connection may take to come back to its pool (a query cancelled with its task must
+# be cancelled on the server first) and a pool to close; after that the connection is dropped.
+# Unbounded, one cancelled read (the pruner stopped at shutdown) was seen to hang shutdown.
+_RELEASE_SECONDS = 5.0
 _PLACEHOLDER = re.compile(r"\?")
 
 
@@ -147,6 +151,24 @@ class PostgresConnection(Connection):
         await self.fetch_value("SELECT pg_advisory_xact_lock(hashtextextended(?, 0))", (name,))
 
 
+@asynccontextmanager
+async def _connection(pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Connection]:
+    """A pooled connection, always given back within `_RELEASE_SECONDS`."""
+    raw = await pool.acquire()
+    try:
+        yield raw
+    finally:
+        await pool.release(raw, timeout=_RELEASE_SECONDS)
+
+
+async def close_pool(pool: asyncpg.Pool) -> None:
+    """Close gracefully; connections still held after the grace time are terminated."""
+    try:
+        await asyncio.wait_for(pool.close(), _RELEASE_SECONDS)
+    except TimeoutError:
+        pool.terminate()
+
+
 class PostgresAttemptWriter:
     """The attempt log's group commit on PostgreSQL: one transaction per batch on a connection
     of its own (a pool of one, which replaces a connection the server dropped)."""
@@ -160,7 +182,7 @@ class PostgresAttemptWriter:
 
     async def close(self) -> None:
         if self._pool is not None:
-            await self._pool.close()
+            await close_pool(self._pool)
             self._pool = None
 
     async def write(
@@ -169,7 +191,7 @@ class PostgresAttemptWriter:
         if self._pool is None:
             raise RuntimeError("attempt writer is not open")
         try:
-            async with self._pool.acquire() as conn, conn.transaction():
+            async with _connection(self._pool) as conn, conn.transaction():
                 await conn.executemany(to_numbered(attempt_sql.INSERT), rows)
                 if seen:
                     await conn.executemany(
@@ -219,14 +241,14 @@ class PostgresDatabase(Database):
         await self.attempts.close()
         for pool in (self._readers, self._writers):
             if pool is not None:
-                await pool.close()
+                await close_pool(pool)
         self._readers = self._writers = None
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[PostgresConnection]:
         if self._writers is None:
             raise RuntimeError("database is not open")
-        async with self._writers.acquire() as raw:
+        async with _connection(self._writers) as raw:
             conn = PostgresConnection(raw)
             transaction = raw.transaction()
             try:
@@ -248,7 +270,7 @@ class PostgresDatabase(Database):
     async def read(self) -> AsyncIterator[PostgresConnection]:
         if self._readers is None:
             raise RuntimeError("database is not open")
-        async with self._readers.acquire() as raw:
+        async with _connection(self._readers) as raw:
             yield PostgresConnection(raw)
 
     async def backup(self, target: Path) -> None:

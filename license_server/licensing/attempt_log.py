@@ -204,21 +204,29 @@ class AttemptLog:
             if not future.done():
                 future.set_exception(exc)
 
-    async def prune(self, retention_days: int, rollup: bool, now: float | None = None) -> int:
+    async def prune(
+        self,
+        retention_days: int,
+        rollup: bool,
+        now: float | None = None,
+        stop: asyncio.Event | None = None,
+    ) -> int:
         """Fold attempts past retention into hourly counts (if `rollup`) and delete them.
 
         One short transaction per minute of old attempts, not one for all of them: the
         writer is shared with the verify path, whose answers wait for their attempts' commit.
+        Returns early, between two transactions, once `stop` is set (shutdown).
         """
         cutoff_ms = int(((now or time.time()) - retention_days * 86400) * 1000)
         deleted = 0
-        while True:
+        while stop is None or not stop.is_set():
             async with self._db.read() as conn:
                 oldest = await attempt_rows.oldest_at_ms(conn)
             if oldest is None or oldest >= cutoff_ms:
                 return deleted
             window_end = min(cutoff_ms, (oldest // PRUNE_WINDOW_MS + 1) * PRUNE_WINDOW_MS)
             deleted += await self._db.transaction(functools.partial(_prune, rollup, window_end))
+        return deleted
 
 
 async def _prune(rollup: bool, window_end: int, conn: Connection) -> int:
