@@ -9,7 +9,8 @@ PostgreSQL database and a Redis, as two hosts behind a load balancer would. What
   (the change log: on PostgreSQL every check reads the newest change seq);
 * concurrent first checks of a one-seat license, spread over both, bind exactly one domain
   (the seat check runs on the license's row locked inside the write transaction);
-* a signing key rotated and activated through the CLI signs a license that both verify.
+* a signing key rotated and activated through the CLI signs a license that both verify;
+* a ban and a product's new seat count, set through the CLI, hold on both at the next check.
 
 These tests always run on PostgreSQL, whatever `--store` says: several instances need it.
 Every wait is bounded; nothing here depends on timing for its verdict.
@@ -271,3 +272,35 @@ def test_a_key_rotated_through_the_cli_signs_licenses_both_instances_verify(
             assert {entry["kid"] for entry in jwks(server)["keys"]} == {old_kid, new_kid}
             # The old key's license still verifies.
             assert checked(server, old_key, "old.example.com")["status"] == "active"
+
+
+def test_a_ban_and_a_product_change_through_the_cli_reach_both_instances(
+    tmp_path, shared_database, redis_port
+):
+    keys_dir = tmp_path / "keys"
+    spec = ProductSpec(code="more", name="More", seats=1)
+    [(license_id, key), (_, other)] = prepare(shared_database, keys_dir, spec, 2)
+    env = base_env(shared_database, keys_dir, redis_port)
+    with two_instances(shared_database, keys_dir, tmp_path, env) as (a, b):
+        # Cached on both: one bound site, and a second domain refused for want of a seat.
+        assert checked(a, key, "one.example.com")["status"] == "active"
+        for server in (a, b):
+            answer = checked(server, key, "two.example.com")
+            assert (answer["status"], answer["reason"]) == ("invalid", "seat_limit"), answer
+            assert checked(server, other, "banned.example.com")["status"] == "active"
+
+        cli(env, tmp_path, "update-product", "--code", "more", "--seats", "2")
+        cli(env, tmp_path, "ban", "domain", "banned.example.com", "--reason", "abuse")
+
+        # The next check on the other instance binds the second seat ...
+        assert checked(b, key, "two.example.com")["status"] == "active"
+        # ... and both refuse the banned domain.
+        for server in (a, b):
+            assert checked(server, other, "banned.example.com")["status"] == "suspended"
+    bound = query(
+        shared_database,
+        "SELECT value FROM license_bindings WHERE license_id = ? AND kind = 'domain' "
+        "ORDER BY value",
+        (license_id,),
+    )
+    assert bound == [("one.example.com",), ("two.example.com",)]
