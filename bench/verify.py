@@ -18,6 +18,13 @@ and print req/s, p50, p99 and the server's CPU time per request (utime + stime o
 tree from /proc, over the measurement) of each, the throughput ratios against bare and the
 distance to the floor (verify's CPU per request ÷ the floor's). The attempt logs of the real
 and the floor server are checked afterwards: every answered request has a row, all `active`.
+
+`--store postgresql` measures, in the same run, the same two loads on the server over a
+throw-away PostgreSQL (the same dataset, seeded there with the same code) as one instance and
+as two (`--workers 2`, rate limits shared through a throw-away redis-server), and prints each
+against bare beside the SQLite server's figures. It starts PostgreSQL with the test suite's
+`tests/services.PostgresCluster` (imported from tests/: this script runs from a checkout with
+the test dependencies installed), with durability switched back on.
 """
 
 from __future__ import annotations
@@ -95,7 +102,7 @@ class _Statements:
 
     async def run(self, conn) -> None:
         for sql, rows in self.calls.items():
-            await conn.executemany(sql, rows)
+            await conn.execute_many(sql, rows)
 
 
 def _domain(index: int) -> str:
@@ -415,6 +422,7 @@ class Measurement:
     non_2xx: int
     socket_errors: int
     cpu_us: float | None = None  # server CPU time per request; None where /proc is missing
+    db_cpu_us: float | None = None  # PostgreSQL's CPU time per request (its server processes)
 
 
 _UNITS_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0, "h": 3_600_000.0}
@@ -470,16 +478,25 @@ def run_wrk(url: str, bodies: Path, seconds: int, connections: int) -> Measureme
     return parse_wrk(result.stdout)
 
 
-def attempt_results(database: Path, since_ms: int) -> dict[tuple[str, str], tuple[int, int]]:
+def attempt_results(database: Path | str, since_ms: int) -> dict[tuple[str, str], tuple[int, int]]:
     """(result, reason) -> (attempts, distinct licenses) logged by the server since a time."""
-    uri = f"file:{database}?mode=ro"
-    with sqlite3.connect(uri, uri=True, timeout=30) as conn:
-        rows = conn.execute(
-            "SELECT result, reason, COUNT(*), COUNT(DISTINCT license_id) "
-            "FROM verification_attempts WHERE at_ms >= ? GROUP BY result, reason",
-            (since_ms,),
-        ).fetchall()
+    sql = (
+        "SELECT result, reason, COUNT(*), COUNT(DISTINCT license_id) "
+        "FROM verification_attempts WHERE at_ms >= ? GROUP BY result, reason"
+    )
+    if _is_url(database):
+        from tests.store_helpers import query  # reads PostgreSQL the way the tests do
+
+        rows = query(database, sql, (since_ms,))
+    else:
+        uri = f"file:{database}?mode=ro"
+        with sqlite3.connect(uri, uri=True, timeout=30) as conn:
+            rows = conn.execute(sql, (since_ms,)).fetchall()
     return {(result, reason): (n, licenses) for result, reason, n, licenses in rows}
+
+
+def _is_url(database: Path | str) -> bool:
+    return str(database).startswith(("postgresql://", "postgres://"))
 
 
 # --- the run ------------------------------------------------------------------------------
@@ -491,8 +508,11 @@ class Scenario:
     url: str
     bodies: Path
     server: Server
-    attempts: Path | None  # the database whose attempt log must show every answer as active
+    # The database whose attempt log must show every answer as active (a path or a URL).
+    attempts: Path | str | None
     runs: list[Measurement]
+    # PostgreSQL's postmaster, whose process tree's CPU time is the database's share.
+    db_pid: int | None = None
 
 
 def check_attempts(scenario: Scenario, result: Measurement, since_ms: int, connections: int) -> str:
@@ -522,11 +542,15 @@ def check_attempts(scenario: Scenario, result: Measurement, since_ms: int, conne
 def measure(scenario: Scenario, args) -> Measurement:
     run_wrk(scenario.url, scenario.bodies, args.warmup, args.connections)
     since_ms = int(time.time() * 1000)
+    db_before = process_tree_cpu_seconds(scenario.db_pid) if scenario.db_pid else None
     cpu_before = scenario.server.cpu_seconds()
     result = run_wrk(scenario.url, scenario.bodies, args.duration, args.connections)
     cpu_after = scenario.server.cpu_seconds()
+    db_after = process_tree_cpu_seconds(scenario.db_pid) if scenario.db_pid else None
     if cpu_before is not None and cpu_after is not None and result.requests:
         result = replace(result, cpu_us=(cpu_after - cpu_before) * 1e6 / result.requests)
+    if db_before is not None and db_after is not None and result.requests:
+        result = replace(result, db_cpu_us=(db_after - db_before) * 1e6 / result.requests)
     problems = []
     if result.non_2xx:
         problems.append(f"{result.non_2xx:,} non-2xx answers")
@@ -536,10 +560,11 @@ def measure(scenario: Scenario, args) -> Measurement:
     if scenario.attempts is not None:
         time.sleep(0.2)  # the last attempts of the run are committed before their answers
         note = check_attempts(scenario, result, since_ms, args.connections)
+    db = f" + PostgreSQL {_cpu(result.db_cpu_us)}" if scenario.db_pid else ""
     print(
-        f"  {scenario.name:<18} {result.requests_per_s:>9,.0f} req/s  "
+        f"  {scenario.name:<22} {result.requests_per_s:>9,.0f} req/s  "
         f"p50 {result.p50_ms:7.2f} ms  p99 {result.p99_ms:7.2f} ms  "
-        f"CPU {_cpu(result.cpu_us)}/req{note}",
+        f"CPU {_cpu(result.cpu_us)}{db}/req{note}",
         flush=True,
     )
     for problem in problems:
@@ -554,6 +579,7 @@ def _cpu(us: float | None) -> str:
 def summary(runs: list[Measurement]) -> Measurement:
     """One figure per metric: the median over rounds (the value itself for one round)."""
     cpu = [r.cpu_us for r in runs if r.cpu_us is not None]
+    db_cpu = [r.db_cpu_us for r in runs if r.db_cpu_us is not None]
     return Measurement(
         requests_per_s=statistics.median(r.requests_per_s for r in runs),
         p50_ms=statistics.median(r.p50_ms for r in runs),
@@ -562,6 +588,7 @@ def summary(runs: list[Measurement]) -> Measurement:
         non_2xx=sum(r.non_2xx for r in runs),
         socket_errors=sum(r.socket_errors for r in runs),
         cpu_us=statistics.median(cpu) if cpu else None,
+        db_cpu_us=statistics.median(db_cpu) if db_cpu else None,
     )
 
 
@@ -574,13 +601,13 @@ def _verdict(met: bool) -> str:
 
 
 def report(args, scenarios: list[Scenario], result_file: Path | None) -> None:
-    bare, floor, hot, mix = (summary(s.runs) for s in scenarios)
+    bare, floor, hot, mix = (summary(s.runs) for s in scenarios[:4])
     mix_name = scenarios[3].name
     rounds = f", median of {args.rounds} rounds" if args.rounds > 1 else ""
     print()
     print(f"POST {VERIFY_PATH}, {args.licenses:,} licenses in the database{rounds}")
     print(f"{'':<20}{'req/s':>10}{'p50':>12}{'p99':>12}{'CPU/req':>12}{'CPU ÷ bare':>12}")
-    for scenario, m in zip(scenarios, (bare, floor, hot, mix), strict=True):
+    for scenario, m in zip(scenarios[:4], (bare, floor, hot, mix), strict=True):
         rate, p50, p99 = m.requests_per_s, m.p50_ms, m.p99_ms
         times_bare = _over(m.cpu_us, bare.cpu_us)
         shown = "n/a" if times_bare is None else f"{times_bare:.2f}"
@@ -622,6 +649,46 @@ def report(args, scenarios: list[Scenario], result_file: Path | None) -> None:
         _compare_with_base(args, record, mix_name, result_file)
 
 
+def report_stores(args, scenarios: list[Scenario]) -> None:
+    """The SQLite server and the PostgreSQL instances side by side, each against bare.
+
+    On PostgreSQL part of a check's work runs in the database server's processes: `+ PG` is
+    their CPU time per request, and the total (server + PG) is what compares with SQLite, whose
+    database work runs inside the server's own process."""
+    bare = summary(scenarios[0].runs)
+    print()
+    print(
+        f"stores: POST {VERIFY_PATH}, {args.licenses:,} licenses; each against bare aiohttp "
+        f"({bare.requests_per_s:,.0f} req/s, {_cpu(bare.cpu_us).strip()}/req)"
+    )
+    print(
+        f"{'':<24}{'req/s':>9}{'p99':>12}{'CPU/req':>10}{'+ PG':>9}{'total':>9}"
+        f"{'req/s ÷ bare':>14}{'CPU ÷ bare':>12}"
+    )
+    figures: dict[str, Measurement] = {}
+    for scenario in scenarios[2:]:
+        m = summary(scenario.runs)
+        name = scenario.name.replace("verify, ", "sqlite, ")
+        figures[name] = m
+        total = None if m.cpu_us is None else m.cpu_us + (m.db_cpu_us or 0.0)
+        times_bare = _over(total, bare.cpu_us)
+        print(
+            f"{name:<24}{m.requests_per_s:>9,.0f}{m.p99_ms:>9.2f} ms"
+            f"{_cpu(m.cpu_us):>10}{_cpu(m.db_cpu_us) if scenario.db_pid else '':>9}"
+            f"{_cpu(total):>9}{m.requests_per_s / bare.requests_per_s:>14.2f}"
+            f"{'n/a' if times_bare is None else f'{times_bare:.2f}':>12}"
+        )
+    print()
+    print("PostgreSQL against SQLite (req/s ÷ the SQLite server's req/s, same load):")
+    for load in ("1 key", scenarios[3].name.removeprefix("verify, ")):
+        sqlite = figures[f"sqlite, {load}"].requests_per_s
+        shown = "  ".join(
+            f"{instances}: {figures[f'{instances}, {load}'].requests_per_s / sqlite:.2f}"
+            for instances, _, _ in pg_setups("")
+        )
+        print(f"  {load:<10} {shown}")
+
+
 def _compare_with_base(args, figures: dict, mix_name: str, result_file: Path) -> None:
     """Keep this run's ratios; beside a run of another N, show the last 10,000-license ones.
 
@@ -633,7 +700,9 @@ def _compare_with_base(args, figures: dict, mix_name: str, result_file: Path) ->
         "connections": args.connections,
         "duration": args.duration,
         "warmup": args.warmup,
-        "store": args.store,
+        # The figures compared are always the SQLite server's (--store postgresql measures
+        # PostgreSQL besides them, in report_stores).
+        "store": "sqlite",
         "workers": args.workers,
         **figures,
         "at": time.strftime("%Y-%m-%d %H:%M:%S"),
@@ -649,7 +718,7 @@ def _compare_with_base(args, figures: dict, mix_name: str, result_file: Path) ->
             all(base.get(name) == getattr(args, name) for name in same)
             and (base.get("workers", 1) == args.workers)
             and (
-                base.get("store", "sqlite") == args.store  # runs from before --store: sqlite
+                base.get("store", "sqlite") == "sqlite"  # runs from before --store: sqlite
             )
         ):
             print(f"last {BASE_LICENSES:,}-license run ({base['at']}):")
@@ -673,6 +742,74 @@ def _compare_with_base(args, figures: dict, mix_name: str, result_file: Path) ->
         result_file.write_text(json.dumps(record))
     except OSError:
         pass
+
+
+def pg_setups(redis_url: str) -> tuple[tuple[str, int, str | None], ...]:
+    """(label, instances, rate-limit storage) of each PostgreSQL server measured."""
+    return (("pg ×1", 1, None), ("pg ×1 redis", 1, redis_url), ("pg ×2 redis", 2, redis_url))
+
+
+def start_postgres_servers(
+    args, workdir: Path, servers: list[Server], cleanups: list, redis: RedisServer | None
+) -> list[Scenario]:
+    """A throw-away PostgreSQL seeded with the same dataset, and the server on it as one
+    instance and as two (`--workers 2`, rate limits shared through redis): their scenarios."""
+    from tests import services  # the test suite's throw-away cluster (see the docstring)
+
+    # The tests' cluster runs without durability (fsync off); the SQLite server commits with
+    # synchronous=FULL, so the PostgreSQL it is compared with makes its commits durable too.
+    services.TEST_SETTINGS = {
+        **services.TEST_SETTINGS,
+        "fsync": "on",
+        "full_page_writes": "on",
+        "synchronous_commit": "on",
+    }
+    cluster = services.PostgresCluster()  # always private: this one is thrown away
+    cluster.start()
+    cleanups.append(cluster.stop)
+    assert cluster.process is not None
+    dsn = cluster.create_database()
+    keys_dir = workdir / "pg-keys"
+    count = args.licenses
+    started = time.perf_counter()
+    env = _server_env(dsn, keys_dir, port=8080)
+    sample = asyncio.run(_seed(_settings(env), count, min(MIX_KEYS, count), count >= 100_000))
+    print(
+        f"PostgreSQL database of {count:,} licenses seeded in "
+        f"{time.perf_counter() - started:.1f} s (a throw-away cluster, fsync on)",
+        flush=True,
+    )
+    if redis is None:
+        redis = RedisServer(workdir)
+        cleanups.append(redis.stop)
+    hot_key = sample[0]
+    hot_bodies, mix_bodies = workdir / "pg-hot.txt", workdir / "pg-mix.txt"
+    hot_bodies.write_text(_body(*hot_key) + "\n")
+    mix_bodies.write_text("".join(_body(k, d) + "\n" for k, d in sample))
+    spot_checks = random.sample(sample, min(20, len(sample)))
+    scenarios = []
+    # One instance with in-process rate limits, the same with them in Redis (what every one of
+    # several instances pays), and two instances (workers) sharing them through Redis.
+    for label, workers, redis_url in pg_setups(redis.url):
+        port = _free_port()
+        server = Server(
+            f"license server on PostgreSQL, {workers} instance(s)",
+            [sys.executable, "run.py", "serve"],
+            _server_env(dsn, keys_dir, port, workers=workers, redis_url=redis_url),
+            workdir / f"server-pg-{workers}.log",
+        )
+        servers.append(server)
+        url = f"http://127.0.0.1:{port}{VERIFY_PATH}"
+        server.wait_until(
+            lambda port=port: _http("GET", f"http://127.0.0.1:{port}/readyz")[0] == 200
+        )
+        check_active(url, [hot_key, *spot_checks])
+        pid = cluster.process.pid
+        scenarios += [
+            Scenario(f"{label}, 1 key", url, hot_bodies, server, dsn, [], pid),
+            Scenario(f"{label}, {len(sample)} keys", url, mix_bodies, server, dsn, [], pid),
+        ]
+    return scenarios
 
 
 def run(args) -> None:
@@ -745,6 +882,8 @@ def run(args) -> None:
             Scenario("verify, 1 key", verify_url, hot_bodies, server, dataset.database, []),
             Scenario(mix_name, verify_url, mix_bodies, server, dataset.database, []),
         ]
+        if args.store == "postgresql":
+            scenarios += start_postgres_servers(args, workdir, servers, cleanups, redis)
         print(
             f"wrk: {min(WRK_THREADS, args.connections)} threads, {args.connections} connections, "
             f"{args.duration} s per measurement after {args.warmup} s of warm-up; "
@@ -757,6 +896,8 @@ def run(args) -> None:
                 scenario.runs.append(measure(scenario, args))
         result_file = cache_dir / f"result-{args.licenses}.json" if cache_dir else None
         report(args, scenarios, result_file)
+        if args.store == "postgresql":
+            report_stores(args, scenarios)
     finally:
         # A second Ctrl+C must not leave a server running.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -802,9 +943,12 @@ def parse_args(argv=None):
         default=1,
         help="server processes (workers = N; N > 1 shares rate limits through a local redis)",
     )
-    # A placeholder for the PostgreSQL store of issue #16: only the embedded SQLite runs so far.
     parser.add_argument(
-        "--store", choices=("sqlite",), default="sqlite", help="the server's database (sqlite)"
+        "--store",
+        choices=("sqlite", "postgresql"),
+        default="sqlite",
+        help="sqlite: the embedded database only; postgresql: also a throw-away PostgreSQL, "
+        "one instance and two (workers = 2 with a local redis), beside the SQLite figures",
     )
     return parser.parse_args(argv)
 

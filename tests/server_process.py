@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -26,6 +25,7 @@ from types import TracebackType
 import pytest
 
 from tests.services import free_port
+from tests.store_helpers import query as store_query
 
 ROOT = Path(__file__).resolve().parent.parent
 READY_PAUSE = 0.05  # seconds between two /readyz polls
@@ -35,13 +35,10 @@ LOG_TAIL = 8000  # characters of the server's log shown in a failure message
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
-def query(database: Path, sql: str, params: tuple = ()) -> list[tuple]:
-    """All rows of `sql` on a read-only connection to `database`."""
-    conn = sqlite3.connect(f"file:{database}?mode=ro", uri=True)
-    try:
-        return conn.execute(sql, params).fetchall()
-    finally:
-        conn.close()
+def query(database: Path | str, sql: str, params: tuple = ()) -> list[tuple]:
+    """All rows of `sql` (`?` placeholders) from `database`: a SQLite file, opened read-only,
+    or a postgresql:// URL (tests/store_helpers.query)."""
+    return store_query(database, sql, params)
 
 
 class ServerProcess:
@@ -53,7 +50,11 @@ class ServerProcess:
     """
 
     def __init__(
-        self, database: Path, keys_dir: Path, workdir: Path, env: dict[str, str] | None = None
+        self,
+        database: Path | str,
+        keys_dir: Path,
+        workdir: Path,
+        env: dict[str, str] | None = None,
     ) -> None:
         self.workdir = workdir
         self.port = free_port()
