@@ -1,4 +1,5 @@
-"""The subcommands of `run.py`: serve (default), products, licenses, keys, backups.
+"""The subcommands of `run.py`: serve (default), products, licenses, keys, backups, and the
+store's operations (migrate, copy-store).
 
 Scripts and deployments rely on these names, flags and outputs (`issue` prints the new key
 alone on the last line of stdout), so they are kept stable. Every failure the operator can fix
@@ -14,6 +15,7 @@ import datetime as dt
 import errno
 import logging
 import os
+import shutil
 import socket
 import sys
 from collections.abc import Sequence
@@ -24,6 +26,15 @@ from pydantic import ValidationError
 from license_server.crypto.keyfiles import KeyFileError
 from license_server.crypto.keystore import KeyStore, client_snippets
 from license_server.crypto.signing import keyring_from_pem
+from license_server.db.copy_store import (
+    StoreError,
+    copy_store,
+    current_schema_version,
+    find_pg_tool,
+    open_store,
+    schema_version_at,
+    scrub,
+)
 from license_server.licensing.actors import CLI
 from license_server.licensing.key_retirement import refusal, signed_by
 from license_server.licensing.license_keys import KeyRejected
@@ -143,8 +154,20 @@ def build_parser() -> argparse.ArgumentParser:
     retire.add_argument("kid")
     commands.add_parser("keys", help="list the signing keys and their state")
 
-    backup = commands.add_parser("backup", help="consistent online copy of the database")
+    backup = commands.add_parser(
+        "backup", help="consistent online copy of the database (SQLite file or pg_dump archive)"
+    )
     backup.add_argument("target", type=Path)
+
+    commands.add_parser(
+        "migrate", help="bring the configured database to the latest schema, then exit"
+    )
+    copy = commands.add_parser(
+        "copy-store",
+        help="copy every table from one database to an empty other one, then verify the copy",
+    )
+    copy.add_argument("source", metavar="FROM", help="SQLite file path or postgresql:// URL")
+    copy.add_argument("target", metavar="TO", help="SQLite file path or postgresql:// URL")
 
     whmcs = commands.add_parser(
         "import-whmcs", help="import the licenses of a WHMCS Licensing Addon export"
@@ -185,7 +208,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             return rotate_keys(settings, args.activate)
         if command == "keys":
             return list_keys(settings)
+        if command == "migrate":
+            return asyncio.run(migrate(settings))
+        if command == "copy-store":
+            return asyncio.run(copy_store(args.source, args.target))
         return asyncio.run(_run_async(command, args, settings))
+    except StoreError as exc:
+        print(f"run.py {command}: {exc}", file=sys.stderr)
+        return exc.exit_code
     except ValidationError as exc:
         error = exc.errors()[0]
         field = ".".join(str(part) for part in error["loc"]) or "input"
@@ -336,6 +366,8 @@ async def _run_async(command: str, args: argparse.Namespace, settings: Settings)
         if command == "backup":
             if args.target.exists():
                 raise CommandError(f"{args.target} exists; choose a new file")
+            if runtime.db.backend == "postgresql":
+                _put_on_path("pg_dump")
             await runtime.db.backup(args.target)
             print(f"backup written to {args.target}")
             return 0
@@ -346,6 +378,33 @@ async def _run_async(command: str, args: argparse.Namespace, settings: Settings)
         if command == "retire":
             return await _retire(runtime, args)
         return await _lifecycle(runtime, Action(command), args)
+
+
+async def migrate(settings: Settings) -> int:
+    """`run.py migrate`: what every instance does at start-up (under the migration lock),
+    once, by itself: for a rolling upgrade it runs before the new instances start."""
+    location = settings.database_location()
+    try:
+        before = await schema_version_at(location)
+    except Exception as exc:  # the database cannot be reached: one line, no traceback
+        raise StoreError(f"cannot read the schema version: {scrub(str(exc), location)}") from None
+    db = await open_store(location)  # migrates
+    try:
+        after = await current_schema_version(db)
+    finally:
+        await db.close()
+    change = f"{before} -> {after}" if after != before else f"{after} (nothing to do)"
+    print(f"{db.describe()}: schema version {change}")
+    return 0
+
+
+def _put_on_path(tool: str) -> None:
+    """The backend looks its tools up on PATH; Debian's postgresql packages keep them in
+    /usr/lib/postgresql/<version>/bin, which is not on it."""
+    found = find_pg_tool(tool)
+    if found is not None and shutil.which(tool) is None:
+        path = os.environ.get("PATH", os.defpath)
+        os.environ["PATH"] = os.pathsep.join((str(Path(found).parent), path))
 
 
 async def _create_product(runtime: Runtime, args: argparse.Namespace) -> int:

@@ -1,0 +1,219 @@
+"""copy-store (license_server/db/copy_store.py): SQLite -> PostgreSQL -> SQLite with real data.
+
+Both directions run whatever `--store` says: the PostgreSQL side is a fresh database of the
+session's cluster, the SQLite side temporary files.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import datetime as dt
+
+import pytest
+
+from license_server.db import attempts as attempt_sql
+from license_server.db import copy_store as cs
+from license_server.db import licenses as license_rows
+from license_server.db.copy_store import TABLES, checksums, copy_store, normalise, open_store
+from license_server.licensing.lifecycle import Action
+from license_server.licensing.specs import LicenseSpec, ProductSpec
+from license_server.runtime import open_runtime
+from license_server.settings import Settings
+from tests.store_helpers import table_names
+
+HOUR_MS = 3_600_000
+
+
+async def _fill(settings: Settings) -> dict[str, str]:
+    """Data made through the service, touching every table and both engines' odd types
+    (booleans, blobs, NULLs, non-ASCII text, a composite text key)."""
+    keys: dict[str, str] = {}
+    async with open_runtime(settings) as rt:
+        await rt.licenses.create_product(
+            ProductSpec(code="mymod", name="My Modül", seats=2, whmcs_secret="s3cret")
+        )
+        await rt.licenses.create_product(
+            ProductSpec(code="trial", name="Trial", free_trial=True, allow_ip_conflict=True)
+        )
+        for n in range(5):
+            license, key = await rt.licenses.issue(
+                LicenseSpec(
+                    product="mymod",
+                    licensee=f"Smith & Sons {n} ✓",
+                    email=f"ops{n}@smith.example",
+                    domains=(f"shop{n}.example", "*.smith.example"),
+                    ips=("203.0.113.0/24",),
+                    expires=dt.date(2099, 12, 31) if n % 2 else None,
+                )
+            )
+            keys[f"license{n}"] = key
+            if n == 1:
+                await rt.licenses.apply(license.id, Action.SUSPEND)
+            async with rt.db.write() as conn:
+                await license_rows.upsert_binding(
+                    conn, license.id, kind="domain", value=f"shop{n}.example",
+                    raw_value=f"https://Shop{n}.example/", is_dev=False, now=1_800_000_000,
+                )  # fmt: skip
+                await license_rows.upsert_binding(
+                    conn, license.id, kind="domain", value="localhost",
+                    raw_value="localhost", is_dev=True, now=1_800_000_001,
+                )  # fmt: skip
+        await rt.bans.ban("domain", "pirate.example", "resold")
+        await rt.bans.ban("ip", "198.51.100.0/24")
+        license = await rt.licenses.license_by_key(keys["license0"])
+        rows = []
+        for i in range(40):
+            rows.append(
+                (
+                    1_700_000_000_000 + (i % 4) * HOUR_MS + i,  # four hours of attempts
+                    "verify" if i % 3 else "whmcs",
+                    f"192.0.2.{i}",
+                    "",
+                    f"Shop{i}.example",
+                    f"shop{i}.example",
+                    "/home/ü",
+                    license.id if i % 2 else None,
+                    None if i % 2 else bytes([i]) * 32,
+                    "mymod" if i % 2 else "",
+                    "active" if i % 5 else "invalid",
+                    # Mixed case: ordered by code point on both engines, whatever collation.
+                    ("ok", "Zeta", "alpha", "Äpfel")[i % 4],
+                    "1.0",
+                    "curl/8 ✓",
+                    100 + i,
+                )
+            )
+        await rt.db.attempts.write(rows, [(license.id, 1_800_000_000)])
+        # Fold the first two hours into hourly counts (composite, text-keyed rollups).
+        async with rt.db.write() as conn:
+            await attempt_sql.roll_up_before(conn, 1_700_000_000_000 + 2 * HOUR_MS)
+            await attempt_sql.delete_before(conn, 1_700_000_000_000 + 2 * HOUR_MS)
+    return keys
+
+
+async def _sums(location):
+    db = await open_store(location)
+    try:
+        return {name: (s.rows, s.hexdigest) for name, s in (await checksums(db)).items()}
+    finally:
+        await db.close()
+
+
+def test_tables_cover_every_table_of_the_schema(database_url):
+    async def names():
+        db = await open_store(database_url)
+        try:
+            return set(await table_names(db))
+        finally:
+            await db.close()
+
+    assert asyncio.run(names()) - cs.NOT_COPIED == {table.name for table in TABLES}
+
+
+def test_normal_form_is_the_same_on_both_engines():
+    assert normalise(True) == normalise(1)
+    assert normalise(False) == normalise(0)
+    assert normalise(b"\x00\xff") == normalise(memoryview(b"\x00\xff"))
+    assert normalise(None) != normalise("None")
+    assert normalise("1") != normalise(1)
+    assert normalise(b"ab") != normalise("6162")
+
+
+@pytest.mark.parametrize("batch", [cs.BATCH_ROWS, 3])
+async def test_sqlite_to_postgresql_and_back(tmp_path, postgres_cluster, batch):
+    keys_dir = tmp_path / "keys"
+    source = tmp_path / "source.db"
+    keys = await _fill(Settings(database=source, keys_dir=keys_dir))
+    dsn = postgres_cluster.create_database()
+    back = tmp_path / "back" / "copy.db"
+    out: list[str] = []
+    try:
+        assert await copy_store(str(source), dsn, batch=batch, out=out.append) == 0, out
+        assert await copy_store(dsn, str(back), batch=batch, out=out.append) == 0, out
+        original, on_postgres, returned = (
+            await _sums(source),
+            await _sums(dsn),
+            await _sums(back),
+        )
+        assert original == on_postgres == returned
+        counts = {name: rows for name, (rows, _) in original.items()}
+        assert all(counts.values()), counts  # every table had rows to copy
+        assert counts["verification_attempts"] == 20 and counts["attempt_rollups"] > 4
+        assert sum("ok" in line.split()[-1:] for line in out) == 2 * len(TABLES)
+
+        for location in (dsn, back):
+            async with open_runtime(Settings(database=location, keys_dir=keys_dir)) as rt:
+                for name, key in keys.items():
+                    license = await rt.licenses.license_by_key(key)
+                    assert license.licensee_name.startswith("Smith & Sons")
+                    assert any(binding.is_dev for binding in license.bindings), name
+                # New rows take new ids (PostgreSQL: identity sequences were reset).
+                product = await rt.licenses.create_product(ProductSpec(code="new", name="N"))
+                assert product.id > 2
+                _, key = await rt.licenses.issue(
+                    LicenseSpec(product="new", licensee="B", email="b@example.org",
+                                domains=("b.example",))
+                )  # fmt: skip
+                issued = await rt.licenses.license_by_key(key)
+                assert list(issued.rules_of("domain")) == ["b.example"]
+                await rt.bans.ban("domain", "another.example")
+    finally:
+        postgres_cluster.drop_database(postgres_cluster.database_of(dsn))
+
+
+async def test_a_target_with_rows_is_refused_and_left_alone(tmp_path, database_url):
+    source = tmp_path / "source.db"
+    await _fill(Settings(database=source, keys_dir=tmp_path / "keys"))
+    async with open_runtime(Settings(database=database_url, keys_dir=tmp_path / "keys")) as rt:
+        await rt.bans.ban("domain", "only.example")
+    before = await _sums(database_url)
+    with pytest.raises(cs.TargetNotEmpty, match=r"already holds rows \(in bans, license_changes"):
+        await copy_store(str(source), str(database_url), out=lambda line: None)
+    assert await _sums(database_url) == before
+
+
+async def test_a_copy_that_differs_fails_verification(tmp_path, database_url, monkeypatch):
+    source = tmp_path / "source.db"
+    await _fill(Settings(database=source, keys_dir=tmp_path / "keys"))
+    plain = cs._converter
+
+    def corrupting(dialect, column_type):
+        convert = plain(dialect, column_type)
+        # Blobs reversed: still unique and allowed by every constraint, but not the same.
+        return lambda value: (
+            bytes(value)[::-1] if isinstance(value, bytes | memoryview) else convert(value)
+        )
+
+    monkeypatch.setattr(cs, "_converter", corrupting)
+    out: list[str] = []
+    assert await copy_store(str(source), str(database_url), out=out.append) == 1
+    assert any(line.startswith("products") and "MISMATCH" in line for line in out)
+    assert out[-1].startswith("VERIFICATION FAILED")
+
+
+async def test_checksums_page_a_composite_key_whole(tmp_path):
+    """attempt_rollups is paged on its hour: a page never splits an hour, whatever the batch."""
+    source = tmp_path / "source.db"
+    await _fill(Settings(database=source, keys_dir=tmp_path / "keys"))
+    db = await open_store(source)
+    try:
+        rollups = next(table for table in TABLES if table.name == "attempt_rollups")
+        async with cs.snapshot(db) as conn:
+            whole = [row async for page in cs.pages(conn, rollups, 10_000) for row in page]
+            small = [row async for page in cs.pages(conn, rollups, 1) for row in page]
+        assert whole == small
+        keys = [tuple(row[column] for column in rollups.key) for row in whole]
+        assert keys == sorted(keys) and len(set(keys)) == len(keys)
+    finally:
+        await db.close()
+
+
+def test_table_report_says_which_side_differs():
+    same = cs.Checksum()
+    other = cs.Checksum()
+    other.add([{"id": 1}])
+    report = cs.TableReport("products", same, other)
+    assert not report.matches
+    assert "MISMATCH" in cs.format_report([report])[1]
+    assert dataclasses.replace(report, target=cs.Checksum()).matches
