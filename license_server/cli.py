@@ -15,7 +15,6 @@ import datetime as dt
 import errno
 import logging
 import os
-import shutil
 import socket
 import sys
 from collections.abc import Sequence
@@ -30,7 +29,6 @@ from license_server.db.copy_store import (
     StoreError,
     copy_store,
     current_schema_version,
-    find_pg_tool,
     open_store,
     schema_version_at,
     scrub,
@@ -366,8 +364,6 @@ async def _run_async(command: str, args: argparse.Namespace, settings: Settings)
         if command == "backup":
             if args.target.exists():
                 raise CommandError(f"{args.target} exists; choose a new file")
-            if runtime.db.backend == "postgresql":
-                _put_on_path("pg_dump")
             await runtime.db.backup(args.target)
             print(f"backup written to {args.target}")
             return 0
@@ -396,15 +392,6 @@ async def migrate(settings: Settings) -> int:
     change = f"{before} -> {after}" if after != before else f"{after} (nothing to do)"
     print(f"{db.describe()}: schema version {change}")
     return 0
-
-
-def _put_on_path(tool: str) -> None:
-    """The backend looks its tools up on PATH; Debian's postgresql packages keep them in
-    /usr/lib/postgresql/<version>/bin, which is not on it."""
-    found = find_pg_tool(tool)
-    if found is not None and shutil.which(tool) is None:
-        path = os.environ.get("PATH", os.defpath)
-        os.environ["PATH"] = os.pathsep.join((str(Path(found).parent), path))
 
 
 async def _create_product(runtime: Runtime, args: argparse.Namespace) -> int:

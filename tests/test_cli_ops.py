@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from license_server.db.copy_store import checksums, find_pg_tool, open_store
+from license_server.db.copy_store import checksums, open_store
 from license_server.db.migrations import LATEST
+from license_server.db.postgres import find_pg_tool
 
 ROOT = Path(__file__).resolve().parent.parent
 PASSWORD = "hunter2-secret"

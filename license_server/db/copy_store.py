@@ -29,11 +29,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import glob
 import hashlib
 import json
 import re
-import shutil
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -517,19 +515,3 @@ async def schema_version_at(location: Path | str) -> int:
 async def current_schema_version(db: Database) -> int:
     async with db.write() as conn:  # schema_version() takes the migration lock: a write
         return await conn.schema_version()
-
-
-def find_pg_tool(name: str) -> str | None:
-    """A PostgreSQL client program (`pg_dump`, `pg_restore`): on PATH, else the newest of
-    Debian's /usr/lib/postgresql/<version>/bin (postgresql packages do not put it on PATH)."""
-    found = shutil.which(name)
-    if found is not None:
-        return found
-    candidates = [
-        Path(path)
-        for path in glob.glob(f"/usr/lib/postgresql/*/bin/{name}")
-        if Path(path).parent.parent.name.isdigit()
-    ]
-    if not candidates:
-        return None
-    return str(max(candidates, key=lambda path: int(path.parent.parent.name)))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
@@ -102,6 +103,9 @@ def open_database(location: Path | str, readers: int = 2) -> Database:
         from license_server.db.postgres import PostgresDatabase
 
         return PostgresDatabase(text, readers=readers)
+    if re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", text):
+        # Never a path: that would create directories named after the URL, password included.
+        raise ValueError("not a store: a SQLite file path or a postgresql:// URL (not shown)")
     from license_server.db.sqlite import SqliteDatabase
 
     return SqliteDatabase(Path(location), readers=readers)

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import glob
 import os
 import re
 import shutil
@@ -201,6 +202,22 @@ class PostgresAttemptWriter:
             raise translate(exc) from exc
 
 
+def find_pg_tool(name: str) -> str | None:
+    """A PostgreSQL client program (`pg_dump`, `pg_restore`): on PATH, else the newest of
+    Debian's /usr/lib/postgresql/<version>/bin (postgresql packages do not put it on PATH)."""
+    found = shutil.which(name)
+    if found is not None:
+        return found
+    candidates = [
+        Path(path)
+        for path in glob.glob(f"/usr/lib/postgresql/*/bin/{name}")
+        if Path(path).parent.parent.name.isdigit()
+    ]
+    if not candidates:
+        return None
+    return str(max(candidates, key=lambda path: int(path.parent.parent.name)))
+
+
 class PostgresDatabase(Database):
     backend = "postgresql"
     change_signal = None
@@ -216,7 +233,10 @@ class PostgresDatabase(Database):
     def describe(self) -> str:
         parts = urlsplit(self.dsn)
         host = parts.hostname or "localhost"
-        port = f":{parts.port}" if parts.port else ""
+        try:
+            port = f":{parts.port}" if parts.port else ""
+        except ValueError:  # not a number: asyncpg will say so when connecting
+            port = ""
         return f"PostgreSQL {host}{port}{parts.path}"  # never the user's password
 
     async def open(self) -> None:
@@ -233,8 +253,10 @@ class PostgresDatabase(Database):
                 server_settings={"default_transaction_read_only": "on"},
             )
             await self.attempts.open()
-        except BaseException:
+        except BaseException as exc:
             await self.close()
+            if isinstance(exc, _DRIVER_ERRORS):
+                raise translate(exc) from exc
             raise
 
     async def close(self) -> None:
@@ -256,14 +278,15 @@ class PostgresDatabase(Database):
             except _DRIVER_ERRORS as exc:
                 raise translate(exc) from exc
             try:
-                yield conn
-                await transaction.commit()
-            except BaseException as exc:
+                yield conn  # what the block raises passes through as it is
+                try:
+                    await transaction.commit()
+                except _DRIVER_ERRORS as exc:
+                    raise translate(exc) from exc
+            except BaseException:
                 # The original exception is what the caller must see, never a failed rollback.
                 with contextlib.suppress(*_DRIVER_ERRORS):
                     await transaction.rollback()
-                if isinstance(exc, _DRIVER_ERRORS):
-                    raise translate(exc) from exc
                 raise
 
     @asynccontextmanager
@@ -277,7 +300,7 @@ class PostgresDatabase(Database):
         """A consistent dump while the server keeps serving: `pg_dump --format=custom`
         (restore with `pg_restore`). The password reaches pg_dump in its environment, not on
         its command line, where other users could read it."""
-        pg_dump = shutil.which("pg_dump")
+        pg_dump = find_pg_tool("pg_dump")
         if pg_dump is None:
             raise DatabaseError("pg_dump is not installed (Debian: postgresql-client)")
         parts = urlsplit(self.dsn)

@@ -145,9 +145,19 @@ async def open_writer(path: Path) -> aiosqlite.Connection:
     # isolation_level=None: we issue BEGIN IMMEDIATE / COMMIT ourselves.
     conn = await aiosqlite.connect(path, isolation_level=None)
     conn.row_factory = aiosqlite.Row
-    for pragma in _WRITER_PRAGMAS:
-        await conn.execute(pragma)
+    await _apply(conn, _WRITER_PRAGMAS)
     return conn
+
+
+async def _apply(conn: aiosqlite.Connection, pragmas: Sequence[str]) -> None:
+    """Set a new connection up; on failure (a file that is not a database) close it, or its
+    thread would keep the process alive after the error."""
+    try:
+        for pragma in pragmas:
+            await conn.execute(pragma)
+    except BaseException:
+        await conn.close()
+        raise
 
 
 def _read_only_uri(path: Path) -> str:
@@ -158,8 +168,7 @@ async def open_reader(path: Path) -> aiosqlite.Connection:
     # Start-up only: resolving the path once is no hot-path blocking.
     conn = await aiosqlite.connect(_read_only_uri(path), uri=True, isolation_level=None)
     conn.row_factory = aiosqlite.Row
-    for pragma in _READER_PRAGMAS:
-        await conn.execute(pragma)
+    await _apply(conn, _READER_PRAGMAS)
     return conn
 
 
