@@ -112,7 +112,7 @@ def _domain(index: int) -> str:
 
 async def _seed(settings, count: int, sample_size: int, progress: bool) -> list[tuple[str, str]]:
     # Imported here: the project is on sys.path only once main() has put it there.
-    from license_server.db.licenses import insert_license, upsert_binding
+    from license_server.db.licenses import NewLicense, insert_license, upsert_binding
     from license_server.licensing.domains import normalise_domain
     from license_server.licensing.license_keys import MAX_LICENSE_ID, make_license_key
     from license_server.licensing.models import KeyKind, Status
@@ -138,23 +138,19 @@ async def _seed(settings, count: int, sample_size: int, progress: bool) -> list[
                 key = make_license_key(runtime.keyring, product.key_prefix, license_id)
                 await insert_license(
                     statements,
-                    {
-                        "id": license_id,
-                        "product_id": product.id,
-                        "key_hash": service.hasher.hash(KEY_HASH_PURPOSE, key),
-                        "key_encrypted": service.cipher.encrypt("licenses", "key_encrypted", key),
-                        "key_kind": KeyKind.SIGNED.value,
-                        "status": Status.ACTIVE.value,
-                        "licensee_name": f"Customer {index}",
-                        "licensee_company": "",
-                        "licensee_email": f"billing@{domain}",
-                        "expires_at": None,
-                        "seats": 1,
-                        "reissue_count": 0,
-                        "notes": "",
-                        "created_at": now,
-                        "updated_at": now,
-                    },
+                    NewLicense(
+                        id=license_id,
+                        product_id=product.id,
+                        key_hash=service.hasher.hash(KEY_HASH_PURPOSE, key),
+                        key_encrypted=service.cipher.encrypt("licenses", "key_encrypted", key),
+                        key_kind=KeyKind.SIGNED.value,
+                        status=Status.ACTIVE.value,
+                        licensee_name=f"Customer {index}",
+                        licensee_email=f"billing@{domain}",
+                        seats=1,
+                        created_at=now,
+                        updated_at=now,
+                    ),
                 )
                 await upsert_binding(
                     statements,

@@ -617,3 +617,12 @@ async def test_prune_works_in_short_transactions(db, monkeypatch):
     assert await log.prune(retention_days=1, rollup=True, now=now) == 5
     assert windows == [base + (n + 1) * minute for n in range(5)]
     assert sum((await rollups(db)).values()) == 5
+
+
+def test_attempt_row_is_in_the_insert_column_order():
+    """Attempt.row() is written out by position for speed; this holds it to the INSERT."""
+    from dataclasses import fields
+
+    assert tuple(f.name for f in fields(Attempt)) == attempt_rows.ATTEMPT_COLUMNS
+    sample = attempt(7, reported_ip="192.0.2.9", domain="shop.com", client_version="2.1")
+    assert sample.row() == tuple(getattr(sample, name) for name in attempt_rows.ATTEMPT_COLUMNS)

@@ -3,47 +3,49 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from dataclasses import astuple, dataclass, fields
 
 from license_server.db.connection import Connection, Row
 
-_INSERT_COLUMNS = (
-    "id",
-    "product_id",
-    "key_hash",
-    "key_encrypted",
-    "key_kind",
-    "status",
-    "licensee_name",
-    "licensee_company",
-    "licensee_email",
-    "expires_at",
-    "seats",
-    "reissue_count",
-    "notes",
-    "created_at",
-    "updated_at",
-    "whmcs_service_id",
-    "billing_cycle",
-    "last_access_at",
-    "signing_kid",
+
+@dataclass(frozen=True, slots=True)
+class NewLicense:
+    """A `licenses` row to insert: the one definition of its shape (the service's issue, the
+    WHMCS import and the benchmark's seeding all build one). `id` and the two timestamps are
+    filled in by the write that inserts it when left at their defaults."""
+
+    product_id: int
+    key_hash: bytes
+    key_encrypted: bytes
+    key_kind: str  # signed | legacy
+    status: str
+    licensee_name: str
+    licensee_email: str
+    id: int = 0
+    licensee_company: str = ""
+    expires_at: int | None = None
+    seats: int | None = None  # None: the product's
+    reissue_count: int = 0
+    notes: str = ""
+    created_at: int = 0
+    updated_at: int = 0
+    whmcs_service_id: int | None = None
+    billing_cycle: str = ""
+    last_access_at: int | None = None
+    signing_kid: str | None = None  # the kid that signed a signed key (run.py retire)
+
+
+_INSERT_COLUMNS = tuple(field.name for field in fields(NewLicense))
+_INSERT = (
+    f"INSERT INTO licenses ({', '.join(_INSERT_COLUMNS)}) "  # noqa: S608 # nosec B608
+    f"VALUES ({', '.join('?' for _ in _INSERT_COLUMNS)})"
 )
-_OPTIONAL = {
-    "whmcs_service_id": None,
-    "billing_cycle": "",
-    "last_access_at": None,
-    "signing_kid": None,
-}
 
 
-async def insert_license(conn: Connection, row: dict[str, Any]) -> None:
-    columns = ", ".join(_INSERT_COLUMNS)
-    placeholders = ", ".join("?" for _ in _INSERT_COLUMNS)
-    values = {**_OPTIONAL, **row}
-    await conn.execute(
-        f"INSERT INTO licenses ({columns}) VALUES ({placeholders})",  # noqa: S608 # nosec B608
-        [values[name] for name in _INSERT_COLUMNS],
-    )
+async def insert_license(conn: Connection, row: NewLicense) -> None:
+    if not row.id:
+        raise ValueError("a license is inserted with its id")
+    await conn.execute(_INSERT, astuple(row))
 
 
 async def lock_license(conn: Connection, license_id: int) -> bool:

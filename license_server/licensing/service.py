@@ -27,6 +27,7 @@ from license_server.db import products as product_rows
 from license_server.db.connection import Connection
 from license_server.db.database import Database
 from license_server.db.errors import UniqueViolation
+from license_server.db.licenses import NewLicense
 from license_server.licensing import lifecycle
 from license_server.licensing.actors import SYSTEM, Actor
 from license_server.licensing.caches import TtlCache
@@ -93,7 +94,7 @@ Decide = Callable[[License], Awaitable[FirstUse]]
 class ImportedLicense:
     """A license of another system to insert as it is (the WHMCS import)."""
 
-    row: dict  # `licenses` columns but `id`
+    row: NewLicense  # id and timestamps are filled in by the import's write
     # (kind, value, raw_value, last_seen_at or None for now)
     bindings: tuple[tuple[str, str, str, int | None], ...]
 
@@ -259,25 +260,24 @@ class LicenseService:
             key = make_license_key(signer, product.key_prefix, license_id)
             await license_rows.insert_license(
                 conn,
-                {
-                    "id": license_id,
-                    "product_id": product.id,
-                    "key_hash": self.hasher.hash(KEY_HASH_PURPOSE, key),
-                    "key_encrypted": self.cipher.encrypt("licenses", "key_encrypted", key),
-                    "key_kind": KeyKind.SIGNED.value,
+                NewLicense(
+                    id=license_id,
+                    product_id=product.id,
+                    key_hash=self.hasher.hash(KEY_HASH_PURPOSE, key),
+                    key_encrypted=self.cipher.encrypt("licenses", "key_encrypted", key),
+                    key_kind=KeyKind.SIGNED.value,
                     # So that `run.py retire` knows this key keeps its signer published.
-                    "signing_kid": signer.kid,
-                    "status": Status.PENDING.value,
-                    "licensee_name": spec.licensee,
-                    "licensee_company": spec.company,
-                    "licensee_email": str(spec.email),
-                    "expires_at": expires_at,
-                    "seats": spec.seats,
-                    "reissue_count": 0,
-                    "notes": spec.notes,
-                    "created_at": now,
-                    "updated_at": now,
-                },
+                    signing_kid=signer.kid,
+                    status=Status.PENDING.value,
+                    licensee_name=spec.licensee,
+                    licensee_company=spec.company,
+                    licensee_email=str(spec.email),
+                    expires_at=expires_at,
+                    seats=spec.seats,
+                    notes=spec.notes,
+                    created_at=now,
+                    updated_at=now,
+                ),
             )
             await license_rows.add_rules(conn, license_id, spec.rules())
             writes.changed(ChangeKind.ISSUE, license_id)
@@ -291,7 +291,7 @@ class LicenseService:
     ) -> dict[bytes, str]:
         """Insert the licenses whose key is new, in one transaction; for those whose key is
         not: the code of the product that has it (they are left untouched)."""
-        hashes = [imported.row["key_hash"] for imported in licenses]
+        hashes = [imported.row.key_hash for imported in licenses]
 
         async def work(writes: _Writes) -> dict[bytes, str]:
             conn = writes.conn
@@ -301,11 +301,19 @@ class LicenseService:
             owners = await import_rows.product_codes_by_key_hash(conn, hashes)
             bindings: list[tuple[int, str, str, str, bool, int, int]] = []
             for imported in licenses:
-                if imported.row["key_hash"] in owners:
+                if imported.row.key_hash in owners:
                     continue
                 license_id = await self._free_license_id(conn)
-                row = {"created_at": writes.now, "updated_at": writes.now, **imported.row}
-                await license_rows.insert_license(conn, {**row, "id": license_id})
+                row = imported.row
+                await license_rows.insert_license(
+                    conn,
+                    replace(
+                        row,
+                        id=license_id,
+                        created_at=row.created_at or writes.now,
+                        updated_at=row.updated_at or writes.now,
+                    ),
+                )
                 bindings += (
                     (
                         license_id,

@@ -27,6 +27,7 @@ from datetime import UTC
 from pathlib import Path
 
 from license_server.db import imports as import_rows
+from license_server.db.licenses import NewLicense
 from license_server.licensing.actors import SYSTEM, Actor
 from license_server.licensing.domains import (
     InvalidDirectory,
@@ -250,21 +251,20 @@ async def _write_batch(
     return await service.import_licenses(licenses, actor=actor)
 
 
-def _license_row(planned: _Planned, product: Product, key_encrypted: bytes) -> dict:
+def _license_row(planned: _Planned, product: Product, key_encrypted: bytes) -> NewLicense:
     row = planned.row
-    return {
-        "product_id": product.id,
-        "key_hash": planned.key_hash,
-        "key_encrypted": key_encrypted,
-        "key_kind": KeyKind.LEGACY.value,
-        "status": planned.status.value,
-        "licensee_name": f"WHMCS service #{row.service_id}",
-        "licensee_company": "",
-        "licensee_email": "",  # mod_licensing does not have it; it lives in WHMCS's clients
-        "expires_at": None,  # WHMCS keeps the due date on the service, not in this table
-        "seats": planned.seats,
-        "reissue_count": row.reissues,
-        "notes": f"Imported from WHMCS mod_licensing row {row.whmcs_id}.",
-        "whmcs_service_id": row.service_id,
-        "last_access_at": planned.last_access_at,
-    }
+    return NewLicense(
+        product_id=product.id,
+        key_hash=planned.key_hash,
+        key_encrypted=key_encrypted,
+        key_kind=KeyKind.LEGACY.value,
+        status=planned.status.value,
+        licensee_name=f"WHMCS service #{row.service_id}",
+        licensee_email="",  # mod_licensing does not have it; it lives in WHMCS's clients
+        expires_at=None,  # WHMCS keeps the due date on the service, not in this table
+        seats=planned.seats,
+        reissue_count=row.reissues,
+        notes=f"Imported from WHMCS mod_licensing row {row.whmcs_id}.",
+        whmcs_service_id=row.service_id,
+        last_access_at=planned.last_access_at,
+    )
