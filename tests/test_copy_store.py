@@ -15,6 +15,7 @@ import pytest
 from license_server.db import attempts as attempt_sql
 from license_server.db import copy_store as cs
 from license_server.db import licenses as license_rows
+from license_server.db import staff as staff_rows
 from license_server.db.copy_store import TABLES, checksums, copy_store, normalise, open_store
 from license_server.licensing.lifecycle import Action
 from license_server.licensing.specs import LicenseSpec, ProductSpec
@@ -89,6 +90,24 @@ async def _fill(settings: Settings) -> dict[str, str]:
         async with rt.db.write() as conn:
             await attempt_sql.roll_up_before(conn, 1_700_000_000_000 + 2 * HOUR_MS)
             await attempt_sql.delete_before(conn, 1_700_000_000_000 + 2 * HOUR_MS)
+        # The staff tables (issue #12): an account with a session, codes, a link, an audit row.
+        async with rt.db.write() as conn:
+            staff_id = await staff_rows.insert_account(
+                conn, email="ann@example.org", name="Ann", role="admin",
+                password_hash="$argon2id$v=19$m=65536,t=3,p=4$c2FsdA$aGFzaA", now=1_800_000_000,
+            )  # fmt: skip
+            await staff_rows.set_totp(conn, staff_id, b"\x01encrypted\xfe", 1_800_000_001)
+            await staff_rows.insert_session(
+                conn, session_key=b"\x02" * 32, account_id=staff_id, csrf_token="csrf",
+                mfa_passed=True, now=1_800_000_002, source_ip="192.0.2.0/24",
+            )  # fmt: skip
+            await staff_rows.replace_recovery_codes(conn, staff_id, [b"\x03" * 32, b"\x04" * 32])
+            await staff_rows.use_recovery_code(conn, staff_id, b"\x03" * 32, 1_800_000_003)
+            await staff_rows.insert_setup_link(conn, b"\x05" * 32, "admin", 1, 3601)
+            await staff_rows.audit(
+                conn, at=1_800_000_004, actor_kind="staff", actor_id=str(staff_id),
+                action="license.suspend", target="license:1", detail={"why": "caf\u00e9"},
+            )  # fmt: skip
     return keys
 
 

@@ -71,6 +71,11 @@ TABLES: tuple[Table, ...] = (
     Table("verification_attempts", ("id",), "id"),
     Table("attempt_rollups", ("hour", "endpoint", "license_id", "result", "reason")),
     Table("license_changes", ("seq",), "seq"),
+    Table("staff_accounts", ("id",), "id"),
+    Table("staff_sessions", ("id",), "id"),
+    Table("staff_recovery_codes", ("id",), "id"),
+    Table("staff_setup_links", ("id",), "id"),
+    Table("audit_log", ("id",), "id"),
 )
 # Tables that hold no data to copy: each end keeps its own.
 NOT_COPIED = frozenset({"schema_version"})

@@ -174,6 +174,72 @@ MIGRATIONS: tuple[Migration, ...] = (
             )""",
         ),
     ),
+    Migration(
+        6,
+        "staff accounts, their sessions and recovery codes, set-up links, the audit log",
+        (
+            # Emails are stored lower-case (one account per address). password_hash is a PHC
+            # string (Argon2id); totp_secret is AES-GCM encrypted (crypto/fields.py), NULL
+            # until the account has enrolled.
+            """CREATE TABLE IF NOT EXISTS staff_accounts (
+                id {pk},
+                email TEXT NOT NULL UNIQUE,
+                name TEXT NOT NULL,
+                role TEXT NOT NULL
+                    CHECK (role IN ('admin', 'license_manager', 'support', 'read_only')),
+                password_hash TEXT NOT NULL,
+                password_changed_at {bigint} NOT NULL,
+                totp_secret {blob},
+                totp_enrolled_at {bigint},
+                disabled {bool} NOT NULL DEFAULT {false},
+                last_login_at {bigint},
+                created_at {bigint} NOT NULL,
+                updated_at {bigint} NOT NULL
+            )""",
+            # Only a SHA-256 of a session id is stored: a copy of the table opens no session.
+            """CREATE TABLE IF NOT EXISTS staff_sessions (
+                id {pk},
+                session_key {blob} NOT NULL UNIQUE,
+                account_id {bigint} NOT NULL REFERENCES staff_accounts(id) ON DELETE CASCADE,
+                csrf_token TEXT NOT NULL,
+                mfa_passed {bool} NOT NULL DEFAULT {false},
+                created_at {bigint} NOT NULL,
+                last_seen_at {bigint} NOT NULL,
+                source_ip TEXT NOT NULL DEFAULT '',
+                user_agent TEXT NOT NULL DEFAULT ''
+            )""",
+            "CREATE INDEX IF NOT EXISTS staff_sessions_account ON staff_sessions (account_id)",
+            """CREATE TABLE IF NOT EXISTS staff_recovery_codes (
+                id {pk},
+                account_id {bigint} NOT NULL REFERENCES staff_accounts(id) ON DELETE CASCADE,
+                code_hash {blob} NOT NULL,
+                used_at {bigint},
+                UNIQUE (account_id, code_hash)
+            )""",
+            # The first administrator's one-time set-up link (and later invitations).
+            """CREATE TABLE IF NOT EXISTS staff_setup_links (
+                id {pk},
+                token_hash {blob} NOT NULL UNIQUE,
+                role TEXT NOT NULL,
+                created_at {bigint} NOT NULL,
+                expires_at {bigint} NOT NULL,
+                used_at {bigint}
+            )""",
+            # Who did what, when, from where: every staff, API and CLI change (actor_kind and
+            # actor_id as licensing/actors.py names them); detail is a JSON object.
+            """CREATE TABLE IF NOT EXISTS audit_log (
+                id {pk},
+                at {bigint} NOT NULL,
+                actor_kind TEXT NOT NULL,
+                actor_id TEXT NOT NULL DEFAULT '',
+                action TEXT NOT NULL,
+                target TEXT NOT NULL DEFAULT '',
+                detail TEXT NOT NULL DEFAULT '{{}}',
+                source_ip TEXT NOT NULL DEFAULT ''
+            )""",
+            "CREATE INDEX IF NOT EXISTS audit_log_at ON audit_log (at)",
+        ),
+    ),
 )
 
 LATEST = MIGRATIONS[-1].version
