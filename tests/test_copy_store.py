@@ -102,7 +102,8 @@ async def _fill(settings: Settings) -> dict[str, str]:
                 mfa_passed=True, now=1_800_000_002, source_ip="192.0.2.0/24",
             )  # fmt: skip
             await staff_rows.replace_recovery_codes(conn, staff_id, [b"\x03" * 32, b"\x04" * 32])
-            await staff_rows.use_recovery_code(conn, staff_id, b"\x03" * 32, 1_800_000_003)
+            (first, _), _ = await staff_rows.unused_recovery_codes(conn, staff_id)
+            await staff_rows.use_recovery_code(conn, first, 1_800_000_003)
             await staff_rows.insert_setup_link(conn, b"\x05" * 32, "admin", 1, 3601)
             await staff_rows.audit(
                 conn, at=1_800_000_004, actor_kind="staff", actor_id=str(staff_id),

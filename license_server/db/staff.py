@@ -207,21 +207,21 @@ async def replace_recovery_codes(
     )
 
 
-async def unused_recovery_codes(conn: Connection, account_id: int) -> int:
-    return int(
-        await conn.fetch_value(
-            "SELECT COUNT(*) FROM staff_recovery_codes WHERE account_id = ? AND used_at IS NULL",
-            (account_id,),
-        )
+async def unused_recovery_codes(conn: Connection, account_id: int) -> list[tuple[int, bytes]]:
+    """(id, salted hash) of the codes not spent yet (staff/totp.py matches a code to one)."""
+    rows = await conn.fetch_all(
+        "SELECT id, code_hash FROM staff_recovery_codes"
+        " WHERE account_id = ? AND used_at IS NULL ORDER BY id",
+        (account_id,),
     )
+    return [(row["id"], bytes(row["code_hash"])) for row in rows]
 
 
-async def use_recovery_code(conn: Connection, account_id: int, code_hash: bytes, now: int) -> bool:
+async def use_recovery_code(conn: Connection, code_id: int, now: int) -> bool:
     """Spend one code: true for exactly one caller, however many present it at once."""
     changed = await conn.execute(
-        "UPDATE staff_recovery_codes SET used_at = ?"
-        " WHERE account_id = ? AND code_hash = ? AND used_at IS NULL",
-        (now, account_id, code_hash),
+        "UPDATE staff_recovery_codes SET used_at = ? WHERE id = ? AND used_at IS NULL",
+        (now, code_id),
     )
     return changed == 1
 
