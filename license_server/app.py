@@ -20,6 +20,7 @@ from license_server import appkeys
 from license_server.licensing.attempt_log import AttemptLog
 from license_server.runtime import open_runtime
 from license_server.settings import Settings
+from license_server.web import admin
 from license_server.web.client_ip import ClientIpResolver
 from license_server.web.middlewares import answer_middleware
 from license_server.web.rate_limit import NoRateLimiter, RateLimiter
@@ -116,5 +117,7 @@ def create_app(settings: Settings, *, maintenance: bool = True) -> web.Applicati
     app.cleanup_ctx.append(_key_reload_ctx)
     app.cleanup_ctx.append(_attempt_log_ctx)
     app.cleanup_ctx.append(_rate_limiter_ctx)
+    app.cleanup_ctx.append(admin.staff_ctx)
     setup_routes(app)
+    app.add_subapp("/admin", admin.admin_app())
     return app

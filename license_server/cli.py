@@ -19,6 +19,7 @@ import socket
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from urllib.parse import quote
 
 from pydantic import ValidationError
 
@@ -49,6 +50,7 @@ from license_server.licensing.whmcs_export import ExportFormatError
 from license_server.licensing.whmcs_import import import_export
 from license_server.runtime import Runtime, open_runtime
 from license_server.settings import Settings, SettingsError, load_settings
+from license_server.staff.accounts import StaffAccounts
 
 EXIT_REFUSED = 1
 EXIT_USAGE = 2
@@ -152,6 +154,14 @@ def build_parser() -> argparse.ArgumentParser:
     retire.add_argument("kid")
     commands.add_parser("keys", help="list the signing keys and their state")
 
+    create_admin = commands.add_parser(
+        "create-admin",
+        help="print a one-time link (valid one hour) that creates an administrator account",
+    )
+    create_admin.add_argument(
+        "--base-url", help="where staff reach the server (default: http://HOST:PORT)"
+    )
+
     backup = commands.add_parser(
         "backup", help="consistent online copy of the database (SQLite file or pg_dump archive)"
     )
@@ -237,6 +247,7 @@ def serve(
     from aiohttp import web
 
     from license_server.app import create_app
+    from license_server.web.admin import first_run_link
     from license_server.web.serving import runner_options
     from license_server.workers import serve_workers
 
@@ -247,19 +258,28 @@ def serve(
         return serve_workers(settings, count, config)
 
     url = f"http://{settings.host}:{settings.port}"
+    # Only one process of several runs the maintenance tasks (the attempt-log pruner) and
+    # makes the first run's set-up link.
+    app = create_app(settings, maintenance=not worker_index)
+
+    def first_run() -> None:
+        line = first_run_link(app, url)
+        if line is not None:
+            print(line, flush=True)
 
     def announce(_: str) -> None:
         print(f"License server listening on {url} (Ctrl+C to stop)", flush=True)
+        first_run()
 
     try:
         web.run_app(
-            # Only one process of several runs the maintenance tasks (the attempt-log pruner).
-            create_app(settings, maintenance=not worker_index),
+            app,
             host=settings.host,
             port=settings.port,
             reuse_port=worker_index is not None,
             **runner_options(),
-            print=announce if worker_index is None else None,  # the supervisor announced them
+            # The supervisor announced the workers; worker 0 prints the set-up link, if any.
+            print=announce if worker_index is None else lambda _: first_run(),
             loop=_new_event_loop(settings),
         )
     except OSError as exc:
@@ -373,7 +393,24 @@ async def _run_async(command: str, args: argparse.Namespace, settings: Settings)
             return await _import_whmcs(runtime, args)
         if command == "retire":
             return await _retire(runtime, args)
+        if command == "create-admin":
+            return await _create_admin(runtime, args)
         return await _lifecycle(runtime, Action(command), args)
+
+
+async def _create_admin(runtime: Runtime, args: argparse.Namespace) -> int:
+    """The shell's way to the first administrator (or another one, when every admin is
+    locked out): anyone who runs this already controls the server."""
+    service = runtime.licenses
+    accounts = StaffAccounts(
+        runtime.db, service.write, service.cipher, service.hasher, runtime.once
+    )
+    token = await accounts.first_admin_link(CLI)
+    settings = runtime.settings
+    base = (args.base_url or f"http://{settings.host}:{settings.port}").rstrip("/")
+    print("Open this link within the hour to create an administrator account (it works once):")
+    print(f"{base}/admin/setup/{quote(token)}")
+    return 0
 
 
 async def migrate(settings: Settings) -> int:

@@ -168,3 +168,9 @@ async def other_holders_of_domain(
         (domain, product_id, license_id),
     )
     return [row["license_id"] for row in rows]
+
+
+async def count_by_status(conn: Connection) -> dict[str, int]:
+    """Licenses per status (the admin's dashboard): one pass over the status column."""
+    rows = await conn.fetch_all("SELECT status, COUNT(*) AS n FROM licenses GROUP BY status")
+    return {row["status"]: int(row["n"]) for row in rows}

@@ -360,6 +360,11 @@ class LicenseService:
                 return None
             return await self._load(conn, row)
 
+    async def count_by_status(self) -> dict[Status, int]:
+        async with self.db.read() as conn:
+            counts = await license_rows.count_by_status(conn)
+        return {status: counts.get(status.value, 0) for status in Status}
+
     async def license_by_id(self, license_id: int) -> License:
         async with self.db.read() as conn:
             row = await license_rows.license_by_id(conn, license_id)

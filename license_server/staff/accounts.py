@@ -22,7 +22,7 @@ from __future__ import annotations
 import secrets
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 from license_server.crypto.fields import FieldCipher, LookupHasher
@@ -289,6 +289,22 @@ class StaffAccounts:
 
         await self._write(_staff(account.id), work)
         return codes
+
+    async def enrol_and_sign_in(
+        self, signed_in: SignedIn, secret: bytes, code: str, *, source_ip: str = ""
+    ) -> tuple[SignedIn, list[str]]:
+        """Enrolment proves the second factor as well: the session is promoted (a new id)
+        without asking for a second code (the first one was spent on enrolment)."""
+        codes = await self.enrol(signed_in, secret, code)
+        refreshed = replace(signed_in, account=await self._account(signed_in.account.id))
+        return await self._promote(refreshed, self.now(), None, source_ip), codes
+
+    async def _account(self, account_id: int) -> staff_rows.StaffAccount:
+        async with self._db.read() as conn:
+            account = await staff_rows.account_by_id(conn, account_id)
+        if account is None:
+            raise SignInRefused("This account does not exist any more.")
+        return account
 
     def _totp_secret(self, account: staff_rows.StaffAccount) -> bytes:
         assert account.totp_secret is not None

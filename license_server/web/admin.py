@@ -1,0 +1,399 @@
+"""The staff admin's pages (issue #12): first-run set-up, sign-in with a TOTP second factor,
+enrolment with recovery codes, the dashboard. Server-rendered (jinja2), no script at all.
+
+Mounted at /admin as a sub-application with its own middleware, which gives every page and
+every error page (ASVS 4.0.3 V14.4): a CSP with a per-request nonce on top of
+`default-src 'none'`, `frame-ancestors 'none'`, `form-action 'self'`; Referrer-Policy,
+Permissions-Policy, nosniff and `Cache-Control: no-store`.
+
+Every POST passes the Origin / Sec-Fetch-Site check (V4.2.2, V13.2.3) and, once a session
+exists, its per-session CSRF token. The session cookie is `__Host-` prefixed, Secure, HttpOnly,
+SameSite=Lax (V3.4); browsers accept Secure cookies on http://localhost and 127.0.0.1, which
+are secure contexts. Sign-in is throttled per IP and per account with `limits` (V2.2.1), in
+the rate-limit store (Redis when configured: one budget across instances).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import secrets
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from urllib.parse import quote
+
+import jinja2
+import limits
+from aiohttp import web
+from limits.aio.strategies import MovingWindowRateLimiter
+from limits.storage import storage_from_string
+
+from license_server import appkeys
+from license_server.licensing.actors import SYSTEM
+from license_server.staff import sessions, totp
+from license_server.staff.accounts import PolicyRefused, SignedIn, SignInRefused, StaffAccounts
+
+log = logging.getLogger(__name__)
+
+TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
+COOKIE = sessions.SESSION_COOKIE
+COOKIE_SECONDS = 12 * 3600
+SIGN_IN_RATE = "5/minute"
+MAX_FORM_BYTES = 16 * 1024
+
+PAGES = web.AppKey("admin_pages", jinja2.Environment)
+STAFF = web.AppKey("staff_accounts", StaffAccounts)
+SIGN_IN_LIMITER = web.AppKey("sign_in_limiter", object)
+SIGNED_IN = web.RequestKey("signed_in", object)  # SignedIn | None, read once per request
+# The first run's set-up token: printed by `run.py serve` once the server listens.
+FIRST_RUN_TOKEN = web.AppKey("first_run_token", str)
+
+
+def _headers(nonce: str) -> dict[str, str]:
+    return {
+        "Content-Security-Policy": (
+            f"default-src 'none'; style-src 'nonce-{nonce}'; img-src 'self' data:; "
+            "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+        ),
+        "Referrer-Policy": "same-origin",
+        "Permissions-Policy": "camera=(), microphone=(), geolocation=(), payment=(), usb=()",
+        "X-Content-Type-Options": "nosniff",
+        "Cache-Control": "no-store",
+    }
+
+
+def render(
+    request: web.Request, template: str, *, status: int = 200, **context: object
+) -> web.Response:
+    nonce = secrets.token_urlsafe(16)
+    page = request.config_dict[PAGES].get_template(template)
+    for name, default in (("staff", request.get(SIGNED_IN)), ("title", ""), ("errors", []),
+                          ("notice", ""), ("error_title", "")):  # fmt: skip
+        context.setdefault(name, default)
+    body = page.render(nonce=nonce, **context)
+    return web.Response(
+        text=body, status=status, content_type="text/html", charset="utf-8", headers=_headers(nonce)
+    )
+
+
+def message(request: web.Request, status: int, title: str, *paragraphs: str, link=None):
+    return render(
+        request, "admin/message.html", status=status, title=title, paragraphs=paragraphs, link=link
+    )
+
+
+@web.middleware
+async def admin_middleware(request: web.Request, handler) -> web.StreamResponse:
+    """Errors become pages (never a stack trace: V7.4.1); the session is read once."""
+    request[SIGNED_IN] = await _current(request)
+    try:
+        return await handler(request)
+    except web.HTTPRedirection as exc:
+        exc.headers.update(_headers(secrets.token_urlsafe(16)))
+        raise
+    except web.HTTPException as exc:
+        if exc.status == 429:
+            page = message(request, 429, "Too many attempts", exc.text or "")
+            page.headers["Retry-After"] = exc.headers.get("Retry-After", "60")
+            return page
+        return message(request, exc.status, exc.reason, "This page cannot be shown.",
+                       link={"href": "/admin", "text": "Go to the start page"})  # fmt: skip
+    except Exception:
+        error_id = secrets.token_hex(8)
+        log.exception("unhandled error %s on %s %s", error_id, request.method, request.path)
+        return message(request, 500, "Something went wrong",
+                       f"The page could not be shown. Error id: {error_id}.")  # fmt: skip
+
+
+async def _current(request: web.Request) -> SignedIn | None:
+    value = request.cookies.get(COOKIE, "")
+    return await request.config_dict[STAFF].session(value) if value else None
+
+
+def _set_cookie(response: web.StreamResponse, signed_in: SignedIn) -> None:
+    response.set_cookie(
+        COOKIE, signed_in.session_id, max_age=COOKIE_SECONDS, path="/", secure=True,
+        httponly=True, samesite="Lax",
+    )  # fmt: skip
+
+
+def _redirect(location: str, signed_in: SignedIn | None = None, clear: bool = False):
+    response = web.HTTPSeeOther(location)
+    if signed_in is not None:
+        _set_cookie(response, signed_in)
+    if clear:
+        response.del_cookie(COOKIE, path="/", secure=True, httponly=True, samesite="Lax")
+    return response
+
+
+def _client_ip(request: web.Request) -> str:
+    return request.config_dict[appkeys.CLIENT_IP](request)
+
+
+async def _form(request: web.Request) -> dict[str, str]:
+    """A POST's fields after the Origin and CSRF checks; bad input is a 400 page, not a 500."""
+    origin = request.headers.get("Origin")
+    own = {f"{request.scheme}://{request.host}"}
+    if not sessions.origin_allowed(
+        request.method, origin, request.headers.get("Sec-Fetch-Site"), own
+    ):
+        raise web.HTTPForbidden(text="The request did not come from this site.")
+    if (request.content_length or 0) > MAX_FORM_BYTES:
+        raise web.HTTPRequestEntityTooLarge(MAX_FORM_BYTES, request.content_length or 0)
+    try:
+        data = await request.post()
+    except (ValueError, UnicodeDecodeError):
+        raise web.HTTPBadRequest(text="The form could not be read.") from None
+    fields = {}
+    for name in data:
+        values = data.getall(name)
+        if len(values) != 1 or not isinstance(values[0], str):
+            raise web.HTTPBadRequest(text="The form could not be read.")
+        fields[name] = values[0]
+    staff = request.get(SIGNED_IN)
+    if staff is not None and not sessions.csrf_matches(staff.csrf_token, fields.get("csrf")):
+        raise web.HTTPForbidden(text="The form has expired; reload the page and try again.")
+    return fields
+
+
+# -- sign-in throttling ---------------------------------------------------------------------
+
+
+class SignInLimiter:
+    """5 sign-in attempts per minute per IP and per account (`limits`, moving window)."""
+
+    def __init__(self, storage_uri: str) -> None:
+        if storage_uri.startswith("memory://"):
+            storage = storage_from_string("async+memory://")
+        else:
+            uri = storage_uri if storage_uri.startswith("async+") else f"async+{storage_uri}"
+            options = {"implementation": "redispy"} if uri.startswith("async+redis") else {}
+            storage = storage_from_string(uri, **options)
+        self._limiter = MovingWindowRateLimiter(storage)
+        self._item = limits.parse(SIGN_IN_RATE)
+
+    async def retry_after(self, *identities: str) -> int | None:
+        """Spend one attempt for each identity; seconds to wait if any is out of attempts."""
+        waits = []
+        for identity in identities:
+            if not await self._limiter.hit(self._item, "sign-in", identity):
+                stats = await self._limiter.get_window_stats(self._item, "sign-in", identity)
+                waits.append(max(1, math.ceil(stats.reset_time - time.time())))
+        return max(waits) if waits else None
+
+
+async def _throttle(request: web.Request, *identities: str) -> None:
+    wait = await request.config_dict[SIGN_IN_LIMITER].retry_after(*identities)
+    if wait is not None:
+        raise web.HTTPTooManyRequests(
+            text=f"Too many sign-in attempts. Try again in {wait} seconds.",
+            headers={"Retry-After": str(wait)},
+        )
+
+
+# -- pages ----------------------------------------------------------------------------------
+
+
+async def index(request: web.Request) -> web.StreamResponse:
+    staff: SignedIn | None = request[SIGNED_IN]
+    accounts = request.config_dict[STAFF]
+    if staff is None:
+        if await accounts.needs_first_admin():
+            return message(
+                request, 200, "No staff account yet",
+                "Open the one-time set-up link the server printed when it started, or make a "
+                "new one on the server with: python run.py create-admin",
+            )  # fmt: skip
+        raise _redirect("/admin/login")
+    if not staff.mfa_passed:
+        raise _redirect("/admin/mfa" if staff.account.totp_secret else "/admin/enrol")
+    runtime = request.config_dict[appkeys.RUNTIME]
+    counts = await runtime.licenses.count_by_status()
+    return render(request, "admin/dashboard.html", title="Dashboard",
+                  licenses=[(status.value, n) for status, n in counts.items()])  # fmt: skip
+
+
+async def setup(request: web.Request) -> web.StreamResponse:
+    token = request.match_info["token"]
+    context = {"title": "Set up", "email": "", "name": ""}
+    if request.method == "GET":
+        return render(request, "admin/setup.html", **context)
+    fields = await _form(request)
+    context.update(email=fields.get("email", "")[:320], name=fields.get("name", "")[:200])
+    password = fields.get("password", "")
+    if password != fields.get("confirm", ""):
+        return render(request, "admin/setup.html", status=400,
+                      errors=["The two passwords differ."], **context)  # fmt: skip
+    try:
+        await request.config_dict[STAFF].redeem_setup_link(
+            token, context["email"], context["name"], password
+        )
+    except PolicyRefused as refused:
+        return render(request, "admin/setup.html", status=400, errors=refused.problems, **context)
+    except SignInRefused as refused:
+        return message(request, 410, "This link has been used or has expired", str(refused))
+    ready = "Your account is ready. Sign in to set up your authenticator app."
+    return render(
+        request, "admin/login.html", title="Sign in", email=context["email"], notice=ready
+    )
+
+
+async def login(request: web.Request) -> web.StreamResponse:
+    if request.method == "GET":
+        return render(request, "admin/login.html", title="Sign in", email="")
+    fields = await _form(request)
+    email = fields.get("email", "").strip().lower()[:320]
+    ip = _client_ip(request)
+    await _throttle(request, f"ip:{ip}", f"account:{email}")
+    try:
+        signed_in = await request.config_dict[STAFF].sign_in(
+            email, fields.get("password", ""), source_ip=ip,
+            user_agent=request.headers.get("User-Agent", ""),
+        )  # fmt: skip
+    except (SignInRefused, ValueError, TypeError) as refused:
+        message_text = str(refused) if isinstance(refused, SignInRefused) else None
+        return render(request, "admin/login.html", status=400, title="Sign in", email=email,
+                      errors=[message_text or SignInRefused().args[0]])  # fmt: skip
+    next_page = "/admin/mfa" if signed_in.account.totp_secret else "/admin/enrol"
+    raise _redirect(next_page, signed_in)
+
+
+def _half_signed_in(request: web.Request) -> SignedIn:
+    staff: SignedIn | None = request[SIGNED_IN]
+    if staff is None:
+        raise _redirect("/admin/login")
+    return staff
+
+
+def _enrolment_token(request: web.Request, staff: SignedIn, secret: bytes) -> str:
+    """The secret between the page and its form, encrypted and bound to this session (the
+    browser cannot choose its own secret, nor carry one to another session)."""
+    cipher = request.config_dict[appkeys.RUNTIME].licenses.cipher
+    blob = cipher.encrypt("staff_enrolment", staff.csrf_token, totp.secret_to_text(secret))
+    return blob.hex()
+
+
+def _enrolment_secret(request: web.Request, staff: SignedIn, token: str) -> bytes | None:
+    cipher = request.config_dict[appkeys.RUNTIME].licenses.cipher
+    try:
+        return totp.secret_from_text(
+            cipher.decrypt("staff_enrolment", staff.csrf_token, bytes.fromhex(token))
+        )
+    except Exception:  # tampered, from another session, not hex: one answer for all
+        return None
+
+
+async def enrol(request: web.Request) -> web.StreamResponse:
+    staff = _half_signed_in(request)
+    if staff.account.totp_secret is not None:
+        raise _redirect("/admin" if staff.mfa_passed else "/admin/mfa")
+    errors: list[str] = []
+    secret: bytes | None = None  # the one the page shows: kept after a mistyped code
+    if request.method == "POST":
+        fields = await _form(request)
+        secret = _enrolment_secret(request, staff, fields.get("enrolment", ""))
+        if secret is None:
+            errors.append("The set-up expired; scan the new code below.")
+        else:
+            await _throttle(request, f"account:{staff.account.email}")
+            try:
+                promoted, codes = await request.config_dict[STAFF].enrol_and_sign_in(
+                    staff, secret, fields.get("code", "").strip(), source_ip=_client_ip(request)
+                )
+            except SignInRefused as refused:
+                errors.append(str(refused))
+            else:
+                response = render(request, "admin/recovery_codes.html", title="Recovery codes",
+                                  codes=codes, staff=promoted)  # fmt: skip
+                _set_cookie(response, promoted)
+                return response
+    if secret is None:
+        secret = totp.new_secret()
+    uri = totp.provisioning_uri(secret, staff.account.email, "License server")
+    return render(
+        request, "admin/enrol.html", status=400 if errors else 200, title="Authenticator app",
+        errors=errors, qr_svg=totp.qr_svg(uri), secret_text=totp.secret_to_text(secret),
+        enrolment=_enrolment_token(request, staff, secret),
+    )  # fmt: skip
+
+
+async def mfa(request: web.Request) -> web.StreamResponse:
+    staff = _half_signed_in(request)
+    if staff.mfa_passed:
+        raise _redirect("/admin")
+    if staff.account.totp_secret is None:
+        raise _redirect("/admin/enrol")
+    if request.method == "GET":
+        return render(request, "admin/mfa.html", title="Your code")
+    fields = await _form(request)
+    await _throttle(request, f"ip:{_client_ip(request)}", f"account:{staff.account.email}")
+    try:
+        promoted = await request.config_dict[STAFF].second_factor(
+            staff, fields.get("code", "").strip()[:40], source_ip=_client_ip(request)
+        )
+    except SignInRefused as refused:
+        return render(request, "admin/mfa.html", status=400, title="Your code",
+                      errors=[str(refused)])  # fmt: skip
+    raise _redirect("/admin", promoted)
+
+
+async def logout(request: web.Request) -> web.StreamResponse:
+    await _form(request)
+    staff: SignedIn | None = request[SIGNED_IN]
+    if staff is not None:
+        await request.config_dict[STAFF].sign_out(staff)
+    raise _redirect("/admin/login", clear=True)
+
+
+async def end_all_sessions(request: web.Request) -> web.StreamResponse:
+    staff = _half_signed_in(request)
+    await _form(request)
+    await request.config_dict[STAFF].sign_out_everywhere(staff.account.id, actor=staff.actor)
+    raise _redirect("/admin/login", clear=True)
+
+
+# -- the sub-application ----------------------------------------------------------------------
+
+
+async def staff_ctx(app: web.Application) -> AsyncIterator[None]:
+    """On the root application, after the runtime: the staff accounts and the sign-in limiter;
+    with no staff account yet, a one-time set-up token (issue #12, first run), which
+    `run.py serve` prints as a link once the server listens (`first_run_link`)."""
+    runtime = app[appkeys.RUNTIME]
+    service = runtime.licenses
+    app[STAFF] = StaffAccounts(runtime.db, service.write, service.cipher, service.hasher,
+                               runtime.once)  # fmt: skip
+    settings = runtime.settings
+    app[SIGN_IN_LIMITER] = SignInLimiter(settings.rate_limit.storage_uri)
+    if app[appkeys.MAINTENANCE] and await app[STAFF].needs_first_admin():
+        app[FIRST_RUN_TOKEN] = await app[STAFF].first_admin_link(SYSTEM)
+    yield
+
+
+def first_run_link(app: web.Application, base_url: str) -> str | None:
+    """The line to print when there is no staff account yet, or None."""
+    token = app.get(FIRST_RUN_TOKEN)
+    if token is None:
+        return None
+    return (
+        "No staff account yet: create the first administrator at "
+        f"{base_url}/admin/setup/{quote(token)} (valid for one hour, once)"
+    )
+
+
+def admin_app() -> web.Application:
+    admin = web.Application(middlewares=[admin_middleware], client_max_size=MAX_FORM_BYTES)
+    admin[PAGES] = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True,
+        undefined=jinja2.StrictUndefined,
+    )  # fmt: skip
+    admin.router.add_get("", index, name="admin")
+    admin.router.add_get("/", index)
+    admin.router.add_route("*", "/setup/{token}", setup, name="admin_setup")
+    admin.router.add_route("*", "/login", login, name="admin_login")
+    admin.router.add_route("*", "/enrol", enrol, name="admin_enrol")
+    admin.router.add_route("*", "/mfa", mfa, name="admin_mfa")
+    admin.router.add_post("/logout", logout, name="admin_logout")
+    admin.router.add_post("/sessions/end-all", end_all_sessions, name="admin_end_all")
+    return admin
