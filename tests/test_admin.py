@@ -93,9 +93,7 @@ async def signed_in(browser: Browser) -> str:
     return secret
 
 
-async def test_first_run_prints_a_link_and_the_admin_is_made_through_it(
-    aiohttp_client, settings
-):
+async def test_first_run_prints_a_link_and_the_admin_is_made_through_it(aiohttp_client, settings):
     from license_server.app import create_app
 
     client = await aiohttp_client(create_app(settings))

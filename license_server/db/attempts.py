@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from license_server.db.connection import Connection
+from license_server.db.connection import Connection, Row
 
 # The order of `Attempt.row()` (licensing/attempt_log.py); tests/test_attempt_log.py holds the
 # two together.
@@ -65,3 +65,12 @@ async def oldest_at_ms(conn: Connection) -> int | None:
 
 async def delete_before(conn: Connection, cutoff_ms: int) -> int:
     return await conn.execute("DELETE FROM verification_attempts WHERE at_ms < ?", (cutoff_ms,))
+
+
+async def recent_for_license(conn: Connection, license_id: int, limit: int) -> list[Row]:
+    """The newest attempts of one license (the (license_id, at_ms) index)."""
+    return await conn.fetch_all(
+        "SELECT at_ms, endpoint, source_ip, domain, result, reason, client_version"
+        " FROM verification_attempts WHERE license_id = ? ORDER BY at_ms DESC LIMIT ?",
+        (license_id, limit),
+    )

@@ -174,3 +174,42 @@ async def count_by_status(conn: Connection) -> dict[str, int]:
     """Licenses per status (the admin's dashboard): one pass over the status column."""
     rows = await conn.fetch_all("SELECT status, COUNT(*) AS n FROM licenses GROUP BY status")
     return {row["status"]: int(row["n"]) for row in rows}
+
+
+async def license_page(
+    conn: Connection,
+    *,
+    before_id: int | None,
+    limit: int,
+    status: str | None = None,
+    product_id: int | None = None,
+) -> list[Row]:
+    """Licenses for the admin's list, by id descending from `before_id` (keyset pagination:
+    one index range per page however many licenses there are)."""
+    where, params = [], []
+    if before_id is not None:
+        where.append("l.id < ?")
+        params.append(before_id)
+    if status is not None:
+        where.append("l.status = ?")
+        params.append(status)
+    if product_id is not None:
+        where.append("l.product_id = ?")
+        params.append(product_id)
+    clause = f"WHERE {' AND '.join(where)} " if where else ""
+    # ruff S608 / bandit B608: the clause is built from the constant fragments above only.
+    return await conn.fetch_all(
+        "SELECT l.id, l.status, l.licensee_name, l.licensee_email, l.expires_at, l.seats,"  # noqa: S608 # nosec B608
+        " p.code AS product, p.seats AS product_seats FROM licenses l"
+        f" JOIN products p ON p.id = l.product_id {clause}ORDER BY l.id DESC LIMIT ?",
+        [*params, limit],
+    )
+
+
+async def licenses_bound_to(conn: Connection, kind: str, value: str, limit: int) -> list[int]:
+    """Licenses holding a binding (the bindings index), for the admin's search."""
+    rows = await conn.fetch_all(
+        "SELECT DISTINCT license_id FROM license_bindings WHERE kind = ? AND value = ? LIMIT ?",
+        (kind, value, limit),
+    )
+    return [row["license_id"] for row in rows]

@@ -24,12 +24,13 @@ from license_server.db import changes as change_rows
 from license_server.db import imports as import_rows
 from license_server.db import licenses as license_rows
 from license_server.db import products as product_rows
+from license_server.db import staff as staff_rows
 from license_server.db.connection import Connection
 from license_server.db.database import Database
 from license_server.db.errors import UniqueViolation
 from license_server.db.licenses import NewLicense
 from license_server.licensing import lifecycle
-from license_server.licensing.actors import SYSTEM, Actor
+from license_server.licensing.actors import SYSTEM, Actor, ActorKind
 from license_server.licensing.caches import TtlCache
 from license_server.licensing.changes import Change, ChangeFeed, ChangeKind
 from license_server.licensing.decision import Answer, Verdict, refused
@@ -158,6 +159,13 @@ class LicenseService:
             await change_rows.record(
                 conn, [(c.license_id, c.kind) for c in writes.changes], writes.now
             )
+            if actor.kind is not ActorKind.MODULE:  # phone-home binds are in the attempt log
+                for change in writes.changes:
+                    target = "" if change.license_id is None else f"license:{change.license_id}"
+                    await staff_rows.audit(
+                        conn, at=writes.now, actor_kind=str(actor.kind), actor_id=actor.id,
+                        action=f"license.{change.kind}", target=target,
+                    )  # fmt: skip
             done[:] = [writes]
             return result
 

@@ -31,8 +31,12 @@ from limits.storage import storage_from_string
 
 from license_server import appkeys
 from license_server.licensing.actors import SYSTEM
-from license_server.staff import sessions, totp
+from license_server.licensing.lifecycle import Action, TransitionRefused
+from license_server.licensing.models import Status
+from license_server.licensing.service import NotFound
+from license_server.staff import rbac, sessions, totp
 from license_server.staff.accounts import PolicyRefused, SignedIn, SignInRefused, StaffAccounts
+from license_server.staff.console import ACTION_PERMISSIONS, Console
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +49,7 @@ MAX_FORM_BYTES = 16 * 1024
 PAGES = web.AppKey("admin_pages", jinja2.Environment)
 STAFF = web.AppKey("staff_accounts", StaffAccounts)
 SIGN_IN_LIMITER = web.AppKey("sign_in_limiter", object)
+CONSOLE = web.AppKey("staff_console", Console)
 SIGNED_IN = web.RequestKey("signed_in", object)  # SignedIn | None, read once per request
 # The first run's set-up token: printed by `run.py serve` once the server listens.
 FIRST_RUN_TOKEN = web.AppKey("first_run_token", str)
@@ -353,6 +358,146 @@ async def end_all_sessions(request: web.Request) -> web.StreamResponse:
     raise _redirect("/admin/login", clear=True)
 
 
+# -- licenses -------------------------------------------------------------------------------
+
+
+def requires(permission: str):
+    """Route-level check (the service checks again): signed in with both factors, and the
+    role grants `permission`; otherwise the sign-in page or a 403 page."""
+
+    def decorate(handler):
+        async def checked(request: web.Request) -> web.StreamResponse:
+            staff: SignedIn | None = request[SIGNED_IN]
+            if staff is None:
+                raise _redirect("/admin/login")
+            if not staff.mfa_passed:
+                raise _redirect("/admin/mfa" if staff.account.totp_secret else "/admin/enrol")
+            if not rbac.has_permission(staff.account.role, permission):
+                return _forbidden(request)
+            try:
+                return await handler(request, staff)
+            except rbac.PermissionDenied:
+                return _forbidden(request)
+
+        return checked
+
+    return decorate
+
+
+def _forbidden(request: web.Request) -> web.Response:
+    return message(request, 403, "Not allowed", "Your role does not allow this.",
+                   link={"href": "/admin", "text": "Go to the dashboard"})  # fmt: skip
+
+
+def _license_id(request: web.Request) -> int:
+    license_id = int(request.match_info["id"])
+    if not 0 < license_id < 2**63:
+        raise web.HTTPNotFound
+    return license_id
+
+
+@requires("license:read")
+async def licenses(request: web.Request, staff: SignedIn) -> web.StreamResponse:
+    query = request.query
+    status = query.get("status") or None
+    before_text = query.get("before", "")
+    if len(query.getall("q", [])) > 1 or (not before_text.isdigit() and before_text):
+        return message(request, 400, "Bad search", "The search could not be read.")
+    try:
+        page = await request.config_dict[CONSOLE].licenses(
+            staff, before=int(before_text) if before_text else None, status=status,
+            search=query.get("q", "")[:300],
+        )  # fmt: skip
+    except ValueError as exc:
+        return message(request, 400, "Bad search", str(exc))
+    return render(request, "admin/licenses.html", title="Licenses", rows=page.rows,
+                  next_before=page.next_before, status_filter=status or "",
+                  search=query.get("q", "")[:300], statuses=[s.value for s in Status])  # fmt: skip
+
+
+# Buttons on a license's page: (action, label); shown when the role may and the status allows.
+_BUTTONS = (
+    ("suspend", "Suspend", {Status.ACTIVE, Status.PENDING}),
+    ("unsuspend", "Unsuspend", {Status.SUSPENDED}),
+    ("reissue", "Reissue (free its bindings)", {Status.ACTIVE, Status.PENDING}),
+    ("revoke", "Revoke", {Status.ACTIVE, Status.PENDING, Status.SUSPENDED, Status.EXPIRED}),
+)
+
+
+async def _license_view(request, staff: SignedIn, license_id: int, **extra):
+    try:
+        license, attempts = await request.config_dict[CONSOLE].license(staff, license_id)
+    except NotFound:
+        raise web.HTTPNotFound from None
+    role = staff.account.role
+    actions = [
+        (action, label)
+        for action, label, statuses in _BUTTONS
+        if license.status in statuses
+        and rbac.has_permission(role, ACTION_PERMISSIONS[Action(action)])
+    ]
+    if rbac.has_permission(role, "license:reveal_key") and "revealed" not in extra:
+        actions.append(("reveal", "Show the key"))
+    extra.setdefault("revealed", "")
+    return render(request, "admin/license.html", title=f"License {license.id}", license=license,
+                  attempts=attempts, actions=actions, **extra)  # fmt: skip
+
+
+@requires("license:read")
+async def license_page(request: web.Request, staff: SignedIn) -> web.StreamResponse:
+    return await _license_view(request, staff, _license_id(request))
+
+
+async def license_action(request: web.Request) -> web.StreamResponse:
+    name = request.match_info["action"]
+    if name == "reveal":
+        return await _reveal(request)
+    try:
+        action = Action(name)
+    except ValueError:
+        raise web.HTTPNotFound from None
+    if action not in ACTION_PERMISSIONS:
+        raise web.HTTPNotFound
+    return await requires(ACTION_PERMISSIONS[action])(_apply_action)(request)
+
+
+async def _apply_action(request: web.Request, staff: SignedIn) -> web.StreamResponse:
+    await _form(request)
+    license_id = _license_id(request)
+    action = Action(request.match_info["action"])
+    try:
+        await request.config_dict[CONSOLE].apply(staff, license_id, action)
+    except NotFound:
+        raise web.HTTPNotFound from None
+    except TransitionRefused as refused:
+        return message(request, 409, "Not possible now", str(refused),
+                       link={"href": f"/admin/licenses/{license_id}", "text": "Back"})  # fmt: skip
+    raise _redirect(f"/admin/licenses/{license_id}")
+
+
+@requires("license:reveal_key")
+async def _reveal(request: web.Request, staff: SignedIn) -> web.StreamResponse:
+    await _form(request)
+    license_id = _license_id(request)
+    try:
+        key = await request.config_dict[CONSOLE].reveal_key(staff, license_id)
+    except NotFound:
+        raise web.HTTPNotFound from None
+    return await _license_view(request, staff, license_id, revealed=key)
+
+
+def _date(seconds: int | None) -> str:
+    if seconds is None:
+        return "never"
+    return time.strftime("%Y-%m-%d", time.gmtime(seconds))
+
+
+def _datetime(seconds: int | None) -> str:
+    if seconds is None:
+        return "never"
+    return time.strftime("%Y-%m-%d %H:%M", time.gmtime(seconds))
+
+
 # -- the sub-application ----------------------------------------------------------------------
 
 
@@ -366,6 +511,7 @@ async def staff_ctx(app: web.Application) -> AsyncIterator[None]:
                                runtime.once)  # fmt: skip
     settings = runtime.settings
     app[SIGN_IN_LIMITER] = SignInLimiter(settings.rate_limit.storage_uri)
+    app[CONSOLE] = Console(service)
     if app[appkeys.MAINTENANCE] and await app[STAFF].needs_first_admin():
         app[FIRST_RUN_TOKEN] = await app[STAFF].first_admin_link(SYSTEM)
     yield
@@ -384,10 +530,13 @@ def first_run_link(app: web.Application, base_url: str) -> str | None:
 
 def admin_app() -> web.Application:
     admin = web.Application(middlewares=[admin_middleware], client_max_size=MAX_FORM_BYTES)
-    admin[PAGES] = jinja2.Environment(
+    pages = jinja2.Environment(
         loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True,
         undefined=jinja2.StrictUndefined,
     )  # fmt: skip
+    pages.filters["date"] = _date
+    pages.filters["datetime"] = _datetime
+    admin[PAGES] = pages
     admin.router.add_get("", index, name="admin")
     admin.router.add_get("/", index)
     admin.router.add_route("*", "/setup/{token}", setup, name="admin_setup")
@@ -396,4 +545,9 @@ def admin_app() -> web.Application:
     admin.router.add_route("*", "/mfa", mfa, name="admin_mfa")
     admin.router.add_post("/logout", logout, name="admin_logout")
     admin.router.add_post("/sessions/end-all", end_all_sessions, name="admin_end_all")
+    admin.router.add_get("/licenses", licenses, name="admin_licenses")
+    admin.router.add_get("/licenses/{id:[0-9]{1,19}}", license_page, name="admin_license")
+    admin.router.add_post(
+        "/licenses/{id:[0-9]{1,19}}/{action:[a-z_]{1,20}}", license_action, name="admin_action"
+    )
     return admin

@@ -1,0 +1,130 @@
+"""What staff do in the admin, as service functions that check the permission again.
+
+The route checks a permission before it calls in (web/admin.py); every function here checks it
+again against the signed-in account's role (DESIGN.md, ASVS 4.0.3 V4.1.1/V4.1.3: enforced at a
+trusted service layer, not only where the request arrives), and passes the staff actor to the
+license service's single write path, so that the audit log names who did it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from license_server.db import attempts as attempt_rows
+from license_server.db import licenses as license_rows
+from license_server.db import staff as staff_rows
+from license_server.licensing.domains import InvalidHost, normalise_domain
+from license_server.licensing.license_keys import KeyRejected
+from license_server.licensing.lifecycle import Action
+from license_server.licensing.models import License, Status
+from license_server.licensing.service import LicenseService, NotFound
+from license_server.staff import rbac
+from license_server.staff.accounts import SignedIn
+
+PAGE_SIZE = 50
+
+# Which permission each lifecycle action needs (staff/rbac.py's catalogue).
+ACTION_PERMISSIONS: dict[Action, str] = {
+    Action.SUSPEND: "license:suspend",
+    Action.UNSUSPEND: "license:suspend",
+    Action.REVOKE: "license:revoke",
+    Action.REISSUE: "license:reissue",
+}
+
+
+def require(staff: SignedIn, permission: str) -> None:
+    if not staff.mfa_passed:
+        raise rbac.PermissionDenied(staff.account.role, permission)
+    rbac.require(staff.account.role, permission)
+
+
+@dataclass(frozen=True, slots=True)
+class LicensePage:
+    rows: list[dict]
+    next_before: int | None  # the id to continue from, None on the last page
+
+
+class Console:
+    def __init__(self, licenses: LicenseService) -> None:
+        self._licenses = licenses
+
+    async def licenses(
+        self,
+        staff: SignedIn,
+        *,
+        before: int | None = None,
+        status: str | None = None,
+        search: str = "",
+    ) -> LicensePage:
+        """A page of licenses; `search` is a license key or a bound domain."""
+        require(staff, "license:read")
+        if status is not None and status not in {s.value for s in Status}:
+            raise ValueError("status: not a license status")
+        search = search.strip()
+        if search:
+            return LicensePage(await self._search(search), None)
+        async with self._licenses.db.read() as conn:
+            rows = await license_rows.license_page(
+                conn, before_id=before, limit=PAGE_SIZE + 1, status=status
+            )
+        more = len(rows) > PAGE_SIZE
+        rows = rows[:PAGE_SIZE]
+        return LicensePage(rows, rows[-1]["id"] if more else None)
+
+    async def _search(self, text: str) -> list[dict]:
+        ids: list[int] = []
+        try:
+            ids.append((await self._licenses.license_by_key(text)).id)
+        except (NotFound, KeyRejected):  # not a key (or a forged one): maybe a domain
+            try:
+                domain = normalise_domain(text)
+            except (InvalidHost, ValueError):
+                domain = None
+            if domain:
+                async with self._licenses.db.read() as conn:
+                    ids = await license_rows.licenses_bound_to(conn, "domain", domain, PAGE_SIZE)
+        found = []
+        for license_id in ids:
+            license = await self._licenses.license_by_id(license_id)
+            found.append(
+                {
+                    "id": license.id,
+                    "status": license.status.value,
+                    "licensee_name": license.licensee_name,
+                    "licensee_email": license.licensee_email,
+                    "expires_at": license.expires_at,
+                    "seats": license.seats,
+                    "product": license.product.code,
+                }
+            )
+        return found
+
+    async def license(self, staff: SignedIn, license_id: int) -> tuple[License, list[dict]]:
+        """The license and its newest attempts."""
+        require(staff, "license:read")
+        license = await self._licenses.license_by_id(license_id)
+        async with self._licenses.db.read() as conn:
+            attempts = await attempt_rows.recent_for_license(conn, license_id, 20)
+        return license, attempts
+
+    async def apply(self, staff: SignedIn, license_id: int, action: Action) -> License:
+        permission = ACTION_PERMISSIONS.get(action)
+        if permission is None:
+            raise ValueError(f"{action} is not done from the admin")
+        require(staff, permission)
+        return await self._licenses.apply(license_id, action, actor=staff.actor)
+
+    async def reveal_key(self, staff: SignedIn, license_id: int) -> str:
+        """The full key, shown once on request; the showing itself is audited."""
+        require(staff, "license:reveal_key")
+        key = await self._licenses.reveal_key(license_id)
+        now = self._licenses.now()
+
+        async def work(writes) -> None:
+            await staff_rows.audit(
+                writes.conn, at=now, actor_kind=str(staff.actor.kind), actor_id=staff.actor.id,
+                action="license.reveal_key", target=f"license:{license_id}",
+            )  # fmt: skip
+
+        await self._licenses.write(staff.actor, work)
+        return key
