@@ -16,6 +16,7 @@ import errno
 import logging
 import os
 import socket
+import ssl
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -257,7 +258,8 @@ def serve(
     if count > 1 and worker_index is None:
         return serve_workers(settings, count, config)
 
-    url = f"http://{settings.host}:{settings.port}"
+    tls = _tls_context(settings)
+    url = f"{'https' if tls else 'http'}://{settings.host}:{settings.port}"
     # Only one process of several runs the maintenance tasks (the attempt-log pruner) and
     # makes the first run's set-up link.
     app = create_app(settings, maintenance=not worker_index)
@@ -277,6 +279,7 @@ def serve(
             host=settings.host,
             port=settings.port,
             reuse_port=worker_index is not None,
+            ssl_context=tls,
             **runner_options(),
             # The supervisor announced the workers; worker 0 prints the set-up link, if any.
             print=announce if worker_index is None else lambda _: first_run(),
@@ -290,6 +293,20 @@ def serve(
         print(f"run.py serve: cannot listen on {where}: {cause}", file=sys.stderr)
         return EXIT_USAGE
     return 0
+
+
+def _tls_context(settings: Settings) -> ssl.SSLContext | None:
+    """TLS 1.2 or newer with the configured certificate (ASVS 4.0.3 V9.1.2, V9.1.3); Python's
+    server defaults choose the cipher suites. A file that cannot be read is a one-line error."""
+    if settings.tls_cert is None or settings.tls_key is None:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        context.load_cert_chain(settings.tls_cert, settings.tls_key)
+    except (OSError, ssl.SSLError) as exc:
+        raise CommandError(f"cannot use tls_cert/tls_key: {exc}") from None
+    return context
 
 
 def _listen_failure(exc: OSError) -> str | None:

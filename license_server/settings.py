@@ -167,6 +167,9 @@ class Settings(_Section):
     # Server processes sharing the port (SO_REUSEPORT); more than one needs shared
     # rate-limit storage (rate_limit.storage_uri = redis://...).
     workers: int = Field(1, ge=1, le=64)
+    # TLS served directly (PEM files): both or neither; TLS 1.2 is the minimum.
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
     # "uvloop" runs the event loop on uvloop (a faster libuv-based loop; optional package).
     event_loop: str = Field("asyncio", pattern=r"^(asyncio|uvloop)$")
     # Key material for containers, env only (settings.toml must never hold secrets):
@@ -177,6 +180,12 @@ class Settings(_Section):
     rate_limit: RateLimitSettings = RateLimitSettings()
     attempt_log: AttemptLogSettings = AttemptLogSettings()
     proxy: ProxySettings = ProxySettings()
+
+    @model_validator(mode="after")
+    def _tls_both_or_neither(self) -> Settings:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key: set both (PEM files) or neither")
+        return self
 
     @model_validator(mode="after")
     def _shared_state_follows_redis_url(self) -> Settings:

@@ -23,7 +23,6 @@ SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",
     "Referrer-Policy": "no-referrer",
-    "Strict-Transport-Security": "max-age=31536000; includeSubDomains",
     "Cross-Origin-Opener-Policy": "same-origin",
     # No product or version for a scanner to look up (ASVS 4.0.3 V14.3.3).
     "Server": "license-server",
@@ -58,13 +57,20 @@ async def answer_middleware(request: web.Request, handler) -> web.StreamResponse
             f"The server could not answer this request. Error id: {error_id}.",
             error_id=error_id,
         )
-    _apply(response)
+    _apply(response, request.transport is not None and request.secure)
     sign_answer(request, response)
     return response
 
 
-def _apply(response: web.StreamResponse) -> None:
+# Only over TLS (RFC 6797 section 7.2: a host must not send it over plain HTTP); behind a
+# TLS-terminating proxy, the proxy sends it.
+HSTS = ("Strict-Transport-Security", "max-age=31536000; includeSubDomains")
+
+
+def _apply(response: web.StreamResponse, secure: bool = False) -> None:
     headers = response.headers
     for name, value in SECURITY_HEADERS.items():
         headers.setdefault(name, value)
     headers.setdefault("Cache-Control", "no-store")
+    if secure:
+        headers.setdefault(*HSTS)
