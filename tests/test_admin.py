@@ -103,7 +103,7 @@ async def test_first_run_prints_a_link_and_the_admin_is_made_through_it(aiohttp_
     response, page = await browser.get("/admin")
     assert response.status == 200 and "No staff account yet" in page
     response, page = await browser.get(path)
-    assert response.status == 200 and "Create the first administrator" in page
+    assert response.status == 200 and "Create your staff account" in page
     form = {"email": "ann@example.org", "name": "Ann", "password": PASSWORD, "confirm": "x"}
     response, page = await browser.post(path, form)
     assert response.status == 400 and "The two passwords differ." in page
@@ -239,4 +239,4 @@ def test_the_served_first_run_prints_a_working_set_up_link(tmp_path, database_ur
         link = line.split(" at ")[1].split()[0]
         assert link.startswith(server.url + "/admin/setup/")
         page = server.get(link.removeprefix(server.url)).decode()
-    assert "Create the first administrator" in page
+    assert "Create your staff account" in page

@@ -117,6 +117,11 @@ ROUTES = [
     ("POST", "/admin/licenses/{id}/reissue", "license:reissue"),
     ("POST", "/admin/licenses/{id}/revoke", "license:revoke"),
     ("POST", "/admin/licenses/{id}/reveal", "license:reveal_key"),
+    ("GET", "/admin/staff", "staff:read"),
+    ("POST", "/admin/staff/invite", "staff:create"),
+    ("POST", "/admin/staff/{other}/disable", "staff:update"),
+    ("POST", "/admin/staff/{other}/enable", "staff:update"),
+    ("POST", "/admin/staff/{other}/reset-mfa", "staff:reset_mfa"),
 ]
 
 
@@ -139,24 +144,26 @@ def test_the_matrix_covers_every_admin_route():
         if route.method != "HEAD"
     }
     walked = {
-        (m, t.removeprefix("/admin").replace("{id}/reveal", "{id}/{action}")) for m, t, _ in ROUTES
+        (method, re.sub(r"\{(id|other)\}/[a-z-]+$", "{id}/{action}", path.removeprefix("/admin")))
+        for method, path, _ in ROUTES
     }
-    walked = {(m, t if "{id}/" not in t else "/licenses/{id}/{action}") for m, t in walked}
     assert registered == SIGN_IN_ROUTES | walked
-    actions = {t.rsplit("/", 1)[1] for _, t, _ in ROUTES if t.count("/") == 4}
+    actions = {t.rsplit("/", 1)[1] for _, t, _ in ROUTES if t.startswith("/admin/licenses/{id}/")}
     assert actions == {a.value for a in ACTION_PERMISSIONS} | {"reveal"}
 
 
 @pytest.mark.parametrize("role", rbac.ROLES)
 async def test_every_route_with_every_role(client, role):
     license_id, _ = await issue(client)
+    other = await _other_account(client)
     browser = await staff_session(client, role)
     for method, template, permission in ROUTES:
-        path = template.format(id=license_id)
+        path = template.format(id=license_id, other=other)
         if method == "GET":
             response, page = await browser.get(path)
         else:
-            response, page = await browser.post(path, {"csrf": f"csrf-{role}"})
+            form = {"csrf": f"csrf-{role}", "role": "support"}
+            response, page = await browser.post(path, form)
         allowed = rbac.has_permission(role, permission)
         if allowed:
             assert response.status in (200, 303, 409), (role, path, response.status)
@@ -165,6 +172,15 @@ async def test_every_route_with_every_role(client, role):
             assert "Your role does not allow this." in page
         # Unsuspend needs a suspended license, reissue an active or pending one: put it back.
         await _reset(client, license_id)
+
+
+async def _other_account(client) -> int:
+    async with client.app[RUNTIME].db.write() as conn:
+        other = await staff_rows.insert_account(
+            conn, email="other@example.org", name="O", role="support", password_hash="x", now=1
+        )
+        await staff_rows.set_totp(conn, other, b"enrolled", 1)
+    return other
 
 
 async def _reset(client, license_id: int) -> None:

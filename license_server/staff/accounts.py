@@ -107,14 +107,20 @@ class StaffAccounts:
 
     async def first_admin_link(self, actor: Actor) -> str:
         """A one-time token for the set-up page; only its keyed hash is stored."""
+        return await self.invitation(actor, "admin")
+
+    async def invitation(self, actor: Actor, role: str) -> str:
+        """A one-time set-up token for a new account with `role` (valid one hour)."""
+        if role not in rbac.ROLES:
+            raise PolicyRefused([f"role: one of {', '.join(rbac.ROLES)}"])
         token = secrets.token_urlsafe(32)
         now = self.now()
 
         async def work(writes) -> None:
             await staff_rows.insert_setup_link(
-                writes.conn, self._setup_hash(token), "admin", now, now + SETUP_LINK_SECONDS
+                writes.conn, self._setup_hash(token), role, now, now + SETUP_LINK_SECONDS
             )
-            await self._audit(writes.conn, actor, now, "staff.setup_link", "", {})
+            await self._audit(writes.conn, actor, now, "staff.setup_link", "", {"role": role})
 
         await self._write(actor, work)
         return token
@@ -333,6 +339,36 @@ class StaffAccounts:
         if now - row.last_seen_at >= 60:  # one write a minute per session, not per request
             await self._transaction(lambda conn: staff_rows.touch_session(conn, key, now))
         return SignedIn(session_id, account, row.csrf_token, row.mfa_passed)
+
+    async def set_disabled(self, account_id: int, disabled: bool, *, actor: Actor) -> None:
+        """Disabling also ends every session of the account at once."""
+        now = self.now()
+
+        async def work(writes) -> None:
+            await staff_rows.set_disabled(writes.conn, account_id, disabled, now)
+            if disabled:
+                await staff_rows.delete_sessions_of(writes.conn, account_id)
+            action = "staff.disable" if disabled else "staff.enable"
+            await self._audit(writes.conn, actor, now, action, f"staff:{account_id}", {})
+
+        await self._write(actor, work)
+
+    async def reset_second_factor(self, account_id: int, *, actor: Actor) -> None:
+        """A lost phone: the account enrols again at its next sign-in; its sessions and
+        recovery codes end now."""
+        now = self.now()
+
+        async def work(writes) -> None:
+            await staff_rows.set_totp(writes.conn, account_id, None, now)
+            await staff_rows.replace_recovery_codes(writes.conn, account_id, [])
+            await staff_rows.delete_sessions_of(writes.conn, account_id)
+            await self._audit(writes.conn, actor, now, "staff.reset_mfa", f"staff:{account_id}", {})
+
+        await self._write(actor, work)
+
+    async def all_accounts(self) -> list[staff_rows.StaffAccount]:
+        async with self._db.read() as conn:
+            return await staff_rows.all_accounts(conn)
 
     async def sign_out(self, signed_in: SignedIn) -> None:
         now = self.now()

@@ -13,13 +13,14 @@ from dataclasses import dataclass
 from license_server.db import attempts as attempt_rows
 from license_server.db import licenses as license_rows
 from license_server.db import staff as staff_rows
+from license_server.db.staff import StaffAccount
 from license_server.licensing.domains import InvalidHost, normalise_domain
 from license_server.licensing.license_keys import KeyRejected
 from license_server.licensing.lifecycle import Action
 from license_server.licensing.models import License, Status
 from license_server.licensing.service import LicenseService, NotFound
 from license_server.staff import rbac
-from license_server.staff.accounts import SignedIn
+from license_server.staff.accounts import SignedIn, StaffAccounts
 
 PAGE_SIZE = 50
 
@@ -45,8 +46,29 @@ class LicensePage:
 
 
 class Console:
-    def __init__(self, licenses: LicenseService) -> None:
+    def __init__(self, licenses: LicenseService, accounts: StaffAccounts) -> None:
         self._licenses = licenses
+        self._accounts = accounts
+
+    # -- staff --------------------------------------------------------------------------
+
+    async def staff(self, staff: SignedIn) -> list[StaffAccount]:
+        require(staff, "staff:read")
+        return await self._accounts.all_accounts()
+
+    async def invite(self, staff: SignedIn, role: str) -> str:
+        require(staff, "staff:create")
+        return await self._accounts.invitation(staff.actor, role)
+
+    async def set_disabled(self, staff: SignedIn, account_id: int, disabled: bool) -> None:
+        require(staff, "staff:update")
+        if account_id == staff.account.id:
+            raise ValueError("you cannot disable your own account")
+        await self._accounts.set_disabled(account_id, disabled, actor=staff.actor)
+
+    async def reset_second_factor(self, staff: SignedIn, account_id: int) -> None:
+        require(staff, "staff:reset_mfa")
+        await self._accounts.reset_second_factor(account_id, actor=staff.actor)
 
     async def licenses(
         self,

@@ -486,6 +486,62 @@ async def _reveal(request: web.Request, staff: SignedIn) -> web.StreamResponse:
     return await _license_view(request, staff, license_id, revealed=key)
 
 
+# -- staff ------------------------------------------------------------------------------------
+
+
+async def _staff_view(request, staff: SignedIn, status: int = 200, **extra):
+    role = staff.account.role
+    extra.setdefault("invitation", "")
+    extra.setdefault("invited_role", "")
+    return render(
+        request, "admin/staff.html", status=status, title="Staff",
+        accounts=await request.config_dict[CONSOLE].staff(staff), roles=rbac.ROLES,
+        may_invite=rbac.has_permission(role, "staff:create"),
+        may_update=rbac.has_permission(role, "staff:update"),
+        may_reset=rbac.has_permission(role, "staff:reset_mfa"), **extra,
+    )  # fmt: skip
+
+
+@requires("staff:read")
+async def staff_page(request: web.Request, staff: SignedIn) -> web.StreamResponse:
+    return await _staff_view(request, staff)
+
+
+@requires("staff:create")
+async def staff_invite(request: web.Request, staff: SignedIn) -> web.StreamResponse:
+    fields = await _form(request)
+    role = fields.get("role", "")
+    try:
+        token = await request.config_dict[CONSOLE].invite(staff, role)
+    except PolicyRefused as refused:
+        return await _staff_view(request, staff, 400, errors=refused.problems)
+    link = f"{request.scheme}://{request.host}/admin/setup/{quote(token)}"
+    return await _staff_view(request, staff, invitation=link, invited_role=role)
+
+
+async def staff_action(request: web.Request) -> web.StreamResponse:
+    action = request.match_info["action"]
+    permission = {"disable": "staff:update", "enable": "staff:update",
+                  "reset-mfa": "staff:reset_mfa"}.get(action)  # fmt: skip
+    if permission is None:
+        raise web.HTTPNotFound
+    return await requires(permission)(_staff_action)(request)
+
+
+async def _staff_action(request: web.Request, staff: SignedIn) -> web.StreamResponse:
+    await _form(request)
+    account_id, action = int(request.match_info["id"]), request.match_info["action"]
+    console = request.config_dict[CONSOLE]
+    try:
+        if action == "reset-mfa":
+            await console.reset_second_factor(staff, account_id)
+        else:
+            await console.set_disabled(staff, account_id, action == "disable")
+    except ValueError as exc:
+        return await _staff_view(request, staff, 400, errors=[str(exc)])
+    raise _redirect("/admin/staff")
+
+
 def _date(seconds: int | None) -> str:
     if seconds is None:
         return "never"
@@ -511,7 +567,7 @@ async def staff_ctx(app: web.Application) -> AsyncIterator[None]:
                                runtime.once)  # fmt: skip
     settings = runtime.settings
     app[SIGN_IN_LIMITER] = SignInLimiter(settings.rate_limit.storage_uri)
-    app[CONSOLE] = Console(service)
+    app[CONSOLE] = Console(service, app[STAFF])
     if app[appkeys.MAINTENANCE] and await app[STAFF].needs_first_admin():
         app[FIRST_RUN_TOKEN] = await app[STAFF].first_admin_link(SYSTEM)
     yield
@@ -545,6 +601,11 @@ def admin_app() -> web.Application:
     admin.router.add_route("*", "/mfa", mfa, name="admin_mfa")
     admin.router.add_post("/logout", logout, name="admin_logout")
     admin.router.add_post("/sessions/end-all", end_all_sessions, name="admin_end_all")
+    admin.router.add_get("/staff", staff_page, name="admin_staff")
+    admin.router.add_post("/staff/invite", staff_invite, name="admin_staff_invite")
+    admin.router.add_post(
+        "/staff/{id:[0-9]{1,19}}/{action:[a-z-]{1,20}}", staff_action, name="admin_staff_action"
+    )
     admin.router.add_get("/licenses", licenses, name="admin_licenses")
     admin.router.add_get("/licenses/{id:[0-9]{1,19}}", license_page, name="admin_license")
     admin.router.add_post(
