@@ -26,6 +26,9 @@ from tests.services import (
     stop_process,
 )
 
+# The browser-test fixtures (browser, page, screenshot) and their test ordering, for every module.
+pytest_plugins = ["tests.browser"]
+
 STORES = ("sqlite", "postgresql")
 
 

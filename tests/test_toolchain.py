@@ -6,6 +6,7 @@ PHP and Redis tests skip quietly.
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 
@@ -20,3 +21,9 @@ def test_php_with_the_extensions_modules_use():
 
 def test_redis_server_for_shared_rate_limits():
     assert shutil.which("redis-server"), "redis-server is not installed (bash .ci/run does)"
+
+
+def test_chromium_for_browser_tests():
+    assert os.access("/usr/bin/chromium", os.X_OK), (
+        "chromium is not installed (bash .ci/run installs it; tests/browser.py drives it)"
+    )
