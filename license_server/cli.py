@@ -15,6 +15,7 @@ import datetime as dt
 import errno
 import logging
 import os
+import re
 import socket
 import ssl
 import sys
@@ -194,7 +195,26 @@ def _date(text: str) -> dt.date:
         raise argparse.ArgumentTypeError(f"{text!r} is not a date in YYYY-MM-DD form") from None
 
 
+# A signing key's id (RFC 7638 thumbprint, base64url): about one in 64 starts with "-".
+_KID = re.compile(r"-[A-Za-z0-9_-]{42}")
+
+
+def _kid_arguments(argv: Sequence[str]) -> list[str]:
+    """argparse takes a value starting with "-" for an option: a kid like "-Xq..." after
+    `retire` or `--activate` is passed so that it stays a value."""
+    fixed: list[str] = []
+    for token in argv:
+        if _KID.fullmatch(token) and fixed and fixed[-1] in ("retire", "--activate"):
+            fixed.append(f"--activate={token}" if fixed.pop() == "--activate" else "retire")
+            if fixed[-1] == "retire":
+                fixed += ["--", token]
+            continue
+        fixed.append(token)
+    return fixed
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = _kid_arguments(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     try:
         settings = load_settings(args.config)

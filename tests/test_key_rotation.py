@@ -411,3 +411,13 @@ def test_staged_rotation_against_a_running_server(tmp_path, database_url):
         assert _jwks(server) == {new_kid}
         assert f"{old_kid}  retired" in run("keys")
         assert query(database_url, "SELECT COUNT(*) FROM licenses")[0][0] == 3
+
+
+def test_a_kid_that_starts_with_a_dash_is_a_value_not_an_option():
+    """One kid in 64 starts with '-' (base64url); `retire` and `--activate` take it as it is."""
+    from license_server.cli import _kid_arguments, build_parser
+
+    kid = "-" + "Ab_9" * 10 + "xyz"
+    assert build_parser().parse_args(_kid_arguments(["retire", kid])).kid == kid
+    args = build_parser().parse_args(_kid_arguments(["rotate-keys", "--activate", kid]))
+    assert args.activate == kid
