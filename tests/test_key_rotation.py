@@ -417,7 +417,7 @@ def test_a_kid_that_starts_with_a_dash_is_a_value_not_an_option():
     """One kid in 64 starts with '-' (base64url); `retire` and `--activate` take it as it is."""
     from license_server.cli import _kid_arguments, build_parser
 
-    kid = "-" + "Ab_9" * 10 + "xyz"
+    kid = "-" + "Ab_9" * 10 + "xy"  # 43 characters, as a SHA-256 thumbprint
     assert build_parser().parse_args(_kid_arguments(["retire", kid])).kid == kid
     args = build_parser().parse_args(_kid_arguments(["rotate-keys", "--activate", kid]))
     assert args.activate == kid
