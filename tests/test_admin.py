@@ -19,7 +19,7 @@ PASSWORD = "Correct-Horse-7-Battery"
 
 
 class Browser:
-    """Just enough of a browser: cookies by hand (the test client's jar keeps no Secure
+    """Just enough of a visitor: cookies by hand (the test client's jar keeps no Secure
     cookie over http), and Origin on every POST as browsers send it."""
 
     def __init__(self, client) -> None:
@@ -61,13 +61,14 @@ def now_code(secret_text: str) -> str:
 
 
 @pytest.fixture
-async def browser(client):
+async def visitor(client):
+    """Not `browser`: that name is tests/browser.py's Chromium (tests using it run last)."""
     return Browser(client)
 
 
-async def setup_admin(browser: Browser) -> None:
-    token = await browser.client.app[STAFF].first_admin_link(CLI)
-    response, _ = await browser.post(
+async def setup_admin(visitor: Browser) -> None:
+    token = await visitor.client.app[STAFF].first_admin_link(CLI)
+    response, _ = await visitor.post(
         f"/admin/setup/{token}",
         {"email": "ann@example.org", "name": "Ann Admin", "password": PASSWORD,
          "confirm": PASSWORD},
@@ -75,16 +76,16 @@ async def setup_admin(browser: Browser) -> None:
     assert response.status == 200
 
 
-async def signed_in(browser: Browser) -> str:
+async def signed_in(visitor: Browser) -> str:
     """Set up, sign in and enrol; returns the authenticator's secret."""
-    await setup_admin(browser)
-    response, _ = await browser.post(
+    await setup_admin(visitor)
+    response, _ = await visitor.post(
         "/admin/login", {"email": "ann@example.org", "password": PASSWORD}
     )
     assert response.status == 303 and response.headers["Location"] == "/admin/enrol"
-    _, page = await browser.get("/admin/enrol")
+    _, page = await visitor.get("/admin/enrol")
     secret = re.search(r'class="secret">([A-Z2-7]+)<', page).group(1)
-    response, page = await browser.post(
+    response, page = await visitor.post(
         "/admin/enrol",
         {"csrf": field(page, "csrf"), "enrolment": field(page, "enrolment"),
          "code": now_code(secret)},
@@ -99,98 +100,98 @@ async def test_first_run_prints_a_link_and_the_admin_is_made_through_it(aiohttp_
     client = await aiohttp_client(create_app(settings))
     line = first_run_link(client.app, "http://127.0.0.1:8080")
     path = "/admin/setup/" + line.split("/admin/setup/")[1].split()[0]
-    browser = Browser(client)
-    response, page = await browser.get("/admin")
+    visitor = Browser(client)
+    response, page = await visitor.get("/admin")
     assert response.status == 200 and "No staff account yet" in page
-    response, page = await browser.get(path)
+    response, page = await visitor.get(path)
     assert response.status == 200 and "Create your staff account" in page
     form = {"email": "ann@example.org", "name": "Ann", "password": PASSWORD, "confirm": "x"}
-    response, page = await browser.post(path, form)
+    response, page = await visitor.post(path, form)
     assert response.status == 400 and "The two passwords differ." in page
-    response, page = await browser.post(path, {**form, "password": "weak", "confirm": "weak"})
+    response, page = await visitor.post(path, {**form, "password": "weak", "confirm": "weak"})
     assert response.status == 400 and "12" in page
-    response, page = await browser.post(path, {**form, "confirm": PASSWORD})
+    response, page = await visitor.post(path, {**form, "confirm": PASSWORD})
     assert response.status == 200 and "Your account is ready" in page
-    response, page = await browser.post(path, {**form, "confirm": PASSWORD})
+    response, page = await visitor.post(path, {**form, "confirm": PASSWORD})
     assert response.status == 410  # used once
 
 
-async def test_sign_in_enrol_and_the_session_cookie(browser):
-    await setup_admin(browser)
-    response, page = await browser.post(
+async def test_sign_in_enrol_and_the_session_cookie(visitor):
+    await setup_admin(visitor)
+    response, page = await visitor.post(
         "/admin/login", {"email": "ann@example.org", "password": "Wrong-Horse-7-Battery"}
     )
     assert response.status == 400 and "not right" in page
-    response, _ = await browser.post(
+    response, _ = await visitor.post(
         "/admin/login", {"email": "ann@example.org", "password": PASSWORD}
     )
     cookie = SimpleCookie(response.headers["Set-Cookie"])[COOKIE]
     assert cookie["secure"] and cookie["httponly"] and cookie["samesite"] == "Lax"
     assert cookie["path"] == "/" and not cookie["domain"]  # what __Host- requires
-    half = browser.cookie
-    response, _ = await browser.get("/admin")
+    half = visitor.cookie
+    response, _ = await visitor.get("/admin")
     assert response.status == 303 and response.headers["Location"] == "/admin/enrol"
-    _, page = await browser.get("/admin/enrol")
+    _, page = await visitor.get("/admin/enrol")
     svg = page.split("<svg")[1].split("</svg>")[0]
     assert "<title>" in svg and not re.search(r"href|src=|url\(", svg)  # nothing fetched
     secret = re.search(r'class="secret">([A-Z2-7]+)<', page).group(1)
     tampered = field(page, "enrolment")[:-2] + "00"
-    response, bad = await browser.post(
+    response, bad = await visitor.post(
         "/admin/enrol",
         {"csrf": field(page, "csrf"), "enrolment": tampered, "code": now_code(secret)},
     )
     assert response.status == 400 and "expired" in bad
-    response, page = await browser.post(
+    response, page = await visitor.post(
         "/admin/enrol",
         {"csrf": field(page, "csrf"), "enrolment": field(page, "enrolment"),
          "code": now_code(secret)},
     )  # fmt: skip
     assert response.status == 200 and len(re.findall(r"<li>[0-9a-z]{4}-", page)) == 10
-    assert browser.cookie != half  # a new session id once the second factor passed
-    response, page = await browser.get("/admin")
+    assert visitor.cookie != half  # a new session id once the second factor passed
+    response, page = await visitor.get("/admin")
     assert response.status == 200 and "Dashboard" in page
-    browser.cookie = half
-    response, _ = await browser.get("/admin")
+    visitor.cookie = half
+    response, _ = await visitor.get("/admin")
     assert response.status == 303 and response.headers["Location"] == "/admin/login"
 
 
-async def test_posts_need_our_origin_and_the_session_csrf_token(browser):
-    await signed_in(browser)
-    _, page = await browser.get("/admin")
+async def test_posts_need_our_origin_and_the_session_csrf_token(visitor):
+    await signed_in(visitor)
+    _, page = await visitor.get("/admin")
     csrf = field(page, "csrf")
-    response, _ = await browser.post("/admin/logout", {"csrf": csrf}, origin="https://evil.example")
+    response, _ = await visitor.post("/admin/logout", {"csrf": csrf}, origin="https://evil.example")
     assert response.status == 403
-    response, _ = await browser.post("/admin/logout", {"csrf": csrf}, origin=None)
+    response, _ = await visitor.post("/admin/logout", {"csrf": csrf}, origin=None)
     assert response.status == 403  # neither Origin nor Sec-Fetch-Site: refused
-    response, _ = await browser.post("/admin/logout", {"csrf": "forged"})
+    response, _ = await visitor.post("/admin/logout", {"csrf": "forged"})
     assert response.status == 403
-    response, _ = await browser.get("/admin")
+    response, _ = await visitor.get("/admin")
     assert response.status == 200  # still signed in
-    response, _ = await browser.post(
+    response, _ = await visitor.post(
         "/admin/logout", {"csrf": csrf}, origin=None, **{"Sec-Fetch-Site": "same-origin"}
     )
     assert response.status == 303
-    response, _ = await browser.get("/admin")
+    response, _ = await visitor.get("/admin")
     assert response.status == 303  # signed out
 
 
-async def test_sign_in_is_throttled_with_a_page_that_says_when(browser):
-    await setup_admin(browser)
+async def test_sign_in_is_throttled_with_a_page_that_says_when(visitor):
+    await setup_admin(visitor)
     for _ in range(5):
-        response, _ = await browser.post(
+        response, _ = await visitor.post(
             "/admin/login", {"email": "ann@example.org", "password": "Wrong-Horse-7-Battery"}
         )
         assert response.status == 400
-    response, page = await browser.post(
+    response, page = await visitor.post(
         "/admin/login", {"email": "ann@example.org", "password": PASSWORD}
     )
     assert response.status == 429 and 1 <= int(response.headers["Retry-After"]) <= 60
     assert "Try again in" in page
 
 
-async def test_every_admin_page_carries_the_security_headers(browser):
+async def test_every_admin_page_carries_the_security_headers(visitor):
     for path in ("/admin", "/admin/login", "/admin/nope", "/admin/setup/unknown"):
-        response, page = await browser.get(path)
+        response, page = await visitor.get(path)
         csp = response.headers["Content-Security-Policy"]
         assert "default-src 'none'" in csp and "frame-ancestors 'none'" in csp
         nonce = re.search(r"'nonce-([^']+)'", csp).group(1)
@@ -211,23 +212,23 @@ async def test_every_admin_page_carries_the_security_headers(browser):
         (b"\x00\x01\x02", {"Content-Type": "multipart/form-data; boundary=zz"}, 400),
     ],
 )
-async def test_hostile_forms_get_a_page_not_a_500(browser, body, headers, status):
-    await setup_admin(browser)
-    response = await browser.client.post(
+async def test_hostile_forms_get_a_page_not_a_500(visitor, body, headers, status):
+    await setup_admin(visitor)
+    response = await visitor.client.post(
         "/admin/login",
         data=body,
-        headers={"Origin": browser.origin,
+        headers={"Origin": visitor.origin,
                  "Content-Type": "application/x-www-form-urlencoded", **headers},
     )  # fmt: skip
     assert response.status == status, await response.text()
     assert response.content_type == "text/html"
 
 
-async def test_a_garbage_session_cookie_is_just_signed_out(browser):
-    await setup_admin(browser)
+async def test_a_garbage_session_cookie_is_just_signed_out(visitor):
+    await setup_admin(visitor)
     for value in ("x" * 5000, "../..", "\u00e9t\u00e9"):
-        browser.cookie = value
-        response, _ = await browser.get("/admin")
+        visitor.cookie = value
+        response, _ = await visitor.get("/admin")
         assert response.status == 303 and response.headers["Location"] == "/admin/login"
 
 
