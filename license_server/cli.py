@@ -156,6 +156,10 @@ def build_parser() -> argparse.ArgumentParser:
     retire.add_argument("kid")
     commands.add_parser("keys", help="list the signing keys and their state")
 
+    commands.add_parser(
+        "audit-verify", help="check the audit log's hash chain; name the first broken row"
+    )
+
     create_admin = commands.add_parser(
         "create-admin",
         help="print a one-time link (valid one hour) that creates an administrator account",
@@ -432,7 +436,22 @@ async def _run_async(command: str, args: argparse.Namespace, settings: Settings)
             return await _retire(runtime, args)
         if command == "create-admin":
             return await _create_admin(runtime, args)
+        if command == "audit-verify":
+            return await _audit_verify(runtime)
         return await _lifecycle(runtime, Action(command), args)
+
+
+async def _audit_verify(runtime: Runtime) -> int:
+    checked, broken = await runtime.licenses.audit.verify(runtime.db)
+    if broken is None:
+        print(f"audit log: {checked} rows, the chain is intact")
+        return 0
+    print(
+        f"audit log: row {broken.row_id} breaks the chain: {broken.why} "
+        f"({checked} rows before it are intact)",
+        file=sys.stderr,
+    )
+    return 1
 
 
 async def _create_admin(runtime: Runtime, args: argparse.Namespace) -> int:

@@ -17,6 +17,7 @@ from license_server.db import copy_store as cs
 from license_server.db import licenses as license_rows
 from license_server.db import staff as staff_rows
 from license_server.db.copy_store import TABLES, checksums, copy_store, normalise, open_store
+from license_server.licensing.actors import Actor, ActorKind
 from license_server.licensing.lifecycle import Action
 from license_server.licensing.specs import LicenseSpec, ProductSpec
 from license_server.runtime import open_runtime
@@ -105,8 +106,8 @@ async def _fill(settings: Settings) -> dict[str, str]:
             (first, _), _ = await staff_rows.unused_recovery_codes(conn, staff_id)
             await staff_rows.use_recovery_code(conn, first, 1_800_000_003)
             await staff_rows.insert_setup_link(conn, b"\x05" * 32, "admin", 1, 3601)
-            await staff_rows.audit(
-                conn, at=1_800_000_004, actor_kind="staff", actor_id=str(staff_id),
+            await rt.licenses.audit.append(
+                conn, at=1_800_000_004, actor=Actor(ActorKind.STAFF, str(staff_id)),
                 action="license.suspend", target="license:1", detail={"why": "caf\u00e9"},
             )  # fmt: skip
     return keys

@@ -11,6 +11,7 @@ import pytest
 
 from license_server.db import staff as staff_rows
 from license_server.db.errors import DatabaseError, UniqueViolation
+from license_server.licensing.actors import Actor, ActorKind
 
 NOW = 1_800_000_000
 
@@ -137,11 +138,10 @@ async def test_the_audit_log_pages_newest_first(runtime):
     db = runtime.db
     async with db.write() as conn:
         for n in range(25):
-            await staff_rows.audit(
+            await runtime.licenses.audit.append(
                 conn,
                 at=NOW + n,
-                actor_kind="staff",
-                actor_id="1",
+                actor=Actor(ActorKind.STAFF, "1"),
                 action="license.suspend",
                 target=f"license:{n}",
                 detail={"reason": "caf\u00e9 \u2603", "n": n},

@@ -240,6 +240,15 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX IF NOT EXISTS audit_log_at ON audit_log (at)",
         ),
     ),
+    Migration(
+        7,
+        "the audit log is hash-chained",
+        (
+            # row_hash = keyed hash of (prev_hash, the row's fields); licensing/audit.py.
+            "ALTER TABLE audit_log ADD COLUMN prev_hash {blob}",
+            "ALTER TABLE audit_log ADD COLUMN row_hash {blob}",
+        ),
+    ),
 )
 
 LATEST = MIGRATIONS[-1].version

@@ -8,7 +8,6 @@ each, so two instances presenting the same token at once cannot both succeed.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -256,30 +255,34 @@ async def use_setup_link(conn: Connection, token_hash: bytes, now: int) -> str |
 # -- the audit log --------------------------------------------------------------------------------
 
 
-async def audit(
-    conn: Connection,
-    *,
-    at: int,
-    actor_kind: str,
-    actor_id: str,
-    action: str,
-    target: str = "",
-    detail: dict | None = None,
-    source_ip: str = "",
+AUDIT_FIELDS = ("at", "actor_kind", "actor_id", "action", "target", "detail", "source_ip")
+
+
+async def last_audit_hash(conn: Connection) -> bytes | None:
+    value = await conn.fetch_value("SELECT row_hash FROM audit_log ORDER BY id DESC LIMIT 1")
+    return None if value is None else bytes(value)
+
+
+async def insert_audit(
+    conn: Connection, fields: dict, prev_hash: bytes | None, row_hash: bytes
 ) -> None:
+    """One row of the chain (licensing/audit.py computes the hashes)."""
     await conn.execute(
-        "INSERT INTO audit_log (at, actor_kind, actor_id, action, target, detail, source_ip)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?)",
-        (
-            at,
-            actor_kind,
-            actor_id,
-            action,
-            target,
-            json.dumps(detail or {}, sort_keys=True),
-            source_ip,
-        ),
+        "INSERT INTO audit_log (at, actor_kind, actor_id, action, target, detail, source_ip,"
+        " prev_hash, row_hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (*(fields[name] for name in AUDIT_FIELDS), prev_hash, row_hash),
     )
+
+
+async def audit_rows_after(conn: Connection, after_id: int, limit: int) -> list[Row]:
+    rows = await conn.fetch_all(
+        "SELECT * FROM audit_log WHERE id > ? ORDER BY id LIMIT ?", (after_id, limit)
+    )
+    for row in rows:
+        for name in ("prev_hash", "row_hash"):
+            if row[name] is not None:
+                row[name] = bytes(row[name])
+    return rows
 
 
 async def audit_page(conn: Connection, before_id: int | None, limit: int) -> list[Row]:

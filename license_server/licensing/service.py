@@ -24,13 +24,13 @@ from license_server.db import changes as change_rows
 from license_server.db import imports as import_rows
 from license_server.db import licenses as license_rows
 from license_server.db import products as product_rows
-from license_server.db import staff as staff_rows
 from license_server.db.connection import Connection
 from license_server.db.database import Database
 from license_server.db.errors import UniqueViolation
 from license_server.db.licenses import NewLicense
 from license_server.licensing import lifecycle
 from license_server.licensing.actors import SYSTEM, Actor, ActorKind
+from license_server.licensing.audit import AuditLog
 from license_server.licensing.caches import TtlCache
 from license_server.licensing.changes import Change, ChangeFeed, ChangeKind
 from license_server.licensing.decision import Answer, Verdict, refused
@@ -128,6 +128,7 @@ class LicenseService:
         self.keyring = keyring
         self.cipher = cipher
         self.hasher = hasher
+        self.audit = AuditLog(hasher)  # written in the same transaction as each change
         self.clock = clock
         self.feed = feed if feed is not None else ChangeFeed(db)
         # Products are few and read on every license load: kept briefly in memory.
@@ -162,9 +163,9 @@ class LicenseService:
             if actor.kind is not ActorKind.MODULE:  # phone-home binds are in the attempt log
                 for change in writes.changes:
                     target = "" if change.license_id is None else f"license:{change.license_id}"
-                    await staff_rows.audit(
-                        conn, at=writes.now, actor_kind=str(actor.kind), actor_id=actor.id,
-                        action=f"license.{change.kind}", target=target,
+                    await self.audit.append(
+                        conn, at=writes.now, actor=actor, action=f"license.{change.kind}",
+                        target=target,
                     )  # fmt: skip
             done[:] = [writes]
             return result

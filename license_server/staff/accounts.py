@@ -31,6 +31,7 @@ from license_server.db.connection import Connection
 from license_server.db.database import Database
 from license_server.db.errors import UniqueViolation
 from license_server.licensing.actors import Actor, ActorKind
+from license_server.licensing.audit import AuditLog
 from license_server.one_time import OneTimeValues
 from license_server.staff import passwords, rbac, sessions, totp
 
@@ -93,6 +94,7 @@ class StaffAccounts:
         self._write = write_path
         self._cipher = cipher
         self._hasher = hasher
+        self._audit_log = AuditLog(hasher)
         self._once = once
         self._clock = clock
 
@@ -415,14 +417,13 @@ class StaffAccounts:
     async def _transaction(self, statement) -> None:
         await self._db.transaction(statement)
 
-    @staticmethod
     async def _audit(
-        conn: Connection, actor: Actor, now: int, action: str, target: str, detail: dict,
+        self, conn: Connection, actor: Actor, now: int, action: str, target: str, detail: dict,
         source_ip: str = "",
     ) -> None:  # fmt: skip
-        await staff_rows.audit(
-            conn, at=now, actor_kind=str(actor.kind), actor_id=actor.id, action=action,
-            target=target, detail=detail, source_ip=source_ip,
+        await self._audit_log.append(
+            conn, at=now, actor=actor, action=action, target=target, detail=detail,
+            source_ip=source_ip,
         )  # fmt: skip
 
 

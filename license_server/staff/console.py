@@ -12,7 +12,6 @@ from dataclasses import dataclass
 
 from license_server.db import attempts as attempt_rows
 from license_server.db import licenses as license_rows
-from license_server.db import staff as staff_rows
 from license_server.db.staff import StaffAccount
 from license_server.licensing.domains import InvalidHost, normalise_domain
 from license_server.licensing.license_keys import KeyRejected
@@ -143,9 +142,9 @@ class Console:
         now = self._licenses.now()
 
         async def work(writes) -> None:
-            await staff_rows.audit(
-                writes.conn, at=now, actor_kind=str(staff.actor.kind), actor_id=staff.actor.id,
-                action="license.reveal_key", target=f"license:{license_id}",
+            await self._licenses.audit.append(
+                writes.conn, at=now, actor=staff.actor, action="license.reveal_key",
+                target=f"license:{license_id}",
             )  # fmt: skip
 
         await self._licenses.write(staff.actor, work)
