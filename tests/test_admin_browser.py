@@ -5,8 +5,12 @@ Plain `def` tests (tests/browser.py says why); the app runs in a thread of its o
 
 from __future__ import annotations
 
+import json
 import re
+import secrets
 import time
+import urllib.parse
+import urllib.request
 
 from cryptography.hazmat.primitives.hashes import SHA1
 from cryptography.hazmat.primitives.twofactor.totp import TOTP
@@ -27,6 +31,15 @@ PASSWORD = "Correct-Horse-7-Battery"
 def code_for(secret_text: str, at: float) -> str:
     secret = totp.secret_from_text(secret_text)
     return TOTP(secret, 6, SHA1(), 30, enforce_key_length=False).generate(int(at)).decode()
+
+
+def verify(base_url: str, key: str) -> dict:
+    """What an installed module would be told right now (its own HTTP client)."""
+    body = urllib.parse.urlencode(
+        {"license_key": key, "domain": "shop.example.com", "nonce": secrets.token_urlsafe(24)}
+    ).encode()
+    with urllib.request.urlopen(base_url + "/api/v1/verify", data=body, timeout=10) as r:
+        return json.loads(r.read())
 
 
 def look(page, screenshot, name: str) -> None:
@@ -85,6 +98,30 @@ def test_a_new_administrator_sets_up_signs_in_and_manages_a_license(page, screen
         page.get_by_role("link", name=re.compile("go to the dashboard")).click()
         expect(page.get_by_role("heading", name="Dashboard")).to_be_visible()
         look(page, screenshot, "admin-dashboard")
+
+        # A product and a license made in the pages; the licensee's name is hostile markup.
+        dialogs: list[str] = []
+        page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+        page.get_by_role("navigation").get_by_role("link", name="Products").click()
+        page.get_by_label("Code").fill("webshop")
+        page.get_by_label("Name").fill("Web Shop Module")
+        page.get_by_label("Seats").fill("1")
+        page.get_by_role("button", name="Create the product").click()
+        expect(page.get_by_role("cell", name="Web Shop Module")).to_be_visible()
+        look(page, screenshot, "admin-products")
+        page.goto(server.url + "/admin/licenses/new")
+        look(page, screenshot, "admin-license-new")
+        page.get_by_label("Product").select_option("webshop")
+        page.get_by_label("Licensee").fill("<script>alert(1)</script>")
+        page.get_by_label("Email address").fill("buyer@example.org")
+        page.get_by_role("button", name="Issue").click()
+        new_key = page.locator(".secret").inner_text()
+        assert new_key.startswith("WEBSHOP-")
+        expect(page.get_by_text("<script>alert(1)</script>")).to_be_visible()  # text, not code
+        page.get_by_role("button", name="Suspend").click()
+        answer = verify(server.url, new_key)
+        assert (answer["status"], answer["reason"]) == ("suspended", "suspended")  # at once
+        assert dialogs == []
 
         page.get_by_role("navigation").get_by_role("link", name="Licenses").click()
         look(page, screenshot, "admin-licenses")

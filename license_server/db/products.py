@@ -72,3 +72,8 @@ async def update_product(conn: Connection, product_id: int, changes: dict) -> No
         f"UPDATE products SET {assignments} WHERE id = ?",  # noqa: S608 - whitelisted # nosec B608
         [*changes.values(), product_id],
     )
+
+
+async def all_products(conn: Connection) -> list[Row]:
+    """Every product (they are few), by code."""
+    return await conn.fetch_all("SELECT * FROM products ORDER BY code")

@@ -238,6 +238,10 @@ class LicenseService:
         await self.write(actor, work)
         return await self.product(code)
 
+    async def products(self) -> list[Product]:
+        async with self.db.read() as conn:
+            return [product_from_row(row) for row in await product_rows.all_products(conn)]
+
     async def product(self, code: str) -> Product:
         async with self.db.read() as conn:
             row = await product_rows.product_by(conn, "code", code)

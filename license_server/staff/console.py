@@ -16,8 +16,9 @@ from license_server.db.staff import StaffAccount
 from license_server.licensing.domains import InvalidHost, normalise_domain
 from license_server.licensing.license_keys import KeyRejected
 from license_server.licensing.lifecycle import Action
-from license_server.licensing.models import License, Status
+from license_server.licensing.models import License, Product, Status
 from license_server.licensing.service import LicenseService, NotFound
+from license_server.licensing.specs import LicenseSpec, ProductSpec
 from license_server.staff import rbac
 from license_server.staff.accounts import SignedIn, StaffAccounts
 
@@ -48,6 +49,21 @@ class Console:
     def __init__(self, licenses: LicenseService, accounts: StaffAccounts) -> None:
         self._licenses = licenses
         self._accounts = accounts
+
+    # -- products and new licenses ------------------------------------------------------
+
+    async def products(self, staff: SignedIn) -> list[Product]:
+        require(staff, "product:read")
+        return await self._licenses.products()
+
+    async def create_product(self, staff: SignedIn, spec: ProductSpec) -> Product:
+        require(staff, "product:create")
+        return await self._licenses.create_product(spec, actor=staff.actor)
+
+    async def issue(self, staff: SignedIn, spec: LicenseSpec) -> tuple[License, str]:
+        """A new license and its key, which the page shows this once."""
+        require(staff, "license:create")
+        return await self._licenses.issue(spec, actor=staff.actor)
 
     # -- staff --------------------------------------------------------------------------
 

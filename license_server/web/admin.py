@@ -19,6 +19,7 @@ import logging
 import math
 import secrets
 import time
+from collections import defaultdict
 from collections.abc import AsyncIterator
 from pathlib import Path
 from urllib.parse import quote
@@ -28,12 +29,14 @@ import limits
 from aiohttp import web
 from limits.aio.strategies import MovingWindowRateLimiter
 from limits.storage import storage_from_string
+from pydantic import ValidationError
 
 from license_server import appkeys
 from license_server.licensing.actors import SYSTEM
 from license_server.licensing.lifecycle import Action, TransitionRefused
 from license_server.licensing.models import Status
-from license_server.licensing.service import NotFound
+from license_server.licensing.service import Conflict, NotFound
+from license_server.licensing.specs import LicenseSpec, ProductSpec
 from license_server.staff import rbac, sessions, totp
 from license_server.staff.accounts import PolicyRefused, SignedIn, SignInRefused, StaffAccounts
 from license_server.staff.console import ACTION_PERMISSIONS, Console
@@ -412,7 +415,8 @@ async def licenses(request: web.Request, staff: SignedIn) -> web.StreamResponse:
         return message(request, 400, "Bad search", str(exc))
     return render(request, "admin/licenses.html", title="Licenses", rows=page.rows,
                   next_before=page.next_before, status_filter=status or "",
-                  search=query.get("q", "")[:300], statuses=[s.value for s in Status])  # fmt: skip
+                  search=query.get("q", "")[:300], statuses=[s.value for s in Status],
+                  may_issue=rbac.has_permission(staff.account.role, "license:create"))  # fmt: skip
 
 
 # Buttons on a license's page: (action, label); shown when the role may and the status allows.
@@ -439,6 +443,7 @@ async def _license_view(request, staff: SignedIn, license_id: int, **extra):
     if rbac.has_permission(role, "license:reveal_key") and "revealed" not in extra:
         actions.append(("reveal", "Show the key"))
     extra.setdefault("revealed", "")
+    extra.setdefault("revealed_note", "")
     return render(request, "admin/license.html", title=f"License {license.id}", license=license,
                   attempts=attempts, actions=actions, **extra)  # fmt: skip
 
@@ -484,6 +489,86 @@ async def _reveal(request: web.Request, staff: SignedIn) -> web.StreamResponse:
     except NotFound:
         raise web.HTTPNotFound from None
     return await _license_view(request, staff, license_id, revealed=key)
+
+
+# -- products and new licenses ------------------------------------------------------------------
+
+
+def _problems(exc: ValidationError) -> list[str]:
+    """pydantic's errors as one line per field, for the form."""
+    problems = []
+    for error in exc.errors():
+        where = ".".join(str(part) for part in error["loc"]) or "form"
+        problems.append(f"{where}: {error['msg'].removeprefix('Value error, ')}")
+    return problems
+
+
+async def _products_view(request, staff: SignedIn, status: int = 200, **extra):
+    extra["form"] = defaultdict(str, extra.get("form", {}))  # a fresh form: every field empty
+    return render(
+        request, "admin/products.html", status=status, title="Products",
+        products=await request.config_dict[CONSOLE].products(staff),
+        may_create=rbac.has_permission(staff.account.role, "product:create"), **extra,
+    )  # fmt: skip
+
+
+@requires("product:read")
+async def products(request: web.Request, staff: SignedIn) -> web.StreamResponse:
+    return await _products_view(request, staff)
+
+
+@requires("product:create")
+async def product_create(request: web.Request, staff: SignedIn) -> web.StreamResponse:
+    fields = await _form(request)
+    form = {name: fields.get(name, "")[:200] for name in
+            ("code", "name", "seats", "local_key_days", "grace_days", "free_trial")}  # fmt: skip
+    try:
+        spec = ProductSpec(
+            code=form["code"], name=form["name"], seats=form["seats"] or 1,
+            local_key_days=form["local_key_days"] or 7, grace_days=form["grace_days"] or 14,
+            free_trial=form["free_trial"] == "on",
+        )  # fmt: skip
+        await request.config_dict[CONSOLE].create_product(staff, spec)
+    except ValidationError as exc:
+        return await _products_view(request, staff, 400, errors=_problems(exc), form=form)
+    except Conflict as exc:
+        return await _products_view(request, staff, 409, errors=[str(exc)], form=form)
+    raise _redirect("/admin/products")
+
+
+def _split(text: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in text.replace("\n", ",").split(",") if part.strip())
+
+
+@requires("license:create")
+async def license_new(request: web.Request, staff: SignedIn) -> web.StreamResponse:
+    console = request.config_dict[CONSOLE]
+    products_list = await console.products(staff)
+    form: dict[str, str] = {}
+    errors: list[str] = []
+    if request.method == "POST":
+        fields = await _form(request)
+        names = ("product", "licensee", "company", "email", "domains", "expires")
+        form = {name: fields.get(name, "")[:2000] for name in names}
+        try:
+            spec = LicenseSpec(
+                product=form["product"], licensee=form["licensee"], company=form["company"],
+                email=form["email"], domains=_split(form["domains"]),
+                expires=form["expires"] or None,
+            )  # fmt: skip
+            license, key = await console.issue(staff, spec)
+        except ValidationError as exc:
+            errors = _problems(exc)
+        except (NotFound, ValueError) as exc:
+            errors = [str(exc)]
+        else:
+            return await _license_view(
+                request, staff, license.id, revealed=key,
+                revealed_note="Issued. The key, shown this once:",
+            )  # fmt: skip
+    return render(request, "admin/license_new.html", status=400 if errors else 200,
+                  title="Issue a license", products=products_list, form=defaultdict(str, form),
+                  errors=errors)  # fmt: skip
 
 
 # -- staff ------------------------------------------------------------------------------------
@@ -606,6 +691,9 @@ def admin_app() -> web.Application:
     admin.router.add_post(
         "/staff/{id:[0-9]{1,19}}/{action:[a-z-]{1,20}}", staff_action, name="admin_staff_action"
     )
+    admin.router.add_get("/products", products, name="admin_products")
+    admin.router.add_post("/products", product_create, name="admin_product_create")
+    admin.router.add_route("*", "/licenses/new", license_new, name="admin_license_new")
     admin.router.add_get("/licenses", licenses, name="admin_licenses")
     admin.router.add_get("/licenses/{id:[0-9]{1,19}}", license_page, name="admin_license")
     admin.router.add_post(
