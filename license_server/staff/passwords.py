@@ -13,9 +13,12 @@ row is a failed verification (False), never an exception and never a 4 GiB alloc
 Passwords are NFKC-normalised before hashing (the same password typed on another keyboard or
 platform verifies; NIST SP 800-63B 5.1.1.2) and never truncated (V2.1.3).
 
-Concurrency. Argon2 holds 64 MiB for ~0.2 s: the `*_async` wrappers run it in a thread
-(`asyncio.to_thread`) so the event loop never waits, and a semaphore bounds how many run at
-once, so a burst of logins costs at most `_MAX_CONCURRENT_HASHES` x 64 MiB of memory.
+Concurrency. Argon2 holds 64 MiB for ~0.2 s, and `cryptography`'s derivation holds the GIL
+all that time: run in a thread, it stopped the event loop (bench/login_storm.py measured a
+verify p99 44x quiet under a spread login storm). So the `*_async` wrappers run it in a small
+pool of processes (`cpu - 1`, at least one; started with "spawn", never a fork of a process
+with threads and an event loop): the verify path keeps its core, and a burst of logins costs
+at most that many x 64 MiB. A pool whose worker died is replaced on the next call.
 
 Login timing (V2.2, STYLE.md "compare against a dummy hash when the user does not exist"):
 `verify_password_or_dummy(None, pw)` does one full Argon2id derivation, as for a real account.
@@ -34,15 +37,19 @@ forced rotation).
 from __future__ import annotations
 
 import asyncio
+import atexit
 import base64
 import binascii
 import functools
 import gzip
 import hmac
+import multiprocessing
 import os
 import re
 import threading
 import unicodedata
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from importlib import resources
@@ -206,18 +213,47 @@ def verify_password_or_dummy(
     return verify_password(phc, password)
 
 
+_POOL_WORKERS = max(1, (os.cpu_count() or 2) - 1)
+_pool: ProcessPoolExecutor | None = None
+_pool_lock = threading.Lock()
+
+
+def _executor(replace_broken: ProcessPoolExecutor | None = None) -> ProcessPoolExecutor:
+    global _pool  # one pool per process, made on first use: not per app or per request
+    with _pool_lock:
+        if _pool is not None and _pool is replace_broken:
+            _pool.shutdown(wait=False, cancel_futures=True)
+            _pool = None
+        if _pool is None:
+            context = multiprocessing.get_context("spawn")
+            _pool = ProcessPoolExecutor(_POOL_WORKERS, mp_context=context)
+            atexit.register(_pool.shutdown, wait=False, cancel_futures=True)
+        return _pool
+
+
+async def _off_loop(function, *args, **kwargs):
+    """`function(*args, **kwargs)` in the hashing processes, off the event loop and its GIL."""
+    call = functools.partial(function, *args, **kwargs)
+    loop = asyncio.get_running_loop()
+    pool = _executor()
+    try:
+        return await loop.run_in_executor(pool, call)
+    except BrokenProcessPool:  # a worker was killed (OOM): a new pool, one more try
+        return await loop.run_in_executor(_executor(replace_broken=pool), call)
+
+
 async def hash_password_async(password: str, *, params: Argon2Params = DEFAULT_PARAMS) -> str:
-    return await asyncio.to_thread(hash_password, password, params=params)
+    return await _off_loop(hash_password, password, params=params)
 
 
 async def verify_password_async(phc: str, password: str) -> bool:
-    return await asyncio.to_thread(verify_password, phc, password)
+    return await _off_loop(verify_password, phc, password)
 
 
 async def verify_password_or_dummy_async(
     phc: str | None, password: str, *, params: Argon2Params = DEFAULT_PARAMS
 ) -> bool:
-    return await asyncio.to_thread(verify_password_or_dummy, phc, password, params=params)
+    return await _off_loop(verify_password_or_dummy, phc, password, params=params)
 
 
 # --- policy ---------------------------------------------------------------------------------
