@@ -187,6 +187,11 @@ async def test_sign_in_is_throttled_with_a_page_that_says_when(visitor):
     )
     assert response.status == 429 and 1 <= int(response.headers["Retry-After"]) <= 60
     assert "Try again in" in page
+    # The 429 page carries the headers as every page does (it is rendered without a template).
+    assert "default-src 'none'" in response.headers["Content-Security-Policy"]
+    assert response.headers["Cache-Control"] == "no-store"
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+    assert "frame-ancestors 'none'" in response.headers["Content-Security-Policy"]
 
 
 async def test_every_admin_page_carries_the_security_headers(visitor):

@@ -15,6 +15,7 @@ the rate-limit store (Redis when configured: one budget across instances).
 
 from __future__ import annotations
 
+import html
 import logging
 import math
 import secrets
@@ -102,9 +103,7 @@ async def admin_middleware(request: web.Request, handler) -> web.StreamResponse:
         raise
     except web.HTTPException as exc:
         if exc.status == 429:
-            page = message(request, 429, "Too many attempts", exc.text or "")
-            page.headers["Retry-After"] = exc.headers.get("Retry-After", "60")
-            return page
+            return _too_many(exc.text or "", exc.headers.get("Retry-After", "60"))
         return message(request, exc.status, exc.reason, "This page cannot be shown.",
                        link={"href": "/admin", "text": "Go to the start page"})  # fmt: skip
     except Exception:
@@ -112,6 +111,29 @@ async def admin_middleware(request: web.Request, handler) -> web.StreamResponse:
         log.exception("unhandled error %s on %s %s", error_id, request.method, request.path)
         return message(request, 500, "Something went wrong",
                        f"The page could not be shown. Error id: {error_id}.")  # fmt: skip
+
+
+# A throttled request is answered as cheaply as possible: a storm of them from one address
+# shares the event loop with verification (bench/login_storm.py). No template, no style.
+_TOO_MANY = (
+    '<!doctype html><html lang="en"><head><meta charset="utf-8">'
+    '<meta name="viewport" content="width=device-width, initial-scale=1">'
+    "<title>Too many attempts · License server</title></head><body><main>"
+    "<h1>Too many attempts</h1><p>{text}</p>"
+    '<p><a href="/admin/login">Back to sign-in</a></p></main></body></html>'
+)
+
+
+def _too_many(text: str, retry_after: str) -> web.Response:
+    headers = _headers("")
+    headers["Content-Security-Policy"] = (
+        "default-src 'none'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+    )
+    headers["Retry-After"] = retry_after
+    body = _TOO_MANY.format(text=html.escape(text))
+    return web.Response(
+        text=body, status=429, content_type="text/html", charset="utf-8", headers=headers
+    )
 
 
 async def _current(request: web.Request) -> SignedIn | None:
@@ -250,10 +272,11 @@ async def setup(request: web.Request) -> web.StreamResponse:
 async def login(request: web.Request) -> web.StreamResponse:
     if request.method == "GET":
         return render(request, "admin/login.html", title="Sign in", email="")
+    ip = _client_ip(request)
+    await _throttle(request, f"ip:{ip}")  # before the body is even read
     fields = await _form(request)
     email = fields.get("email", "").strip().lower()[:320]
-    ip = _client_ip(request)
-    await _throttle(request, f"ip:{ip}", f"account:{email}")
+    await _throttle(request, f"account:{email}")
     try:
         signed_in = await request.config_dict[STAFF].sign_in(
             email, fields.get("password", ""), source_ip=ip,
