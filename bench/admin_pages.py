@@ -1,0 +1,137 @@
+"""Page load times of the staff admin's license pages at 10,000 and 1,000,000 licenses (#12).
+
+Uses bench/verify.py's seeded datasets (cached by size) and its server runner; adds a staff
+session straight into the database (the sign-in is not what is measured), starts the real
+server and times sequential GETs from one client: the list's first page, a page far down the
+keyset, a status filter, a search by key and by domain, and a license's page. Prints median
+and 95th percentile per page and the ratio of the large dataset to the small.
+
+    python bench/admin_pages.py                       # 10,000 and 1,000,000 licenses
+    python bench/admin_pages.py --licenses 10000      # one size
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import http.client
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import verify as vb
+
+REQUESTS = 40
+PORT = 18091
+
+
+async def _staff_session(settings) -> str:
+    from license_server.db import staff as staff_rows
+    from license_server.runtime import open_runtime
+    from license_server.staff import sessions
+
+    session_id = sessions.new_session_id()
+    async with open_runtime(settings) as runtime:
+        async with runtime.db.write() as conn:
+            account = await staff_rows.insert_account(
+                conn, email=f"bench-{session_id[:8]}@example.org", name="Bench",
+                role="read_only", password_hash="unused", now=runtime.licenses.now(),
+            )  # fmt: skip
+            await staff_rows.set_totp(conn, account, b"enrolled", runtime.licenses.now())
+            await staff_rows.insert_session(
+                conn, session_key=sessions.session_key(session_id), account_id=account,
+                csrf_token="bench", mfa_passed=True, now=runtime.licenses.now(),
+            )  # fmt: skip
+    return session_id
+
+
+def _timed_get(path: str, cookie: str) -> tuple[int, float]:
+    conn = http.client.HTTPConnection("127.0.0.1", PORT, timeout=30)
+    started = time.perf_counter()
+    conn.request("GET", path, headers={"Cookie": f"__Host-staff-session={cookie}"})
+    response = conn.getresponse()
+    response.read()
+    elapsed = (time.perf_counter() - started) * 1000
+    conn.close()
+    return response.status, elapsed
+
+
+def measure(count: int, cache_dir: Path) -> dict[str, tuple[float, float]]:
+    workdir = Path(tempfile.mkdtemp(prefix="admin-pages-bench-"))
+    dataset = vb.prepare_dataset(count, cache_dir, workdir)
+    env = vb._server_env(dataset.database, dataset.keys_dir, port=PORT)
+    cookie = asyncio.run(_staff_session(vb._settings(env)))
+    server = vb.Server("license server", [sys.executable, "run.py", "serve"], env,
+                       workdir / "server.log")  # fmt: skip
+    try:
+        server.wait_until(lambda: vb._http("GET", f"http://127.0.0.1:{PORT}/readyz")[0] == 200)
+        key, domain = dataset.sample[0]
+        status, _ = _timed_get("/admin/licenses", cookie)
+        if status != 200:
+            raise vb.BenchError(f"/admin/licenses answered {status}\n{server.log_tail()}")
+        license_id = _first_id(cookie)
+        pages = {
+            "list, first page": "/admin/licenses",
+            "list, deep page": f"/admin/licenses?before={license_id // 2}",
+            "list, status=active": "/admin/licenses?status=active",
+            "search by key": f"/admin/licenses?q={key}",
+            "search by domain": f"/admin/licenses?q={domain}",
+            "a license": f"/admin/licenses/{license_id}",
+        }
+        results = {}
+        for name, path in pages.items():
+            times = []
+            for _ in range(REQUESTS):
+                status, ms = _timed_get(path, cookie)
+                if status != 200:
+                    raise vb.BenchError(f"{path} answered {status}")
+                times.append(ms)
+            times.sort()
+            results[name] = (statistics.median(times), times[int(len(times) * 0.95) - 1])
+        return results
+    finally:
+        server.stop()
+
+
+def _first_id(cookie: str) -> int:
+    conn = http.client.HTTPConnection("127.0.0.1", PORT, timeout=30)
+    conn.request("GET", "/admin/licenses", headers={"Cookie": f"__Host-staff-session={cookie}"})
+    body = conn.getresponse().read().decode()
+    conn.close()
+    marker = 'href="/admin/licenses/'
+    return int(body.split(marker, 1)[1].split('"', 1)[0])
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--licenses", default="10000,1000000")
+    parser.add_argument("--cache-dir", type=Path, default=vb.DEFAULT_CACHE)
+    args = parser.parse_args(argv)
+    counts = [int(n) for n in args.licenses.split(",")]
+    measured = {}
+    for count in counts:
+        print(f"{count:,} licenses ...", flush=True)
+        measured[count] = measure(count, args.cache_dir)
+    print(f"\nadmin page load, one client, {REQUESTS} requests each: median / p95 (ms)")
+    header = "".join(f"{count:>22,}" for count in counts)
+    print(f"{'page':<22}{header}" + ("   ratio of medians" if len(counts) > 1 else ""))
+    for name in measured[counts[0]]:
+        cells = "".join(
+            f"{measured[c][name][0]:>12.1f} / {measured[c][name][1]:>6.1f}" for c in counts
+        )
+        ratio = (
+            f"   {measured[counts[-1]][name][0] / measured[counts[0]][name][0]:.2f}"
+            if len(counts) > 1
+            else ""
+        )
+        print(f"{name:<22}{cells}{ratio}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
