@@ -249,6 +249,14 @@ MIGRATIONS: tuple[Migration, ...] = (
             "ALTER TABLE audit_log ADD COLUMN row_hash {blob}",
         ),
     ),
+    Migration(
+        8,
+        "the admin's license list filtered by status stays one index range",
+        (
+            # Without it, a filter on a rare status (revoked) walks every license by id.
+            "CREATE INDEX IF NOT EXISTS licenses_status_id ON licenses (status, id)",
+        ),
+    ),
 )
 
 LATEST = MIGRATIONS[-1].version
