@@ -213,6 +213,18 @@ def assert_nothing_lost(database, load: Load) -> None:
     if not str(database).startswith("postgresql://"):  # SQLite: the file survived intact
         with contextlib.closing(sqlite3.connect(database)) as conn:
             assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+    results, rows = stored_as_answered(database, load)
+    cut_off_stored = sum(version in results for version in load.cut_off)
+    print(
+        f"\ncrash test: {len(load.acknowledged)} acknowledged, all stored; "
+        f"{load.in_flight_at_kill} in flight at the kill, {len(load.cut_off)} cut off "
+        f"({cut_off_stored} of them stored anyway); {rows} rows in all"
+    )
+
+
+def stored_as_answered(database, load: Load) -> tuple[dict[str, str], int]:
+    """Every acknowledged attempt stored once, with the result the client was told, and nothing
+    that was never sent; (version -> stored result, rows in all)."""
     rows = query(
         database,
         "SELECT client_version, result FROM verification_attempts "
@@ -235,11 +247,5 @@ def assert_nothing_lost(database, load: Load) -> None:
     assert not mismatched, "\n".join(mismatched[:20])
     duplicated = [version for version, count in stored.items() if count > 1]
     assert not duplicated, f"attempts recorded more than once: {duplicated[:20]}"
-    # Nothing that was never sent can be in the log.
     assert set(results) <= set(load.sent)
-    cut_off_stored = sum(version in results for version in load.cut_off)
-    print(
-        f"\ncrash test: {len(load.acknowledged)} acknowledged, all stored; "
-        f"{load.in_flight_at_kill} in flight at the kill, {len(load.cut_off)} cut off "
-        f"({cut_off_stored} of them stored anyway); {len(rows)} rows in all"
-    )
+    return results, len(rows)
