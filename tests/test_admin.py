@@ -246,3 +246,28 @@ def test_the_served_first_run_prints_a_working_set_up_link(tmp_path, database_ur
         assert link.startswith(server.url + "/admin/setup/")
         page = server.get(link.removeprefix(server.url)).decode()
     assert "Create your staff account" in page
+
+
+async def test_a_password_change_keeps_this_session_and_ends_the_others(visitor, client):
+    await signed_in(visitor)
+    other = Browser(client)
+    other.cookie = visitor.cookie  # stands for a second session below
+    _, page = await visitor.get("/admin/password")
+    csrf = field(page, "csrf")
+    form = {"csrf": csrf, "current": PASSWORD, "new": "Another-Good-Passphrase-9",
+            "confirm": "Another-Good-Passphrase-9"}  # fmt: skip
+    for changes, expected in (
+        ({"confirm": "different"}, "differ"),
+        ({"current": "Wrong-Horse-7-Battery"}, "not right"),
+        ({"new": "password1234", "confirm": "password1234"}, "common"),
+    ):
+        response, page = await visitor.post("/admin/password", {**form, **changes})
+        assert response.status == 400 and expected in page, page
+    before = visitor.cookie
+    response, page = await visitor.post("/admin/password", form)
+    assert response.status == 200 and "Your password is changed" in page
+    assert visitor.cookie != before  # a new session id
+    response, _ = await visitor.get("/admin")
+    assert response.status == 200
+    response, _ = await other.get("/admin")  # the session from before the change ended
+    assert response.status == 303

@@ -98,6 +98,8 @@ def test_a_new_administrator_sets_up_signs_in_and_manages_a_license(page, screen
         page.get_by_role("link", name=re.compile("go to the dashboard")).click()
         expect(page.get_by_role("heading", name="Dashboard")).to_be_visible()
         look(page, screenshot, "admin-dashboard")
+        page.get_by_role("link", name="Change your password").click()
+        look(page, screenshot, "admin-password")
 
         # A product and a license made in the pages; the licensee's name is hostile markup.
         dialogs: list[str] = []

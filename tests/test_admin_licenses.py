@@ -132,7 +132,7 @@ ROUTES = [
 # Routes that need no permission: the sign-in flow itself (each checks its own state).
 SIGN_IN_ROUTES = {
     ("GET", ""), ("GET", "/"), ("*", "/setup/{token}"), ("*", "/login"), ("*", "/enrol"),
-    ("*", "/mfa"), ("POST", "/logout"), ("POST", "/sessions/end-all"),
+    ("*", "/mfa"), ("POST", "/logout"), ("POST", "/sessions/end-all"), ("*", "/password"),
 }  # fmt: skip
 
 

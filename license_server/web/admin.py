@@ -369,6 +369,37 @@ async def mfa(request: web.Request) -> web.StreamResponse:
     raise _redirect("/admin", promoted)
 
 
+async def password(request: web.Request) -> web.StreamResponse:
+    """Any member of staff, for their own account (both factors passed)."""
+    staff: SignedIn | None = request[SIGNED_IN]
+    if staff is None or not staff.mfa_passed:
+        raise _redirect("/admin/login")
+    if request.method == "GET":
+        return render(request, "admin/password.html", title="Password")
+    fields = await _form(request)
+    errors: list[str] = []
+    if fields.get("new", "") != fields.get("confirm", ""):
+        errors = ["The two new passwords differ."]
+    else:
+        await _throttle(request, f"account:{staff.account.email}")  # guesses of the current one
+        try:
+            fresh = await request.config_dict[STAFF].change_password(
+                staff, fields.get("current", ""), fields.get("new", "")
+            )
+        except PolicyRefused as refused:
+            errors = refused.problems
+        except (SignInRefused, ValueError, TypeError) as refused:
+            errors = [str(refused) if isinstance(refused, SignInRefused) else "Not accepted."]
+        else:
+            response = render(request, "admin/message.html", title="Password changed",
+                              paragraphs=["Your password is changed; your other sessions ended."],
+                              link={"href": "/admin", "text": "Go to the dashboard"},
+                              staff=fresh)  # fmt: skip
+            _set_cookie(response, fresh)
+            return response
+    return render(request, "admin/password.html", status=400, title="Password", errors=errors)
+
+
 async def logout(request: web.Request) -> web.StreamResponse:
     await _form(request)
     staff: SignedIn | None = request[SIGNED_IN]
@@ -708,6 +739,7 @@ def admin_app() -> web.Application:
     admin.router.add_route("*", "/enrol", enrol, name="admin_enrol")
     admin.router.add_route("*", "/mfa", mfa, name="admin_mfa")
     admin.router.add_post("/logout", logout, name="admin_logout")
+    admin.router.add_route("*", "/password", password, name="admin_password")
     admin.router.add_post("/sessions/end-all", end_all_sessions, name="admin_end_all")
     admin.router.add_get("/staff", staff_page, name="admin_staff")
     admin.router.add_post("/staff/invite", staff_invite, name="admin_staff_invite")
