@@ -28,8 +28,6 @@ from urllib.parse import quote
 import jinja2
 import limits
 from aiohttp import web
-from limits.aio.strategies import MovingWindowRateLimiter
-from limits.storage import storage_from_string
 from pydantic import ValidationError
 
 from license_server import appkeys
@@ -41,6 +39,7 @@ from license_server.licensing.specs import LicenseSpec, ProductSpec
 from license_server.staff import rbac, sessions, totp
 from license_server.staff.accounts import PolicyRefused, SignedIn, SignInRefused, StaffAccounts
 from license_server.staff.console import ACTION_PERMISSIONS, Console
+from license_server.web.rate_limit import InMemoryMovingWindow, moving_window
 
 log = logging.getLogger(__name__)
 
@@ -194,14 +193,12 @@ class SignInLimiter:
     """5 sign-in attempts per minute per IP and per account (`limits`, moving window)."""
 
     def __init__(self, storage_uri: str) -> None:
-        if storage_uri.startswith("memory://"):
-            storage = storage_from_string("async+memory://")
-        else:
-            uri = storage_uri if storage_uri.startswith("async+") else f"async+{storage_uri}"
-            options = {"implementation": "redispy"} if uri.startswith("async+redis") else {}
-            storage = storage_from_string(uri, **options)
-        self._limiter = MovingWindowRateLimiter(storage)
+        self._limiter = moving_window(storage_uri)
         self._item = limits.parse(SIGN_IN_RATE)
+
+    def close(self) -> None:
+        if isinstance(self._limiter, InMemoryMovingWindow):
+            self._limiter.close()  # its expiry thread
 
     async def retry_after(self, *identities: str) -> int | None:
         """Spend one attempt for each identity; seconds to wait if any is out of attempts."""
@@ -710,6 +707,7 @@ async def staff_ctx(app: web.Application) -> AsyncIterator[None]:
     if app[appkeys.MAINTENANCE] and await app[STAFF].needs_first_admin():
         app[FIRST_RUN_TOKEN] = await app[STAFF].first_admin_link(SYSTEM)
     yield
+    app[SIGN_IN_LIMITER].close()
 
 
 def first_run_link(app: web.Application, base_url: str) -> str | None:

@@ -49,20 +49,23 @@ class Limited:
     retry_after: int
 
 
+def moving_window(storage_uri: str) -> InMemoryMovingWindow | MovingWindowRateLimiter:
+    """A moving-window limiter on the configured store: this process's memory, or Redis
+    (shared by every instance). Every limiter of the server is made here (verify, sign-in)."""
+    if storage_uri.startswith("memory://"):
+        return InMemoryMovingWindow()
+    uri = storage_uri if storage_uri.startswith("async+") else f"async+{storage_uri}"
+    # Redis through redis-py's asyncio client, not limits' default (coredis): measured
+    # 111 against 157 us of CPU per hit, and a check makes two (issue #16, workers).
+    options = {"implementation": "redispy"} if uri.startswith("async+redis") else {}
+    return MovingWindowRateLimiter(storage_from_string(uri, **options))
+
+
 class RateLimiter:
     enabled = True
 
     def __init__(self, settings: RateLimitSettings) -> None:
-        uri = settings.storage_uri
-        if uri.startswith("memory://"):
-            self._strategy = InMemoryMovingWindow()
-        else:
-            uri = uri if uri.startswith("async+") else f"async+{uri}"
-            # Redis through redis-py's asyncio client, not limits' default (coredis): measured
-            # 111 against 157 us of CPU per hit, and a check makes two (issue #16, workers).
-            options = {"implementation": "redispy"} if uri.startswith("async+redis") else {}
-            storage = storage_from_string(uri, **options)
-            self._strategy = MovingWindowRateLimiter(storage)
+        self._strategy = moving_window(settings.storage_uri)
         self._items = {
             PER_IP: limits.parse(settings.per_ip),
             PER_KEY: limits.parse(settings.per_key),
