@@ -51,14 +51,13 @@ async def test_totp_secret_password_and_flags_update(runtime):
     async with db.write() as conn:
         await staff_rows.set_totp(conn, account_id, b"\x00encrypted\xff", NOW + 1)
         await staff_rows.set_password(conn, account_id, "$argon2id$new", NOW + 2)
-        await staff_rows.set_role(conn, account_id, "support", NOW + 3)
         await staff_rows.set_disabled(conn, account_id, True, NOW + 4)
         await staff_rows.record_login(conn, account_id, NOW + 5)
     async with db.read() as conn:
         account = await staff_rows.account_by_id(conn, account_id)
     assert account.totp_secret == b"\x00encrypted\xff" and account.totp_enrolled_at == NOW + 1
     assert (account.password_hash, account.password_changed_at) == ("$argon2id$new", NOW + 2)
-    assert (account.role, account.disabled, account.last_login_at) == ("support", True, NOW + 5)
+    assert (account.role, account.disabled, account.last_login_at) == ("admin", True, NOW + 5)
 
 
 async def test_sessions_are_found_by_hash_and_all_end_together(runtime):

@@ -121,12 +121,6 @@ async def set_totp(
     )
 
 
-async def set_role(conn: Connection, account_id: int, role: str, now: int) -> None:
-    await conn.execute(
-        "UPDATE staff_accounts SET role = ?, updated_at = ? WHERE id = ?", (role, now, account_id)
-    )
-
-
 async def set_disabled(conn: Connection, account_id: int, disabled: bool, now: int) -> None:
     await conn.execute(
         "UPDATE staff_accounts SET disabled = ?, updated_at = ? WHERE id = ?",

@@ -210,6 +210,13 @@ class StaffAccounts:
         async def work(writes) -> None:
             if rehash is not None:
                 await staff_rows.rehash_password(writes.conn, account.id, rehash)
+            # Sessions past their limits, of anyone, go here: a sign-in is rare and the table
+            # small, and a session never used again is otherwise never read (so never deleted).
+            limits = sessions.DEFAULT_TIMES
+            await staff_rows.delete_stale_sessions(
+                writes.conn, now - int(limits.absolute.total_seconds()),
+                now - int(limits.idle.total_seconds()),
+            )  # fmt: skip
             await staff_rows.insert_session(
                 writes.conn, session_key=_key(session_id), account_id=account.id,
                 csrf_token=csrf, mfa_passed=False, now=now, source_ip=source_ip,
