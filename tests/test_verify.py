@@ -535,9 +535,10 @@ async def test_a_first_use_loads_the_license_once(app_runtime, monkeypatch):
 
     await product(app_runtime, seats=2)
     license, key = await issue(app_runtime)
-    by_id = _Spy(license_rows.license_by_id)
+    # Inside the write transaction the row is read by the query that locks it.
+    by_id = _Spy(license_rows.lock_license)
     bindings = _Spy(license_rows.bindings_of)
-    monkeypatch.setattr(license_rows, "license_by_id", by_id)
+    monkeypatch.setattr(license_rows, "lock_license", by_id)
     monkeypatch.setattr(license_rows, "bindings_of", bindings)
     facts, raw = _facts()
     outcome = await app_runtime.verifier.check(key, facts, raw)

@@ -48,16 +48,15 @@ async def insert_license(conn: Connection, row: NewLicense) -> None:
     await conn.execute(_INSERT, astuple(row))
 
 
-async def lock_license(conn: Connection, license_id: int) -> bool:
-    """Hold the license's row until the transaction ends, so that a read-check-write on it
+async def lock_license(conn: Connection, license_id: int) -> Row | None:
+    """The license's row, held until the transaction ends, so that a read-check-write on it
     (seats, reissues) cannot interleave with another instance's: `SELECT ... FOR UPDATE` on
-    PostgreSQL; on SQLite the write transaction already holds the only write lock. False when
-    there is no such license."""
-    row = await conn.fetch_one(
-        "SELECT id FROM licenses WHERE id = ?" + conn.for_update,  # noqa: S608 # nosec B608
+    PostgreSQL; on SQLite the write transaction already holds the only write lock. One query:
+    the lock and the read. None when there is no such license."""
+    return await conn.fetch_one(
+        "SELECT * FROM licenses WHERE id = ?" + conn.for_update,  # noqa: S608 # nosec B608
         (license_id,),
     )
-    return row is not None
 
 
 async def license_id_exists(conn: Connection, license_id: int) -> bool:

@@ -55,18 +55,37 @@ class AuditLog:
         source_ip: str = "",
     ) -> None:
         """Inside the caller's transaction: the row commits with the change it records."""
-        fields = {
-            "at": at,
-            "actor_kind": str(actor.kind),
-            "actor_id": actor.id,
-            "action": action,
-            "target": target,
-            "detail": json.dumps(detail or {}, sort_keys=True, ensure_ascii=False),
-            "source_ip": source_ip,
-        }
+        await self.append_all(conn, at=at, actor=actor, entries=[(action, target, detail)],
+                              source_ip=source_ip)  # fmt: skip
+
+    async def append_all(
+        self,
+        conn: Connection,
+        *,
+        at: int,
+        actor: Actor,
+        entries: list[tuple[str, str, dict | None]],
+        source_ip: str = "",
+    ) -> None:
+        """Several (action, target, detail) rows of one transaction: the tail is locked and
+        read once, the rows chained in memory (an import of hundreds of licenses)."""
+        if not entries:
+            return
         await conn.lock_name("audit-log")  # one tail: appends never fork the chain
         prev_hash = await staff_rows.last_audit_hash(conn)
-        await staff_rows.insert_audit(conn, fields, prev_hash, self._seal(prev_hash, fields))
+        for action, target, detail in entries:
+            fields = {
+                "at": at,
+                "actor_kind": str(actor.kind),
+                "actor_id": actor.id,
+                "action": action,
+                "target": target,
+                "detail": json.dumps(detail or {}, sort_keys=True, ensure_ascii=False),
+                "source_ip": source_ip,
+            }
+            row_hash = self._seal(prev_hash, fields)
+            await staff_rows.insert_audit(conn, fields, prev_hash, row_hash)
+            prev_hash = row_hash
 
     async def verify(self, db: Database) -> tuple[int, Broken | None]:
         """(rows checked, the first row that breaks the chain or None)."""

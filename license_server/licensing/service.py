@@ -161,12 +161,14 @@ class LicenseService:
                 conn, [(c.license_id, c.kind) for c in writes.changes], writes.now
             )
             if actor.kind is not ActorKind.MODULE:  # phone-home binds are in the attempt log
-                for change in writes.changes:
-                    target = "" if change.license_id is None else f"license:{change.license_id}"
-                    await self.audit.append(
-                        conn, at=writes.now, actor=actor, action=f"license.{change.kind}",
-                        target=target,
-                    )  # fmt: skip
+                await self.audit.append_all(
+                    conn, at=writes.now, actor=actor,
+                    entries=[
+                        (f"license.{c.kind}",
+                         "" if c.license_id is None else f"license:{c.license_id}", None)
+                        for c in writes.changes
+                    ],
+                )  # fmt: skip
             done[:] = [writes]
             return result
 
@@ -395,9 +397,7 @@ class LicenseService:
     async def load(self, conn: Connection, license_id: int) -> License | None:
         """Load inside the caller's write transaction, the license's row locked until it ends
         (read-check-write without a race, on SQLite and across PostgreSQL instances)."""
-        if not await license_rows.lock_license(conn, license_id):
-            return None
-        row = await license_rows.license_by_id(conn, license_id)
+        row = await license_rows.lock_license(conn, license_id)
         return None if row is None else await self._load(conn, row)
 
     async def _load(self, conn: Connection, row: dict) -> License:
