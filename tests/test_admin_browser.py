@@ -145,8 +145,19 @@ def test_a_new_administrator_sets_up_signs_in_and_manages_a_license(page, screen
         page.goto(server.url + "/admin/licenses")
         page.wait_for_url("**/admin/login")  # signed out for real
 
+        # Back with the password and a code: the next step's code (the enrolment spent this
+        # step's; the window accepts one step either side).
+        page.get_by_label("Email address").fill("ann@example.org")
+        page.get_by_label("Password", exact=True).fill(PASSWORD)
+        page.get_by_role("button", name="Continue").click()
+        page.wait_for_url("**/admin/mfa")
+        look(page, screenshot, "admin-mfa")
+        page.get_by_label(re.compile("6-digit code")).fill(code_for(secret, time.time() + 30))
+        page.get_by_role("button", name="Sign in").click()
+        expect(page.get_by_role("heading", name="Dashboard")).to_be_visible()
 
-def test_the_session_cookie_works_on_localhost_too(page, settings):
+
+def test_the_session_cookie_works_on_localhost_too(page, screenshot, settings):
     """__Host- and Secure over plain http: browsers treat localhost as a secure context."""
     app = create_app(settings)
     with live_server(app) as server:
@@ -164,3 +175,12 @@ def test_the_session_cookie_works_on_localhost_too(page, settings):
         cookies = page.context.cookies()
         assert [c["name"] for c in cookies] == ["__Host-staff-session"]
         assert cookies[0]["secure"] and cookies[0]["httpOnly"] and cookies[0]["sameSite"] == "Lax"
+
+        # Six wrong sign-ins from this address: the sixth is the throttle's page.
+        for n in range(6):
+            page.goto(f"{local}/admin/login")
+            page.get_by_label("Email address").fill(f"nobody{n}@example.org")
+            page.get_by_label("Password", exact=True).fill("Wrong-Horse-7-Battery")
+            page.get_by_role("button", name="Continue").click()
+        expect(page.get_by_role("heading", name="Too many attempts")).to_be_visible()
+        look(page, screenshot, "admin-too-many")

@@ -222,3 +222,35 @@ async def test_the_service_checks_again_without_the_route(client, role):
     if not rbac.has_permission(role, "license:reveal_key"):
         with pytest.raises(rbac.PermissionDenied):
             await console.reveal_key(staff, license_id)
+
+
+@pytest.mark.parametrize(
+    ("path", "form", "expected"),
+    [
+        ("/admin/products", {"code": "<x>", "name": "N"}, "code:"),
+        ("/admin/products", {"code": "ok", "name": "N", "seats": "many"}, "seats:"),
+        ("/admin/products", {"code": "ok", "name": "N", "seats": "-1"}, "seats:"),
+        ("/admin/licenses/new", {"product": "mymod", "licensee": "A", "email": "nope"}, "email:"),
+        ("/admin/licenses/new", {"product": "nope", "licensee": "A", "email": "a@b.org"}, "nope"),
+        (
+            "/admin/licenses/new",
+            {"product": "mymod", "licensee": "A", "email": "a@b.org", "expires": "31/12/2027"},
+            "expires:",
+        ),
+        (
+            "/admin/licenses/new",
+            {"product": "mymod", "licensee": "A", "email": "a@b.org", "domains": "exa mple.com"},
+            "domains",
+        ),
+    ],
+)
+async def test_bad_forms_are_refused_on_the_page_and_store_nothing(client, path, form, expected):
+    await issue(client)  # the product "mymod" and one license
+    browser = await staff_session(client, "admin")
+    runtime = client.app[RUNTIME]
+    before = (len(await runtime.licenses.products()), await runtime.licenses.count_by_status())
+    response, page = await browser.post(path, {"csrf": "csrf-admin", **form})
+    assert response.status in (400, 409), page
+    assert expected in page and "<x>" not in page
+    after = (len(await runtime.licenses.products()), await runtime.licenses.count_by_status())
+    assert after == before
