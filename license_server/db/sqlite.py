@@ -37,11 +37,16 @@ from license_server.db.errors import (
 # committed transaction survive power loss, not just a killed process (group commit keeps the
 # fsync cost per batch, not per row); foreign keys are off by default in SQLite.
 _WRITER_PRAGMAS = (
+    "PRAGMA busy_timeout=5000",  # first: the pragmas below may have to wait for a lock
     "PRAGMA journal_mode=WAL",
     "PRAGMA synchronous=FULL",
     "PRAGMA foreign_keys=ON",
-    "PRAGMA busy_timeout=5000",
 )
+# Switching a new database to WAL needs it to itself: processes opening one new file at once
+# can get SQLITE_BUSY at once, without the busy handler (SQLite's deadlock avoidance). Start-up
+# only: the switch is retried for up to this many seconds.
+_SETUP_RETRY_SECONDS = 10.0
+_SETUP_RETRY_PAUSE = 0.05
 _READER_PRAGMAS = ("PRAGMA query_only=ON", "PRAGMA busy_timeout=5000")
 
 
@@ -154,7 +159,16 @@ async def _apply(conn: aiosqlite.Connection, pragmas: Sequence[str]) -> None:
     thread would keep the process alive after the error."""
     try:
         for pragma in pragmas:
-            await conn.execute(pragma)
+            waited = 0.0
+            while True:
+                try:
+                    await conn.execute(pragma)
+                    break
+                except sqlite3.OperationalError as exc:
+                    if "locked" not in str(exc) or waited >= _SETUP_RETRY_SECONDS:
+                        raise
+                    await asyncio.sleep(_SETUP_RETRY_PAUSE)  # bounded start-up wait
+                    waited += _SETUP_RETRY_PAUSE
     except BaseException:
         await conn.close()
         raise
