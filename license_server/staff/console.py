@@ -1,6 +1,6 @@
 """What staff do in the admin, as service functions that check the permission again.
 
-The route checks a permission before it calls in (web/admin.py); every function here checks it
+The route checks a permission before it calls in (web/admin/); every function here checks it
 again against the signed-in account's role (DESIGN.md, ASVS 4.0.3 V4.1.1/V4.1.3: enforced at a
 trusted service layer, not only where the request arrives), and passes the staff actor to the
 license service's single write path, so that the audit log names who did it.

@@ -1,0 +1,90 @@
+"""The staff admin (issue #12), mounted at /admin as a sub-application.
+
+One module per area registers its routes (`add_routes`); `base` holds what every page shares:
+rendering with the security headers, the form reader with the Origin and CSRF checks, the
+route-level permission check, the sign-in limiter. This module builds the sub-application and
+the staff services it needs on the root application (`staff_ctx`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from urllib.parse import quote
+
+import jinja2
+from aiohttp import web
+
+from license_server import appkeys
+from license_server.licensing.actors import SYSTEM
+from license_server.staff.accounts import StaffAccounts
+from license_server.staff.console import Console
+from license_server.web.admin import dashboard, licenses, products, sign_in, staff
+from license_server.web.admin.base import (
+    CONSOLE,
+    COOKIE,
+    FIRST_RUN_TOKEN,
+    MAX_FORM_BYTES,
+    PAGES,
+    SIGN_IN_LIMITER,
+    STAFF,
+    TEMPLATES,
+    SignInLimiter,
+    admin_middleware,
+    date_text,
+    datetime_text,
+)  # fmt: skip
+
+__all__ = [
+    "CONSOLE",
+    "COOKIE",
+    "FIRST_RUN_TOKEN",
+    "STAFF",
+    "admin_app",
+    "first_run_link",
+    "staff_ctx",
+]  # fmt: skip
+
+# Each area's module; its `add_routes(router)` adds its pages.
+AREAS = (dashboard, sign_in, staff, products, licenses)
+
+
+async def staff_ctx(app: web.Application) -> AsyncIterator[None]:
+    """On the root application, after the runtime: the staff accounts and the sign-in limiter;
+    with no staff account yet, a one-time set-up token (issue #12, first run), which
+    `run.py serve` prints as a link once the server listens (`first_run_link`)."""
+    runtime = app[appkeys.RUNTIME]
+    service = runtime.licenses
+    app[STAFF] = StaffAccounts(runtime.db, service.write, service.cipher, service.hasher,
+                               runtime.once)  # fmt: skip
+    settings = runtime.settings
+    app[SIGN_IN_LIMITER] = SignInLimiter(settings.rate_limit.storage_uri)
+    app[CONSOLE] = Console(service, app[STAFF])
+    if app[appkeys.MAINTENANCE] and await app[STAFF].needs_first_admin():
+        app[FIRST_RUN_TOKEN] = await app[STAFF].first_admin_link(SYSTEM)
+    yield
+    app[SIGN_IN_LIMITER].close()
+
+
+def first_run_link(app: web.Application, base_url: str) -> str | None:
+    """The line to print when there is no staff account yet, or None."""
+    token = app.get(FIRST_RUN_TOKEN)
+    if token is None:
+        return None
+    return (
+        "No staff account yet: create the first administrator at "
+        f"{base_url}/admin/setup/{quote(token)} (valid for one hour, once)"
+    )
+
+
+def admin_app() -> web.Application:
+    admin = web.Application(middlewares=[admin_middleware], client_max_size=MAX_FORM_BYTES)
+    pages = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True,
+        undefined=jinja2.StrictUndefined,
+    )  # fmt: skip
+    pages.filters["date"] = date_text
+    pages.filters["datetime"] = datetime_text
+    admin[PAGES] = pages
+    for area in AREAS:
+        area.add_routes(admin.router)
+    return admin
