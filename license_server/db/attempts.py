@@ -80,6 +80,8 @@ async def recent_for_license(conn: Connection, license_id: int, limit: int) -> l
 
 # Equality filters the page offers: column -> column (the names are the filter's keys).
 FILTER_COLUMNS = ("result", "reason", "product", "source_ip", "domain", "license_id")
+# Filters with an index (migrations 2 and 12), most selective first.
+_LEADS = ("domain", "license_id", "source_ip", "result")
 PAGE_COLUMNS = (
     "id, at_ms, endpoint, source_ip, reported_ip, domain_raw, domain, directory, license_id,"
     " product, result, reason, client_version, user_agent, latency_us"
@@ -94,14 +96,26 @@ def _attempt_filter(
 ) -> tuple[list[str], list[object]]:
     where: list[str] = []
     params: list[object] = []
+    # One filter leads, the most selective that has an index (a domain, a license, an address,
+    # a result); the others are written so that no index serves them (`col || ''`, `col + 0`,
+    # on both engines). Without it SQLite, which keeps no statistics here, may walk a large
+    # index range (every refusal) and sort it to find the few rows of one domain.
+    lead = next((column for column in _LEADS if column in equal), None)
     for column in FILTER_COLUMNS:
         if column in equal:
-            where.append(f"{column} = ?")
+            if column == lead or column not in _LEADS:
+                where.append(f"{column} = ?")
+            elif column == "license_id":
+                where.append("license_id + 0 = ?")
+            else:
+                where.append(f"{column} || '' = ?")
             params.append(equal[column])
     if ip_ranges:
         # Text ranges of dotted-quad prefixes ('203.0.113.' <= ip < '203.0.113/'): exact for
-        # octet-aligned IPv4 ranges, and one range of the source_ip index each.
-        ranges = " OR ".join("(source_ip >= ? AND source_ip < ?)" for _ in ip_ranges)
+        # octet-aligned IPv4 ranges, and one range of the source_ip index each (when nothing
+        # more selective leads).
+        ip = "source_ip" if lead is None else "source_ip || ''"
+        ranges = " OR ".join(f"({ip} >= ? AND {ip} < ?)" for _ in ip_ranges)
         where.append(f"({ranges})")
         for low, high in ip_ranges:
             params += [low, high]
