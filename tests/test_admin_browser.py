@@ -184,3 +184,84 @@ def test_the_session_cookie_works_on_localhost_too(page, screenshot, settings):
             page.get_by_role("button", name="Continue").click()
         expect(page.get_by_role("heading", name="Too many attempts")).to_be_visible()
         look(page, screenshot, "admin-too-many")
+
+
+async def seed_attempts_page(runtime) -> tuple[int, str]:
+    """A license, a few logged checks (one with a hostile User-Agent and domain) and a staff
+    session for a license manager; returns (license id, session id)."""
+    from license_server.db import attempts as attempt_rows
+    from license_server.db import staff as staff_rows
+    from license_server.licensing.attempt_log import Attempt
+    from license_server.staff import sessions
+
+    license_id = await seed(runtime)
+    now_ms = int(time.time() * 1000)
+    rows = [
+        Attempt(now_ms - n * 61_000, "native", f"203.0.113.{n}", "", "shop.example.com",
+                "shop.example.com", "/var/www/shop", license_id, None, "mymod",
+                "active" if n % 3 else "invalid", "ok" if n % 3 else "domain_not_allowed",
+                "2.1.0", "WHMCS/8.10 PHP/8.2 " + "x" * 80, 900).row()
+        for n in range(1, 8)
+    ]  # fmt: skip
+    rows.append(
+        Attempt(now_ms, "whmcs", "198.51.100.66", "", "<script>alert(1)</script>",
+                "", "", None, None, "", "invalid", "unknown_key", "",
+                "<script>alert(2)</script>", 500).row()
+    )  # fmt: skip
+    session_id = sessions.new_session_id()
+    async with runtime.db.write() as conn:
+        await conn.execute_many(attempt_rows.INSERT, rows)
+        account = await staff_rows.insert_account(
+            conn, email="lm@example.org", name="Lee Manager", role="license_manager",
+            password_hash="x", now=1,
+        )  # fmt: skip
+        await staff_rows.set_totp(conn, account, b"enrolled", 1)
+        await staff_rows.insert_session(
+            conn, session_key=sessions.session_key(session_id), account_id=account,
+            csrf_token="csrf-browser", mfa_passed=True, now=runtime.licenses.now(),
+        )  # fmt: skip
+    return license_id, session_id
+
+
+def test_the_attempt_log_and_the_bans_pages(page, screenshot, settings):
+    """Filter the log, follow a "ban this IP" shortcut, ban it, see it listed, lift it; hostile
+    logged values stay text; axe and screenshots of both pages at both widths."""
+    app = create_app(settings)
+    with live_server(app) as server:
+        _, session_id = server.call(seed_attempts_page(app[RUNTIME]))
+        # The session made in the database, handed to the browser as a script would set it
+        # (through DevTools, which the page's CSP does not govern; 127.0.0.1 is a secure
+        # context, so the __Host- cookie is accepted over http).
+        page.goto(server.url + "/admin/login")
+        page.evaluate(
+            "id => { document.cookie = "
+            "`__Host-staff-session=${id}; Path=/; Secure; SameSite=Lax`; }",
+            session_id,
+        )
+        dialogs: list[str] = []
+        page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+        page.goto(server.url + "/admin")
+        page.get_by_role("navigation").get_by_role("link", name="Attempts").click()
+        expect(page.get_by_role("heading", name="Attempt log")).to_be_visible()
+        expect(page.get_by_text("<script>alert(1)</script>")).to_be_visible()  # text, not code
+        look(page, screenshot, "admin-attempts")
+
+        page.get_by_label("Result").select_option("invalid")
+        page.get_by_label("Source IP or IPv4 range").fill("203.0.113.0/24")
+        page.get_by_role("button", name="Filter").click()
+        expect(page.locator("table.log tbody tr")).to_have_count(2)  # n = 3 and 6
+        look(page, screenshot, "admin-attempts-filtered")
+        page.goto(server.url + "/admin/attempts?from=2026-13-01T00:00")
+        expect(page.get_by_role("heading", name="Bad filter")).to_be_visible()
+
+        page.goto(server.url + "/admin/attempts?result=invalid&ip=203.0.113.3")
+        page.get_by_role("link", name="ban this IP…").click()
+        expect(page.get_by_label("Domain, IP address or range")).to_have_value("203.0.113.3")
+        page.get_by_label("Reason (optional)").fill("key sharing <b>ring</b>")
+        page.get_by_role("button", name="Ban", exact=True).click()
+        expect(page.get_by_role("cell", name="key sharing <b>ring</b>")).to_be_visible()
+        expect(page.get_by_role("cell", name="Lee Manager")).to_be_visible()
+        look(page, screenshot, "admin-bans")
+        page.get_by_role("button", name="Lift the ban on 203.0.113.3").click()
+        expect(page.get_by_text("No ban.")).to_be_visible()
+        assert dialogs == []

@@ -126,6 +126,11 @@ ROUTES = [
     ("POST", "/admin/staff/{other}/disable", "staff:update"),
     ("POST", "/admin/staff/{other}/enable", "staff:update"),
     ("POST", "/admin/staff/{other}/reset-mfa", "staff:reset_mfa"),
+    ("GET", "/admin/attempts", "attempt:read"),
+    ("GET", "/admin/attempts.csv", "attempt:export"),
+    ("GET", "/admin/bans", "ban:read"),
+    ("POST", "/admin/bans", "ban:create"),
+    ("POST", "/admin/bans/lift", "ban:delete"),
 ]
 
 

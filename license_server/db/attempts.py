@@ -74,3 +74,90 @@ async def recent_for_license(conn: Connection, license_id: int, limit: int) -> l
         " FROM verification_attempts WHERE license_id = ? ORDER BY at_ms DESC LIMIT ?",
         (license_id, limit),
     )
+
+
+# -- the admin's attempt log (web/admin/attempts.py, staff/log_desk.py) ----------------------
+
+# Equality filters the page offers: column -> column (the names are the filter's keys).
+FILTER_COLUMNS = ("result", "reason", "product", "source_ip", "domain", "license_id")
+# Filters with an index (migrations 2 and 12), most selective first.
+_LEADS = ("domain", "license_id", "source_ip", "result")
+PAGE_COLUMNS = (
+    "id, at_ms, endpoint, source_ip, reported_ip, domain_raw, domain, directory, license_id,"
+    " product, result, reason, client_version, user_agent, latency_us"
+)
+
+
+def _attempt_filter(
+    equal: dict[str, object],
+    ip_ranges: Sequence[tuple[str, str]],
+    since_ms: int | None,
+    until_ms: int | None,
+) -> tuple[list[str], list[object]]:
+    where: list[str] = []
+    params: list[object] = []
+    # One filter leads, the most selective that has an index (a domain, a license, an address,
+    # a result); the others are written so that no index serves them (`col || ''`, `col + 0`,
+    # on both engines). Without it SQLite, which keeps no statistics here, may walk a large
+    # index range (every refusal) and sort it to find the few rows of one domain.
+    lead = next((column for column in _LEADS if column in equal), None)
+    for column in FILTER_COLUMNS:
+        if column in equal:
+            if column == lead or column not in _LEADS:
+                where.append(f"{column} = ?")
+            elif column == "license_id":
+                where.append("license_id + 0 = ?")
+            else:
+                where.append(f"{column} || '' = ?")
+            params.append(equal[column])
+    if ip_ranges:
+        # Text ranges of dotted-quad prefixes ('203.0.113.' <= ip < '203.0.113/'): exact for
+        # octet-aligned IPv4 ranges, and one range of the source_ip index each (when nothing
+        # more selective leads).
+        ip = "source_ip" if lead is None else "source_ip || ''"
+        ranges = " OR ".join(f"({ip} >= ? AND {ip} < ?)" for _ in ip_ranges)
+        where.append(f"({ranges})")
+        for low, high in ip_ranges:
+            params += [low, high]
+    if since_ms is not None:
+        where.append("at_ms >= ?")
+        params.append(since_ms)
+    if until_ms is not None:
+        where.append("at_ms < ?")
+        params.append(until_ms)
+    return where, params
+
+
+async def attempt_page(
+    conn: Connection,
+    *,
+    equal: dict[str, object],
+    ip_ranges: Sequence[tuple[str, str]] = (),
+    since_ms: int | None = None,
+    until_ms: int | None = None,
+    after: tuple[int, int] | None = None,
+    limit: int,
+) -> list[Row]:
+    """Attempts newest first, by (at_ms, id) descending, continuing below `after` (the
+    (at_ms, id) of the last row shown: keyset pagination, never OFFSET). Ordered by time and not
+    by id alone so that every filter is one range of an index that ends with at_ms (migrations
+    2 and 12): a domain, an address, a result, a license, a time range."""
+    where, params = _attempt_filter(equal, ip_ranges, since_ms, until_ms)
+    if after is not None:
+        # The first term is the index range; the second only sorts out ties on at_ms.
+        where.append("at_ms <= ? AND (at_ms < ? OR id < ?)")
+        params += [after[0], after[0], after[1]]
+    clause = f"WHERE {' AND '.join(where)} " if where else ""
+    # ruff S608 / bandit B608: columns and clauses are the constants above; values are params.
+    return await conn.fetch_all(
+        f"SELECT {PAGE_COLUMNS} FROM verification_attempts {clause}"  # noqa: S608 # nosec B608
+        "ORDER BY at_ms DESC, id DESC LIMIT ?",
+        [*params, limit],
+    )
+
+
+async def attempt_position(conn: Connection, attempt_id: int) -> int | None:
+    """The at_ms of one attempt: where a page that continues after it starts."""
+    return await conn.fetch_value(
+        "SELECT at_ms FROM verification_attempts WHERE id = ?", (attempt_id,)
+    )

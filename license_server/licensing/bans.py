@@ -26,6 +26,9 @@ _Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 # LicenseService.write: (actor, work) -> work's result, work getting a transaction with
 # .conn, .now and .changed(kind).
 WritePath = Callable[[Actor, Callable[[Any], Awaitable[Any]]], Awaitable[Any]]
+# Run inside a ban's or unban's transaction with (writes, the ban before, the ban after):
+# the admin writes its audit row there, so the row commits with the change or not at all.
+AlsoWrite = Callable[[Any, dict | None, dict | None], Awaitable[None]]
 
 
 class BanList:
@@ -79,25 +82,46 @@ class BanList:
         self._ranges = tuple(ipaddress.ip_network(value) for value in ips if "/" in value)
         self._loaded_at = time.monotonic()
 
-    async def ban(self, kind: str, value: str, reason: str = "", *, actor: Actor = SYSTEM) -> str:
+    async def ban(
+        self,
+        kind: str,
+        value: str,
+        reason: str = "",
+        *,
+        actor: Actor = SYSTEM,
+        also: AlsoWrite | None = None,
+    ) -> str:
+        """Ban `value` (normalised first; ValueError if it is not a domain / IP / range).
+        `also(writes, before, after)` runs in the same transaction (the admin's audit row)."""
         normalised = _normalise(kind, value)
         reason = _reason(reason)
 
         async def work(writes: Any) -> None:
-            await ban_rows.add_ban(writes.conn, kind, normalised, reason, writes.now)
+            before = await ban_rows.ban_of(writes.conn, kind, normalised) if also else None
+            await ban_rows.add_ban(
+                writes.conn, kind, normalised, reason, writes.now, str(writes.actor)
+            )
             writes.changed(ChangeKind.BAN)
+            if also is not None:
+                after = {"kind": kind, "value": normalised, "reason": reason}
+                await also(writes, before, after)
 
         await self._write_path(actor, work)
         await self.reload()
         return normalised
 
-    async def unban(self, kind: str, value: str, *, actor: Actor = SYSTEM) -> bool:
+    async def unban(
+        self, kind: str, value: str, *, actor: Actor = SYSTEM, also: AlsoWrite | None = None
+    ) -> bool:
         normalised = _normalise(kind, value)
 
         async def work(writes: Any) -> bool:
+            before = await ban_rows.ban_of(writes.conn, kind, normalised) if also else None
             removed = await ban_rows.remove_ban(writes.conn, kind, normalised)
             if removed:
                 writes.changed(ChangeKind.BAN)
+                if also is not None:
+                    await also(writes, before, None)
             return removed
 
         removed = await self._write_path(actor, work)

@@ -18,7 +18,8 @@ from license_server import appkeys
 from license_server.licensing.actors import SYSTEM
 from license_server.staff.accounts import StaffAccounts
 from license_server.staff.console import Console
-from license_server.web.admin import dashboard, licenses, products, sign_in, staff
+from license_server.staff.log_desk import LogDesk
+from license_server.web.admin import attempts, bans, dashboard, licenses, products, sign_in, staff
 from license_server.web.admin.base import (
     CONSOLE,
     COOKIE,
@@ -45,7 +46,7 @@ __all__ = [
 ]  # fmt: skip
 
 # Each area's module; its `add_routes(router)` adds its pages.
-AREAS = (dashboard, sign_in, staff, products, licenses)
+AREAS = (dashboard, sign_in, staff, products, licenses, attempts, bans)
 
 
 async def staff_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -59,6 +60,7 @@ async def staff_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = runtime.settings
     app[SIGN_IN_LIMITER] = SignInLimiter(settings.rate_limit.storage_uri)
     app[CONSOLE] = Console(service, app[STAFF])
+    app[attempts.LOG_DESK] = LogDesk(service, runtime.bans, app[STAFF])
     if app[appkeys.MAINTENANCE] and await app[STAFF].needs_first_admin():
         app[FIRST_RUN_TOKEN] = await app[STAFF].first_admin_link(SYSTEM)
     yield
