@@ -3,7 +3,7 @@
 Uses bench/verify.py's seeded licenses (10,000, cached) and bench/admin_pages.py's staff session
 and timed GETs; adds N attempts straight into the database copy (30 days of them: mostly
 active, some refusals, a few rate-limited and malformed; 50,000 source addresses, the licenses'
-domains), starts the real server (which applies migration 12's indexes at start) and times
+domains), starts the real server (which applies migration 9's indexes at start) and times
 sequential GETs of /admin/attempts with each filter. Prints median and p95 per filter.
 
     python bench/attempt_pages.py                      # 1,000,000 attempts

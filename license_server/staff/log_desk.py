@@ -3,7 +3,7 @@
 Service functions that check the permission again (ASVS 4.0.3 V4.1.1, V4.1.3), as `console.py`
 does for licenses: the route checks it first. Reading the attempt log is keyset-paginated on
 (at_ms, id), newest first, so that every filter is one index range however long the log is
-(db/migrations.py, migration 12). Filters arrive as text and leave as typed values or a
+(db/migrations.py, migration 9). Filters arrive as text and leave as typed values or a
 ValueError naming the field (V5.1.3, positive validation; V5.1.4 structured data): a result from
 the closed list, a domain through the verifier's own normaliser, an address or an octet-aligned
 IPv4 range, UTC times with from <= to.
