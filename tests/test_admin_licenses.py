@@ -126,6 +126,9 @@ ROUTES = [
     ("POST", "/admin/staff/{other}/disable", "staff:update"),
     ("POST", "/admin/staff/{other}/enable", "staff:update"),
     ("POST", "/admin/staff/{other}/reset-mfa", "staff:reset_mfa"),
+    ("GET", "/admin/audit", "audit:read"),
+    ("POST", "/admin/audit/verify", "audit:read"),
+    ("GET", "/admin/security", "security_event:read"),
 ]
 
 

@@ -18,12 +18,14 @@ from license_server import appkeys
 from license_server.licensing.actors import SYSTEM
 from license_server.staff.accounts import StaffAccounts
 from license_server.staff.console import Console
-from license_server.web.admin import dashboard, licenses, products, sign_in, staff
+from license_server.staff.oversight import Oversight
+from license_server.web.admin import audit, dashboard, licenses, products, security, sign_in, staff
 from license_server.web.admin.base import (
     CONSOLE,
     COOKIE,
     FIRST_RUN_TOKEN,
     MAX_FORM_BYTES,
+    OVERSIGHT,
     PAGES,
     SIGN_IN_LIMITER,
     STAFF,
@@ -45,7 +47,7 @@ __all__ = [
 ]  # fmt: skip
 
 # Each area's module; its `add_routes(router)` adds its pages.
-AREAS = (dashboard, sign_in, staff, products, licenses)
+AREAS = (dashboard, sign_in, staff, products, licenses, audit, security)
 
 
 async def staff_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -54,11 +56,14 @@ async def staff_ctx(app: web.Application) -> AsyncIterator[None]:
     `run.py serve` prints as a link once the server listens (`first_run_link`)."""
     runtime = app[appkeys.RUNTIME]
     service = runtime.licenses
-    app[STAFF] = StaffAccounts(runtime.db, service.write, service.cipher, service.hasher,
-                               runtime.once)  # fmt: skip
     settings = runtime.settings
+    app[STAFF] = StaffAccounts(
+        runtime.db, service.write, service.cipher, service.hasher, runtime.once,
+        password_max_age_days=settings.staff.password_max_age_days,
+    )  # fmt: skip
     app[SIGN_IN_LIMITER] = SignInLimiter(settings.rate_limit.storage_uri)
     app[CONSOLE] = Console(service, app[STAFF])
+    app[OVERSIGHT] = Oversight(runtime.db, service.audit, app[STAFF])
     if app[appkeys.MAINTENANCE] and await app[STAFF].needs_first_admin():
         app[FIRST_RUN_TOKEN] = await app[STAFF].first_admin_link(SYSTEM)
     yield
