@@ -25,11 +25,16 @@ def text(query: MultiMapping[str], name: str, limit: int = MAX_FILTER_CHARS) -> 
     values = query.getall(name, [])
     if len(values) > 1:
         raise BadFilter(f"{name}: give it once")
-    value = values[0].strip() if values else ""
+    value = values[0] if values else ""
+    if len(value) > limit + 20:  # some room for spaces around it, stripped below
+        raise BadFilter(f"{name}: at most {limit} characters")
+    if not value.isprintable():  # checked before stripping: a CR LF at either end too
+        raise BadFilter(f"{name}: printable text only")
+    if "\N{REPLACEMENT CHARACTER}" in value:  # what the query parser makes of bad UTF-8
+        raise BadFilter(f"{name}: not UTF-8 text")
+    value = value.strip()
     if len(value) > limit:
         raise BadFilter(f"{name}: at most {limit} characters")
-    if not value.isprintable():
-        raise BadFilter(f"{name}: printable text only")
     return value
 
 
