@@ -256,21 +256,28 @@ async def test_the_verify_button_finds_an_edited_row(client, store):
 async def test_two_checks_at_once_share_one_walk(client, monkeypatch):
     import asyncio
 
+    from license_server.web.admin.base import OVERSIGHT
+
     audit = client.app[RUNTIME].licenses.audit
-    walks = []
+    walks, started, release = [], asyncio.Event(), asyncio.Event()
     real = audit.verify
 
-    async def counted(db):
+    async def held(db):
         walks.append(1)
-        await asyncio.sleep(0)
+        started.set()
+        await release.wait()  # still running when the other clicks arrive
         return await real(db)
 
-    monkeypatch.setattr(audit, "verify", counted)
+    monkeypatch.setattr(audit, "verify", held)
     browser = await staff_session(client, "admin")
-    results = await asyncio.gather(
-        *(browser.post("/admin/audit/verify", {"csrf": "csrf-admin"}) for _ in range(3))
-    )
-    assert all(r.status == 200 for r, _ in results) and len(walks) == 1
+    staff = await client.app[STAFF].session(browser.cookie)
+    oversight = client.app[OVERSIGHT]
+    clicks = [asyncio.create_task(oversight.check_chain(staff)) for _ in range(3)]
+    await started.wait()  # the three clicks ran before the walk's first step: all joined
+    release.set()
+    results = await asyncio.gather(*clicks)
+    assert len(walks) == 1 and len({id(r) for r in results}) == 1
+    assert results[0].broken is None
 
 
 # -- the maximum password age --------------------------------------------------------------
