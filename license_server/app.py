@@ -20,6 +20,7 @@ from license_server import appkeys
 from license_server.licensing.attempt_log import AttemptLog
 from license_server.runtime import open_runtime
 from license_server.settings import Settings
+from license_server.staff import security_events
 from license_server.web import admin
 from license_server.web.client_ip import ClientIpResolver
 from license_server.web.middlewares import answer_middleware
@@ -87,6 +88,12 @@ async def _prune_forever(
             deleted = await attempt_log.prune(settings.retention_days, settings.rollup, stop=stop)
             if deleted:
                 log.info("attempt log: %d attempts past retention rolled up and pruned", deleted)
+            staff = app[appkeys.SETTINGS].staff
+            deleted = await security_events.prune(
+                app[appkeys.RUNTIME].db, staff.security_event_retention_days
+            )
+            if deleted:
+                log.info("security events: %d past retention pruned", deleted)
         except Exception:
             log.exception("attempt log pruning failed; will retry")
         with contextlib.suppress(TimeoutError):

@@ -150,6 +150,21 @@ class ProxySettings(_Section):
         return value
 
 
+class StaffSettings(_Section):
+    # Seed 000 asks for password rotation every 90-180 days; ASVS 4.0.3 V2.1.10 advises against
+    # forced rotation. 0 (the default) is off; otherwise 90 to 180 days, as the seed writes it.
+    password_max_age_days: int = 0
+    # Security events (sign-in, MFA, denied, rate limited) older than this are deleted.
+    security_event_retention_days: int = Field(365, ge=1, le=36500)
+
+    @field_validator("password_max_age_days")
+    @classmethod
+    def _rotation(cls, value: int) -> int:
+        if value != 0 and not 90 <= value <= 180:
+            raise ValueError("0 (off) or 90 to 180 days")
+        return value
+
+
 class Settings(_Section):
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=1, le=65535)
@@ -180,6 +195,7 @@ class Settings(_Section):
     rate_limit: RateLimitSettings = RateLimitSettings()
     attempt_log: AttemptLogSettings = AttemptLogSettings()
     proxy: ProxySettings = ProxySettings()
+    staff: StaffSettings = StaffSettings()
 
     @model_validator(mode="after")
     def _tls_both_or_neither(self) -> Settings:

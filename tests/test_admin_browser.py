@@ -265,3 +265,84 @@ def test_the_attempt_log_and_the_bans_pages(page, screenshot, settings):
         page.get_by_role("button", name="Lift the ban on 203.0.113.3").click()
         expect(page.get_by_text("No ban.")).to_be_visible()
         assert dialogs == []
+
+
+async def seed_oversight(app) -> str:
+    """A license with a few audit rows (one with before/after values), security events, and a
+    signed-in administrator; returns the session cookie's value."""
+    from license_server.db import staff as staff_rows
+    from license_server.licensing.actors import Actor, ActorKind
+    from license_server.staff import sessions
+    from license_server.web.admin import STAFF
+
+    runtime = app[RUNTIME]
+    await seed(runtime)
+    async with runtime.db.write() as conn:
+        await runtime.licenses.audit.append(
+            conn, at=int(time.time()), actor=Actor(ActorKind.STAFF, "1"),
+            action="product.update", target="product:1", source_ip="192.0.2.10",
+            detail={"before": {"seats": 2, "name": "My Module"},
+                    "after": {"seats": 5, "name": "My Module Pro"}},
+        )  # fmt: skip
+        account_id = await staff_rows.insert_account(
+            conn, email="ann@example.org", name="Ann Admin", role="admin", password_hash="x",
+            now=int(time.time()),
+        )  # fmt: skip
+        await staff_rows.set_totp(conn, account_id, b"enrolled", 1)
+        session_id = sessions.new_session_id()
+        await staff_rows.insert_session(
+            conn, session_key=sessions.session_key(session_id), account_id=account_id,
+            csrf_token="csrf-ann", mfa_passed=True, now=int(time.time()),
+        )  # fmt: skip
+    events = app[STAFF].events
+    await events.record(events_kind("sign_in_failed"), typed_email="typo@example.org",
+                        source_ip="198.51.100.7", user_agent="Mozilla/5.0 (X11; Linux)",
+                        detail={"reason": "unknown_account"})  # fmt: skip
+    await events.record(events_kind("sign_in_ok"), account_id=account_id,
+                        email="ann@example.org", source_ip="192.0.2.10",
+                        detail={"second_factor": "totp"})  # fmt: skip
+    await events.record(events_kind("permission_denied"), account_id=account_id,
+                        email="ann@example.org", source_ip="2001:db8::5",
+                        detail={"permission": "staff:read", "method": "GET",
+                                "path": "/admin/staff"})  # fmt: skip
+    return session_id
+
+
+def events_kind(name: str):
+    from license_server.staff.security_events import EventKind
+
+    return EventKind(name)
+
+
+def test_the_audit_log_and_security_events_pages(page, screenshot, settings):
+    app = create_app(settings)
+    with live_server(app) as server:
+        session_id = server.call(seed_oversight(app))
+        page.context.add_cookies(
+            [{"name": "__Host-staff-session", "value": session_id,
+              "url": server.url.replace("http://", "https://"),
+              "secure": True, "httpOnly": True, "sameSite": "Lax"}]
+        )  # fmt: skip
+        page.goto(server.url + "/admin")
+        page.get_by_role("navigation").get_by_role("link", name="Audit log").click()
+        expect(page.get_by_role("heading", name="Audit log")).to_be_visible()
+        expect(page.locator("table.changes ins").first).to_contain_text("My Module Pro")
+        look(page, screenshot, "admin-audit")
+        page.get_by_role("button", name="Verify the chain").click()
+        expect(page.get_by_role("status")).to_contain_text("The chain is intact")
+        look(page, screenshot, "admin-audit-verified")
+        # Keyboard only: the action filter, then Enter submits the form.
+        page.get_by_label("Action").fill("product.")
+        page.get_by_label("Action").press("Enter")
+        page.wait_for_url("**/admin/audit?*action=product.*")
+        expect(page.locator("tbody tr").first).to_contain_text("product.update")
+
+        page.get_by_role("navigation").get_by_role("link", name="Security").click()
+        expect(page.get_by_role("heading", name="Security events")).to_be_visible()
+        expect(page.get_by_text("unknown address #")).to_be_visible()
+        look(page, screenshot, "admin-security")
+        page.get_by_label("Kind").select_option("permission_denied")
+        page.get_by_role("button", name="Filter").click()
+        expect(page.get_by_role("cell", name="permission denied")).to_be_visible()
+        page.goto(server.url + "/admin/security?ip=nonsense")
+        look(page, screenshot, "admin-security-bad-filter")

@@ -131,6 +131,9 @@ ROUTES = [
     ("GET", "/admin/bans", "ban:read"),
     ("POST", "/admin/bans", "ban:create"),
     ("POST", "/admin/bans/lift", "ban:delete"),
+    ("GET", "/admin/audit", "audit:read"),
+    ("POST", "/admin/audit/verify", "audit:read"),
+    ("GET", "/admin/security", "security_event:read"),
 ]
 
 

@@ -15,6 +15,7 @@ import pytest
 from license_server.db import attempts as attempt_sql
 from license_server.db import copy_store as cs
 from license_server.db import licenses as license_rows
+from license_server.db import security_events as security_event_rows
 from license_server.db import staff as staff_rows
 from license_server.db.copy_store import TABLES, checksums, copy_store, normalise, open_store
 from license_server.licensing.actors import Actor, ActorKind
@@ -109,6 +110,11 @@ async def _fill(settings: Settings) -> dict[str, str]:
             await rt.licenses.audit.append(
                 conn, at=1_800_000_004, actor=Actor(ActorKind.STAFF, str(staff_id)),
                 action="license.suspend", target="license:1", detail={"why": "caf\u00e9"},
+            )  # fmt: skip
+            await security_event_rows.insert_event(
+                conn, at=1_800_000_005, kind="sign_in_failed", account_id=None, email="",
+                email_hash=b"\x06" * 32, source_ip="192.0.2.7", user_agent="caf\u00e9/1.0",
+                detail='{"reason": "unknown_account"}',
             )  # fmt: skip
     return keys
 

@@ -50,6 +50,7 @@ def test_the_catalogue_covers_every_resource_the_admin_needs():
         "webhook",
         "alert",
         "audit",
+        "security_event",
         "settings",
     }
     assert all(f"{resource}:read" in PERMISSIONS for resource in RESOURCES)

@@ -276,6 +276,38 @@ MIGRATIONS: tuple[Migration, ...] = (
             "ALTER TABLE bans ADD COLUMN created_by TEXT NOT NULL DEFAULT ''",
         ),
     ),
+    Migration(
+        10,
+        "security events, kept apart from the audit log; audit log filters stay index ranges",
+        (
+            # Sign-in success and failure, MFA failure, permission denied, rate limited, ...
+            # (db/security_events.py). account_id is the staff account when one was named;
+            # email is the account's own address, '' when the typed address matched no
+            # account: then only email_hash (a keyed hash of what was typed) is kept, since a
+            # password typed into the e-mail box must never be stored in clear.
+            """CREATE TABLE IF NOT EXISTS security_events (
+                id {pk},
+                at {bigint} NOT NULL,
+                kind TEXT NOT NULL,
+                account_id {bigint},
+                email TEXT NOT NULL DEFAULT '',
+                email_hash {blob},
+                source_ip TEXT NOT NULL DEFAULT '',
+                user_agent TEXT NOT NULL DEFAULT '',
+                detail TEXT NOT NULL DEFAULT '{{}}'
+            )""",
+            "CREATE INDEX IF NOT EXISTS security_events_at ON security_events (at)",
+            "CREATE INDEX IF NOT EXISTS security_events_kind ON security_events (kind, id)",
+            "CREATE INDEX IF NOT EXISTS security_events_account "
+            "ON security_events (account_id, id)",
+            "CREATE INDEX IF NOT EXISTS security_events_email ON security_events (email_hash, id)",
+            "CREATE INDEX IF NOT EXISTS security_events_ip ON security_events (source_ip, id)",
+            # The audit page's filters (web/admin/audit.py): each one index range, newest first.
+            "CREATE INDEX IF NOT EXISTS audit_log_actor ON audit_log (actor_kind, actor_id, id)",
+            "CREATE INDEX IF NOT EXISTS audit_log_action ON audit_log (action, id)",
+            "CREATE INDEX IF NOT EXISTS audit_log_target ON audit_log (target, id)",
+        ),
+    ),
 )
 
 LATEST = MIGRATIONS[-1].version

@@ -15,6 +15,12 @@ single write path with its actor, and leaves an audit row in the same transactio
   ten single-use recovery codes.
 - Sessions (V3.3): stored server-side by the hash of their id; 12 h absolute and 30 min idle
   limits; all of an account's sessions end on a password change or "sign out everywhere".
+- Security events (V7.1.3, V7.2.1): each sign-in success and failure (with why: unknown
+  account, wrong password, disabled), MFA failure, recovery code used, set-up link used or
+  refused, password change and sessions ended is recorded here, where it is decided
+  (staff/security_events.py); the answer the visitor gets is the same whatever the event.
+- Maximum password age (seed 000, 90-180 days; off by default, ASVS V2.1.10):
+  `password_expired`; the admin sends such an account to the password page (web/admin/base.py).
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ from license_server.licensing.actors import Actor, ActorKind
 from license_server.licensing.audit import AuditLog
 from license_server.one_time import OneTimeValues
 from license_server.staff import passwords, rbac, sessions, totp
+from license_server.staff.security_events import EventKind, SecurityEvents
 
 SETUP_LINK_SECONDS = 3600
 _SETUP_PURPOSE = "staff-setup-link"
@@ -89,6 +96,8 @@ class StaffAccounts:
         hasher: LookupHasher,
         once: OneTimeValues,
         clock: Callable[[], float] = time.time,
+        *,
+        password_max_age_days: int = 0,
     ) -> None:
         self._db = db
         self._write = write_path
@@ -96,10 +105,18 @@ class StaffAccounts:
         self._hasher = hasher
         self._audit_log = AuditLog(hasher)
         self._once = once
-        self._clock = clock
+        self.clock = clock  # settable (tests): sessions, codes, events and password age follow
+        self.password_max_age_days = password_max_age_days
+        self.events = SecurityEvents(db, hasher, lambda: self.clock())
 
     def now(self) -> int:
-        return int(self._clock())
+        return int(self.clock())
+
+    def password_expired(self, account: staff_rows.StaffAccount) -> bool:
+        """Older than `password_max_age_days` (0: never)."""
+        return passwords.password_expired(
+            _at(account.password_changed_at), _at(self.now()), self.password_max_age_days
+        )
 
     # -- the first administrator ---------------------------------------------------------
 
@@ -152,7 +169,9 @@ class StaffAccounts:
         except UniqueViolation:
             raise PolicyRefused(["an account with this email address exists"]) from None
         if account_id is None:
+            await self.events.record(EventKind.SETUP_LINK_REFUSED, typed_email=email)
             raise SignInRefused("This set-up link is not valid any more; ask for a new one.")
+        await self.events.record(EventKind.SETUP_LINK_USED, account_id=account_id, email=email)
         return account_id
 
     def _setup_hash(self, token: str) -> bytes:
@@ -194,10 +213,13 @@ class StaffAccounts:
         async with self._db.read() as conn:
             account = await staff_rows.account_by_email(conn, email.strip()[:320])
         stored = account.password_hash if account is not None else None
-        # The same Argon2id work whether the account exists or not (no user enumeration).
+        # The same Argon2id work whether the account exists or not (no user enumeration), and
+        # the same one event insert: only the staff's security page tells the reasons apart.
         if not await passwords.verify_password_or_dummy_async(stored, password):
+            await self._sign_in_failed(account, email, source_ip, user_agent, "wrong_password")
             raise SignInRefused
         if account is None or account.disabled:
+            await self._sign_in_failed(account, email, source_ip, user_agent, "disabled")
             raise SignInRefused
         now = self.now()
         rehash = (
@@ -229,6 +251,20 @@ class StaffAccounts:
         await self._write(_staff(account.id), work)
         return SignedIn(session_id, account, csrf, mfa_passed=False)
 
+    async def _sign_in_failed(
+        self, account, typed: str, source_ip: str, user_agent: str, reason: str
+    ) -> None:
+        if account is None:
+            await self.events.record(
+                EventKind.SIGN_IN_FAILED, typed_email=typed, source_ip=source_ip,
+                user_agent=user_agent, detail={"reason": "unknown_account"},
+            )  # fmt: skip
+            return
+        await self.events.record(
+            EventKind.SIGN_IN_FAILED, account_id=account.id, email=account.email,
+            source_ip=source_ip, user_agent=user_agent, detail={"reason": reason},
+        )  # fmt: skip
+
     async def second_factor(
         self, signed_in: SignedIn, code: str, *, source_ip: str = ""
     ) -> SignedIn:
@@ -247,6 +283,10 @@ class StaffAccounts:
                 unused = await staff_rows.unused_recovery_codes(conn, account.id)
             index = totp.match_recovery_code(code, [h for _, h in unused], self._hasher)
             if index is None:
+                await self.events.record(
+                    EventKind.MFA_FAILED, account_id=account.id, email=account.email,
+                    source_ip=source_ip, detail={"step": "sign_in"},
+                )  # fmt: skip
                 raise SignInRefused("That code is not right (or was used already).")
             recovery = unused[index][0]
         return await self._promote(signed_in, now, recovery, source_ip)
@@ -275,6 +315,16 @@ class StaffAccounts:
                               {"second_factor": how}, source_ip)  # fmt: skip
 
         await self._write(_staff(account.id), work)
+        how = "recovery_code" if recovery is not None else "totp"
+        if recovery is not None:
+            await self.events.record(
+                EventKind.RECOVERY_CODE_USED, account_id=account.id, email=account.email,
+                source_ip=source_ip,
+            )  # fmt: skip
+        await self.events.record(
+            EventKind.SIGN_IN_OK, account_id=account.id, email=account.email,
+            source_ip=source_ip, detail={"second_factor": how},
+        )  # fmt: skip
         return SignedIn(session_id, account, csrf, mfa_passed=True)
 
     # -- TOTP enrolment ------------------------------------------------------------------
@@ -282,7 +332,9 @@ class StaffAccounts:
     def new_totp_secret(self) -> bytes:
         return totp.new_secret()
 
-    async def enrol(self, signed_in: SignedIn, secret: bytes, code: str) -> list[str]:
+    async def enrol(
+        self, signed_in: SignedIn, secret: bytes, code: str, *, source_ip: str = ""
+    ) -> list[str]:
         """Store the secret once a code from the app proves it was scanned; return the ten
         recovery codes (shown once; stored hashed)."""
         account = signed_in.account
@@ -290,6 +342,10 @@ class StaffAccounts:
         if not await totp.verify_code(
             secret, code, now=now, once=self._once, account_id=account.id
         ):
+            await self.events.record(
+                EventKind.MFA_FAILED, account_id=account.id, email=account.email,
+                source_ip=source_ip, detail={"step": "enrolment"},
+            )  # fmt: skip
             raise SignInRefused("That code is not right; check the time on your phone.")
         codes = totp.new_recovery_codes()
         hashes = [totp.hash_recovery_code(c, self._hasher) for c in codes]
@@ -310,7 +366,7 @@ class StaffAccounts:
     ) -> tuple[SignedIn, list[str]]:
         """Enrolment proves the second factor as well: the session is promoted (a new id)
         without asking for a second code (the first one was spent on enrolment)."""
-        codes = await self.enrol(signed_in, secret, code)
+        codes = await self.enrol(signed_in, secret, code, source_ip=source_ip)
         refreshed = replace(signed_in, account=await self._account(signed_in.account.id))
         return await self._promote(refreshed, self.now(), None, source_ip), codes
 
@@ -387,6 +443,9 @@ class StaffAccounts:
             await self._audit(writes.conn, signed_in.actor, now, "staff.sign_out", "", {})
 
         await self._write(signed_in.actor, work)
+        account = signed_in.account
+        await self.events.record(EventKind.SESSIONS_ENDED, account_id=account.id,
+                                 email=account.email, detail={"how": "sign_out"})  # fmt: skip
 
     async def sign_out_everywhere(self, account_id: int, *, actor: Actor) -> int:
         now = self.now()
@@ -397,29 +456,41 @@ class StaffAccounts:
                               f"staff:{account_id}", {"sessions": ended})  # fmt: skip
             return ended
 
-        return await self._write(actor, work)
+        ended = await self._write(actor, work)
+        await self.events.record(
+            EventKind.SESSIONS_ENDED, account_id=account_id,
+            detail={"how": "everywhere", "sessions": ended, "by": str(actor)},
+        )  # fmt: skip
+        return ended
 
     async def change_password(self, signed_in: SignedIn, current: str, new: str) -> SignedIn:
         """Every session of the account ends (V3.3.3); the caller gets a fresh one."""
         account = signed_in.account
         if not await passwords.verify_password_async(account.password_hash, current):
+            await self.events.record(
+                EventKind.PASSWORD_CHANGE_FAILED, account_id=account.id, email=account.email
+            )
             raise SignInRefused("The current password is not right.")
         _check_policy(new, email=account.email, name=account.name)
         password_hash = await passwords.hash_password_async(new)
         now = self.now()
         session_id, csrf = sessions.new_session_id(), sessions.new_csrf_token()
 
-        async def work(writes) -> None:
+        async def work(writes) -> int:
             await staff_rows.set_password(writes.conn, account.id, password_hash, now)
-            await staff_rows.delete_sessions_of(writes.conn, account.id)
+            ended = await staff_rows.delete_sessions_of(writes.conn, account.id)
             await staff_rows.insert_session(
                 writes.conn, session_key=_key(session_id), account_id=account.id,
                 csrf_token=csrf, mfa_passed=signed_in.mfa_passed, now=now,
             )  # fmt: skip
             await self._audit(writes.conn, signed_in.actor, now, "staff.password_change", "", {})
+            return ended
 
-        await self._write(signed_in.actor, work)
-        return SignedIn(session_id, account, csrf, signed_in.mfa_passed)
+        ended = await self._write(signed_in.actor, work)
+        await self.events.record(EventKind.PASSWORD_CHANGED, account_id=account.id,
+                                 email=account.email, detail={"sessions_ended": ended})  # fmt: skip
+        fresh = replace(account, password_changed_at=now)
+        return SignedIn(session_id, fresh, csrf, signed_in.mfa_passed)
 
     async def _transaction(self, statement) -> None:
         await self._db.transaction(statement)

@@ -20,6 +20,12 @@ The grants, and why:
   site refused?"), and may release a binding or reissue a license (the customer moved servers;
   the customer can reissue from the portal too, within a limit, so this grants nothing more
   dangerous). It cannot create, suspend or revoke licenses, nor see a full license key.
+- security_event:read (the sign-in, MFA, permission-denied and rate-limit events of
+  /admin/security): admin, and read_only through its every `:read` (an auditor's job). Not
+  license_manager nor support: the events name staff accounts, their addresses and where they
+  sign in from, and tell which guessed addresses were tried; watching the door is the
+  administrators' (and auditors') business, not the licensing staff's. license_manager keeps
+  `audit:read`, the log of what was done to licenses.
 - read_only: every `:read`, for audits and dashboards. Secrets are never readable through a
   `:read`: showing a full license key is `license:reveal_key`, a webhook's signing secret
   `webhook:reveal_secret`; staff password hashes and TOTP secrets have no permission at all.
@@ -41,6 +47,7 @@ _ACTIONS: dict[str, tuple[str, ...]] = {
     "webhook": ("read", "create", "update", "delete", "reveal_secret"),
     "alert": ("read", "acknowledge"),
     "audit": ("read", "export"),
+    "security_event": ("read",),
     "settings": ("read", "update"),
 }
 RESOURCES: tuple[str, ...] = tuple(_ACTIONS)

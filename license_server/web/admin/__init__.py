@@ -19,12 +19,24 @@ from license_server.licensing.actors import SYSTEM
 from license_server.staff.accounts import StaffAccounts
 from license_server.staff.console import Console
 from license_server.staff.log_desk import LogDesk
-from license_server.web.admin import attempts, bans, dashboard, licenses, products, sign_in, staff
+from license_server.staff.oversight import Oversight
+from license_server.web.admin import (
+    attempts,
+    audit,
+    bans,
+    dashboard,
+    licenses,
+    products,
+    security,
+    sign_in,
+    staff,
+)  # fmt: skip
 from license_server.web.admin.base import (
     CONSOLE,
     COOKIE,
     FIRST_RUN_TOKEN,
     MAX_FORM_BYTES,
+    OVERSIGHT,
     PAGES,
     SIGN_IN_LIMITER,
     STAFF,
@@ -46,7 +58,7 @@ __all__ = [
 ]  # fmt: skip
 
 # Each area's module; its `add_routes(router)` adds its pages.
-AREAS = (dashboard, sign_in, staff, products, licenses, attempts, bans)
+AREAS = (dashboard, sign_in, staff, products, licenses, attempts, bans, audit, security)
 
 
 async def staff_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -55,12 +67,15 @@ async def staff_ctx(app: web.Application) -> AsyncIterator[None]:
     `run.py serve` prints as a link once the server listens (`first_run_link`)."""
     runtime = app[appkeys.RUNTIME]
     service = runtime.licenses
-    app[STAFF] = StaffAccounts(runtime.db, service.write, service.cipher, service.hasher,
-                               runtime.once)  # fmt: skip
     settings = runtime.settings
+    app[STAFF] = StaffAccounts(
+        runtime.db, service.write, service.cipher, service.hasher, runtime.once,
+        password_max_age_days=settings.staff.password_max_age_days,
+    )  # fmt: skip
     app[SIGN_IN_LIMITER] = SignInLimiter(settings.rate_limit.storage_uri)
     app[CONSOLE] = Console(service, app[STAFF])
     app[attempts.LOG_DESK] = LogDesk(service, runtime.bans, app[STAFF])
+    app[OVERSIGHT] = Oversight(runtime.db, service.audit, app[STAFF])
     if app[appkeys.MAINTENANCE] and await app[STAFF].needs_first_admin():
         app[FIRST_RUN_TOKEN] = await app[STAFF].first_admin_link(SYSTEM)
     yield

@@ -10,6 +10,11 @@ exists, its per-session CSRF token. The session cookie is `__Host-` prefixed, Se
 SameSite=Lax (V3.4); browsers accept Secure cookies on http://localhost and 127.0.0.1, which
 are secure contexts. Sign-in is throttled per IP and per account with `limits` (V2.2.1), in
 the rate-limit store (Redis when configured: one budget across instances).
+
+Security events (V7.1.3, V7.2.2; staff/security_events.py): a permission refused by `requires`
+and the first refusal of each identity by the sign-in throttle are recorded here; the
+middleware tells the recorder each request's address and user agent. A password older than
+`[staff] password_max_age_days` sends every page but the password page there (seed 000).
 """
 
 from __future__ import annotations
@@ -30,6 +35,8 @@ from license_server import appkeys
 from license_server.staff import rbac, sessions
 from license_server.staff.accounts import SignedIn, StaffAccounts
 from license_server.staff.console import Console
+from license_server.staff.oversight import Oversight
+from license_server.staff.security_events import EventKind, request_origin
 from license_server.web.rate_limit import InMemoryMovingWindow, moving_window
 
 log = logging.getLogger(__name__)
@@ -44,7 +51,14 @@ PAGES = web.AppKey("admin_pages", jinja2.Environment)
 STAFF = web.AppKey("staff_accounts", StaffAccounts)
 SIGN_IN_LIMITER = web.AppKey("sign_in_limiter", object)
 CONSOLE = web.AppKey("staff_console", Console)
+OVERSIGHT = web.AppKey("staff_oversight", Oversight)  # the audit log and security events
 SIGNED_IN = web.RequestKey("signed_in", object)  # SignedIn | None, read once per request
+PASSWORD_EXPIRED = web.RequestKey("password_expired", bool)
+# What a signed-in member of staff with an expired password may still reach.
+_EXPIRED_MAY = frozenset({"/admin/password", "/admin/logout", "/admin/sessions/end-all"})
+EXPIRED_NOTICE = (
+    "Your password is older than the maximum age set for this server: choose a new one to go on."
+)
 # The first run's set-up token: printed by `run.py serve` once the server listens.
 FIRST_RUN_TOKEN = web.AppKey("first_run_token", str)
 
@@ -67,8 +81,13 @@ def render(
 ) -> web.Response:
     nonce = secrets.token_urlsafe(16)
     page = request.config_dict[PAGES].get_template(template)
+    # The expiry notice goes on pages shown to the expired session itself (not on the page
+    # that confirms the change, which renders with the new session).
+    expired = request.get(PASSWORD_EXPIRED, False) and context.get("staff", request.get(
+        SIGNED_IN)) is request.get(SIGNED_IN)  # fmt: skip
     for name, default in (("staff", request.get(SIGNED_IN)), ("title", ""), ("errors", []),
-                          ("notice", ""), ("error_title", "")):  # fmt: skip
+                          ("notice", EXPIRED_NOTICE if expired else ""),
+                          ("error_title", "")):  # fmt: skip
         context.setdefault(name, default)
     body = page.render(nonce=nonce, **context)
     return web.Response(
@@ -85,8 +104,14 @@ def message(request: web.Request, status: int, title: str, *paragraphs: str, lin
 @web.middleware
 async def admin_middleware(request: web.Request, handler) -> web.StreamResponse:
     """Errors become pages (never a stack trace: V7.4.1); the session is read once."""
-    request[SIGNED_IN] = await _current(request)
+    request_origin.set((client_ip(request), request.headers.get("User-Agent", "")))
+    staff = request[SIGNED_IN] = await _current(request)
     try:
+        if staff is not None and staff.mfa_passed:
+            if request.config_dict[STAFF].password_expired(staff.account):
+                request[PASSWORD_EXPIRED] = True
+                if request.path not in _EXPIRED_MAY:
+                    raise redirect("/admin/password")
         return await handler(request)
     except web.HTTPRedirection as exc:
         exc.headers.update(_headers(secrets.token_urlsafe(16)))
@@ -191,23 +216,54 @@ class SignInLimiter:
         if isinstance(self._limiter, InMemoryMovingWindow):
             self._limiter.close()  # its expiry thread
 
-    async def retry_after(self, *identities: str) -> int | None:
-        """Spend one attempt for each identity; seconds to wait if any is out of attempts."""
-        waits = []
+    async def refusals(self, *identities: str) -> dict[str, int]:
+        """Spend one attempt for each identity; {identity: seconds to wait} of those out of
+        attempts (empty: go on)."""
+        waits = {}
         for identity in identities:
             if not await self._limiter.hit(self._item, "sign-in", identity):
                 stats = await self._limiter.get_window_stats(self._item, "sign-in", identity)
-                waits.append(max(1, math.ceil(stats.reset_time - time.time())))
-        return max(waits) if waits else None
+                waits[identity] = max(1, math.ceil(stats.reset_time - time.time()))
+        return waits
+
+    async def retry_after(self, *identities: str) -> int | None:
+        """Seconds to wait if any identity is out of attempts (`refusals`), else None."""
+        waits = await self.refusals(*identities)
+        return max(waits.values()) if waits else None
 
 
 async def throttle(request: web.Request, *identities: str) -> None:
-    wait = await request.config_dict[SIGN_IN_LIMITER].retry_after(*identities)
-    if wait is not None:
+    refused = await request.config_dict[SIGN_IN_LIMITER].refusals(*identities)
+    if refused:
+        wait = max(refused.values())
+        await _record_refusals(request, refused)
         raise web.HTTPTooManyRequests(
             text=f"Too many sign-in attempts. Try again in {wait} seconds.",
             headers={"Retry-After": str(wait)},
         )
+
+
+async def _record_refusals(request: web.Request, refused: dict[str, int]) -> None:
+    """A security event for the first refusal of each identity in its window (a storm of
+    429s from one address is one row, not one write per request: bench/login_storm.py)."""
+    events = request.config_dict[STAFF].events
+    for identity, wait in refused.items():
+        if not events.first_refusal(identity, time.monotonic() + wait):
+            continue
+        limit, _, value = identity.partition(":")
+        detail = {"limit": limit, "path": request.path, "retry_after": wait}
+        # An account identity is the address as typed: hashed, never stored (it may be a
+        # password typed into the wrong box).
+        typed = value if limit == "account" else None
+        await events.record(EventKind.RATE_LIMITED, typed_email=typed, detail=detail)
+
+
+async def _denied(request: web.Request, staff: SignedIn, permission: str) -> web.Response:
+    await request.config_dict[STAFF].events.record(
+        EventKind.PERMISSION_DENIED, account_id=staff.account.id, email=staff.account.email,
+        detail={"permission": permission, "method": request.method, "path": request.path},
+    )  # fmt: skip
+    return forbidden(request)
 
 
 def requires(permission: str):
@@ -222,11 +278,11 @@ def requires(permission: str):
             if not staff.mfa_passed:
                 raise redirect("/admin/mfa" if staff.account.totp_secret else "/admin/enrol")
             if not rbac.has_permission(staff.account.role, permission):
-                return forbidden(request)
+                return await _denied(request, staff, permission)
             try:
                 return await handler(request, staff)
-            except rbac.PermissionDenied:
-                return forbidden(request)
+            except rbac.PermissionDenied as denied:
+                return await _denied(request, staff, denied.permission)
 
         return checked
 

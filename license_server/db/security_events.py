@@ -1,0 +1,93 @@
+"""Queries on the security events (sign-in, MFA, permission denied, rate limited, ...).
+
+Kept apart from the audit log (`audit_log`, staff actions, hash-chained): security events are
+many, mostly refusals by nobody in particular, and pruned after a retention period, which a
+hash chain would forbid. One INSERT per event, nothing read first, so that recording never
+costs the request it describes more than that (staff/security_events.py decides what goes
+in). Pages are keyset pages, newest first, every filter one index range (migration 10).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from license_server.db.connection import Connection, Row
+
+
+@dataclass(frozen=True, slots=True)
+class EventFilter:
+    kind: str | None = None
+    account_id: int | None = None
+    email_hash: bytes | None = None  # with account_id: events of the account OR of this text
+    source_ip: str | None = None
+    since: int | None = None  # at >= since
+    until: int | None = None  # at < until
+
+
+async def insert_event(
+    conn: Connection,
+    *,
+    at: int,
+    kind: str,
+    account_id: int | None,
+    email: str,
+    email_hash: bytes | None,
+    source_ip: str,
+    user_agent: str,
+    detail: str,
+) -> None:
+    await conn.execute(
+        "INSERT INTO security_events (at, kind, account_id, email, email_hash, source_ip,"
+        " user_agent, detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        (at, kind, account_id, email, email_hash, source_ip, user_agent, detail),
+    )
+
+
+async def events_page(
+    conn: Connection, where: EventFilter, before_id: int | None, limit: int
+) -> list[Row]:
+    """Newest first, `limit` rows with id < `before_id` matching every filter given."""
+    clauses, params = [], []
+    if before_id is not None:
+        clauses.append("id < ?")
+        params.append(before_id)
+    if where.kind is not None:
+        clauses.append("kind = ?")
+        params.append(where.kind)
+    who = []
+    if where.account_id is not None:
+        who.append("account_id = ?")
+        params.append(where.account_id)
+    if where.email_hash is not None:
+        who.append("email_hash = ?")
+        params.append(where.email_hash)
+    if who:
+        clauses.append("(" + " OR ".join(who) + ")")
+    if where.source_ip is not None:
+        clauses.append("source_ip = ?")
+        params.append(where.source_ip)
+    if where.since is not None:
+        clauses.append("at >= ?")
+        params.append(where.since)
+    if where.until is not None:
+        clauses.append("at < ?")
+        params.append(where.until)
+    sql = "SELECT * FROM security_events"
+    if clauses:
+        # Only the fixed clauses above are joined; every value is a parameter.
+        sql += " WHERE " + " AND ".join(clauses)
+    params.append(limit)
+    rows = await conn.fetch_all(sql + " ORDER BY id DESC LIMIT ?", tuple(params))
+    for row in rows:
+        if row["email_hash"] is not None:
+            row["email_hash"] = bytes(row["email_hash"])
+    return rows
+
+
+async def prune_events(conn: Connection, before: int, limit: int) -> int:
+    """Delete up to `limit` of the oldest events older than `before` (short transactions)."""
+    return await conn.execute(
+        "DELETE FROM security_events WHERE id IN"
+        " (SELECT id FROM security_events WHERE at < ? ORDER BY id LIMIT ?)",
+        (before, limit),
+    )
