@@ -18,10 +18,12 @@ from license_server import appkeys
 from license_server.licensing.actors import SYSTEM
 from license_server.staff.accounts import StaffAccounts
 from license_server.staff.console import Console
-from license_server.web.admin import dashboard, licenses, products, sign_in, staff
+from license_server.staff.editing import Editing
+from license_server.web.admin import dashboard, license_edit, licenses, products, sign_in, staff
 from license_server.web.admin.base import (
     CONSOLE,
     COOKIE,
+    EDITING,
     FIRST_RUN_TOKEN,
     MAX_FORM_BYTES,
     PAGES,
@@ -32,6 +34,7 @@ from license_server.web.admin.base import (
     admin_middleware,
     date_text,
     datetime_text,
+    may,
 )  # fmt: skip
 
 __all__ = [
@@ -45,7 +48,7 @@ __all__ = [
 ]  # fmt: skip
 
 # Each area's module; its `add_routes(router)` adds its pages.
-AREAS = (dashboard, sign_in, staff, products, licenses)
+AREAS = (dashboard, sign_in, staff, products, licenses, license_edit)
 
 
 async def staff_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -59,6 +62,7 @@ async def staff_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = runtime.settings
     app[SIGN_IN_LIMITER] = SignInLimiter(settings.rate_limit.storage_uri)
     app[CONSOLE] = Console(service, app[STAFF])
+    app[EDITING] = Editing(service)
     if app[appkeys.MAINTENANCE] and await app[STAFF].needs_first_admin():
         app[FIRST_RUN_TOKEN] = await app[STAFF].first_admin_link(SYSTEM)
     yield
@@ -84,6 +88,7 @@ def admin_app() -> web.Application:
     )  # fmt: skip
     pages.filters["date"] = date_text
     pages.filters["datetime"] = datetime_text
+    pages.globals["may"] = may
     admin[PAGES] = pages
     for area in AREAS:
         area.add_routes(admin.router)

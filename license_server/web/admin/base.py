@@ -30,6 +30,7 @@ from license_server import appkeys
 from license_server.staff import rbac, sessions
 from license_server.staff.accounts import SignedIn, StaffAccounts
 from license_server.staff.console import Console
+from license_server.staff.editing import Editing
 from license_server.web.rate_limit import InMemoryMovingWindow, moving_window
 
 log = logging.getLogger(__name__)
@@ -44,6 +45,7 @@ PAGES = web.AppKey("admin_pages", jinja2.Environment)
 STAFF = web.AppKey("staff_accounts", StaffAccounts)
 SIGN_IN_LIMITER = web.AppKey("sign_in_limiter", object)
 CONSOLE = web.AppKey("staff_console", Console)
+EDITING = web.AppKey("staff_editing", Editing)  # product and license changes (staff/editing.py)
 SIGNED_IN = web.RequestKey("signed_in", object)  # SignedIn | None, read once per request
 # The first run's set-up token: printed by `run.py serve` once the server listens.
 FIRST_RUN_TOKEN = web.AppKey("first_run_token", str)
@@ -261,3 +263,8 @@ def datetime_text(seconds: int | None) -> str:
     if seconds is None:
         return "never"
     return time.strftime("%Y-%m-%d %H:%M", time.gmtime(seconds))
+
+
+def may(staff: SignedIn | None, permission: str) -> bool:
+    """For templates: show a form only to a role that may use it (the route checks again)."""
+    return staff is not None and rbac.has_permission(staff.account.role, permission)
