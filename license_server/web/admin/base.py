@@ -172,6 +172,8 @@ async def read_form(request: web.Request) -> dict[str, str]:
         values = data.getall(name)
         if len(values) != 1 or not isinstance(values[0], str):
             raise web.HTTPBadRequest(text="The form could not be read.")
+        if "\ufffd" in values[0]:  # percent-encoded bytes that are not UTF-8, decoded lossily
+            raise web.HTTPBadRequest(text="The form is not valid UTF-8.")
         fields[name] = values[0]
     staff = request.get(SIGNED_IN)
     if staff is not None and not sessions.csrf_matches(staff.csrf_token, fields.get("csrf")):

@@ -105,6 +105,11 @@ async def edit_rules(request: web.Request, staff: SignedIn) -> web.StreamRespons
     fields = await read_form(request)
     license_id = _license_id(request)
     form = {name: fields.get(name, "") for name in _RULE_FIELDS}
+    missing = [name for name in _RULE_FIELDS if name not in fields]
+    if missing:  # never read as "clear it": a form without a field is not the page's form
+        return await _refused(request, staff, license_id,
+                              [f"form: incomplete (no {', '.join(missing)}); reload the page"],
+                              rules_form=defaultdict(str, form))  # fmt: skip
     try:
         terms = _terms(form)
     except ValidationError as exc:

@@ -35,6 +35,9 @@ _TEXTS = ("code", "name", "key_prefix", "seats", "local_key_days", "grace_days",
           "dev_host_allowance", "features", "max_reissues", "whmcs_secret",
           "whmcs_action")  # fmt: skip
 _SECRET_ACTIONS = ("keep", "set", "clear")
+# The edit form's fields that are always posted (checkboxes are not when unticked).
+_EDITED = ("name", "seats", "local_key_days", "grace_days", "dev_host_allowance", "features",
+           "max_reissues")  # fmt: skip
 
 
 class _Refused(ValueError):
@@ -165,9 +168,13 @@ async def product_page(request: web.Request, staff: SignedIn) -> web.StreamRespo
 @requires("product:update")
 async def product_update(request: web.Request, staff: SignedIn) -> web.StreamResponse:
     code = _code(request)
-    form = _form(await read_form(request))
+    fields = await read_form(request)
+    form = _form(fields)
     shown = _shown(form)
     try:
+        missing = [name for name in _EDITED if name not in fields]
+        if missing:  # never read as "clear it": a form without a field is not the page's form
+            raise _Refused(f"form: incomplete (no {', '.join(missing)}); reload the page")
         changes = _changes(form)
         product = await request.config_dict[EDITING].update_product(staff, code, changes)
     except NotFound:
