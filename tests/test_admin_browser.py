@@ -346,3 +346,89 @@ def test_the_audit_log_and_security_events_pages(page, screenshot, settings):
         expect(page.get_by_role("cell", name="permission denied")).to_be_visible()
         page.goto(server.url + "/admin/security?ip=nonsense")
         look(page, screenshot, "admin-security-bad-filter")
+
+
+# -- a product's page and a license's changes (tests/test_admin_products.py and
+# tests/test_admin_license_edit.py test them through HTTP; here: the real pages, axe, widths) --
+
+
+async def seed_edits(runtime, role: str) -> tuple[int, str, str]:
+    """A product, a license bound to shop.example.com and reissued once, and a signed-in
+    member of staff with `role`: (license id, key, session id)."""
+    from license_server.db import staff as staff_rows
+    from license_server.licensing.lifecycle import Action
+    from license_server.staff import sessions
+
+    await runtime.licenses.create_product(PRODUCT)
+    license, key = await runtime.licenses.issue(
+        LicenseSpec(product="mymod", licensee="Smith & Sons", email="ops@smith.example",
+                    domains=("*.example.com",)),
+        actor=CLI,
+    )  # fmt: skip
+    await runtime.licenses.apply(license.id, Action.REISSUE, actor=CLI)
+    session_id = sessions.new_session_id()
+    async with runtime.db.write() as conn:
+        account = await staff_rows.insert_account(
+            conn, email=f"{role}@example.org", name="Lee Manager", role=role, password_hash="x",
+            now=1,
+        )  # fmt: skip
+        await staff_rows.set_totp(conn, account, b"enrolled", 1)
+        await staff_rows.insert_session(
+            conn, session_key=sessions.session_key(session_id), account_id=account,
+            csrf_token="csrf-browser", mfa_passed=True, now=runtime.licenses.now(),
+        )  # fmt: skip
+    return license.id, key, session_id
+
+
+def test_a_manager_edits_a_product_and_changes_a_license(page, screenshot, settings):
+    from license_server.web.admin import COOKIE
+
+    app = create_app(settings)
+    with live_server(app) as server:
+        license_id, key, session_id = server.call(seed_edits(app[RUNTIME], "license_manager"))
+        # Signed in already (the first test walks the sign-in pages): the session's cookie.
+        cookie = {"name": COOKIE, "value": session_id, "domain": "127.0.0.1", "path": "/",
+                  "secure": True, "httpOnly": True, "sameSite": "Lax"}  # fmt: skip
+        page.context.add_cookies([cookie])
+        assert verify(server.url, key)["status"] == "active"  # binds shop.example.com
+
+        # A product's page: every option, the secret never shown; a refusal names the field.
+        page.goto(server.url + "/admin/products")
+        page.get_by_role("link", name="mymod").click()
+        expect(page.get_by_role("heading", name="Product mymod")).to_be_visible()
+        look(page, screenshot, "admin-product")
+        assert "s3cret" not in page.content()
+        page.get_by_label("Seats (domains per license, 1–100000)").fill("-1")
+        page.get_by_role("button", name="Save the product").click()
+        expect(page.get_by_role("alert")).to_contain_text("seats:")
+        look(page, screenshot, "admin-product-refused")
+        page.get_by_label("Seats (domains per license, 1–100000)").fill("3")
+        page.get_by_label("Features (one per line; modules receive them in every answer)").fill(
+            "reports\napi"
+        )
+        page.get_by_label("Free trial: one per domain").check()
+        page.get_by_role("button", name="Save the product").click()
+        expect(page.get_by_role("status")).to_contain_text("Saved.")
+        assert verify(server.url, key)["license"]["features"] == ["reports", "api"]
+
+        # A license's page: extend, edit rules (a refusal first), release, reset reissues.
+        page.goto(f"{server.url}/admin/licenses/{license_id}")
+        look(page, screenshot, "admin-license-edit")
+        page.get_by_label("New last valid day (UTC)").fill("2031-06-30")
+        page.get_by_role("button", name="Set the expiry").click()
+        expect(page.locator(".stats")).to_contain_text("2031-06-30")
+        assert verify(server.url, key)["license"]["expires_at"] == "2031-07-01T00:00:00Z"
+        page.get_by_label(re.compile("^Seats")).fill("many")
+        page.get_by_label(re.compile("^Allowed domains")).fill("exa mple.com")
+        page.get_by_role("button", name="Save the rules").click()
+        expect(page.get_by_role("alert")).to_contain_text("seats:")
+        look(page, screenshot, "admin-license-rules-refused")
+        page.get_by_label(re.compile("^Seats")).fill("5")
+        page.get_by_label(re.compile("^Allowed domains")).fill("")
+        page.get_by_role("button", name="Save the rules").click()
+        expect(page.locator(".stats")).to_contain_text("1 / 5")
+        assert verify(server.url, key)["license"]["seats"] == 5
+        page.get_by_role("button", name="Release domain shop.example.com").click()
+        expect(page.get_by_text("Nothing yet: the first check binds.")).to_be_visible()
+        page.get_by_role("button", name="Reset the reissue count").click()
+        expect(page.get_by_text("reissued 0 times")).to_be_visible()

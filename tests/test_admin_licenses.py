@@ -134,6 +134,12 @@ ROUTES = [
     ("GET", "/admin/audit", "audit:read"),
     ("POST", "/admin/audit/verify", "audit:read"),
     ("GET", "/admin/security", "security_event:read"),
+    ("GET", "/admin/products/{code}", "product:read"),
+    ("POST", "/admin/products/{code}", "product:update"),
+    ("POST", "/admin/licenses/{id}/edit/expiry", "license:update"),
+    ("POST", "/admin/licenses/{id}/edit/rules", "license:update"),
+    ("POST", "/admin/licenses/{id}/edit/reissues", "license:reissue"),
+    ("POST", "/admin/licenses/{id}/bindings/release", "binding:release"),
 ]
 
 
@@ -167,7 +173,9 @@ def test_the_matrix_covers_every_admin_route():
         for method, path, _ in ROUTES
     }
     assert registered == expand(SIGN_IN_ROUTES) | walked
-    actions = {t.rsplit("/", 1)[1] for _, t, _ in ROUTES if t.startswith("/admin/licenses/{id}/")}
+    actions = {
+        t.rsplit("/", 1)[1] for _, t, _ in ROUTES if re.fullmatch(r"/admin/licenses/\{id\}/\w+", t)
+    }
     assert actions == {a.value for a in ACTION_PERMISSIONS} | {"reveal"}
 
 
@@ -177,7 +185,7 @@ async def test_every_route_with_every_role(client, role):
     other = await _other_account(client)
     browser = await staff_session(client, role)
     for method, template, permission in ROUTES:
-        path = template.format(id=license_id, other=other)
+        path = template.format(id=license_id, other=other, code="mymod")
         if method == "GET":
             response, page = await browser.get(path)
         else:

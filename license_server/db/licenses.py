@@ -212,3 +212,46 @@ async def licenses_bound_to(conn: Connection, kind: str, value: str, limit: int)
         (kind, value, limit),
     )
     return [row["license_id"] for row in rows]
+
+
+async def update_terms(
+    conn: Connection,
+    license_id: int,
+    *,
+    licensee_name: str,
+    licensee_company: str,
+    seats: int | None,
+    notes: str,
+    now: int,
+) -> None:
+    """Staff's "edit rules": the licensee, seats (None: the product's) and notes."""
+    await conn.execute(
+        "UPDATE licenses SET licensee_name = ?, licensee_company = ?, seats = ?, notes = ?, "
+        "updated_at = ?, revision = revision + 1 WHERE id = ?",
+        (licensee_name, licensee_company, seats, notes, now, license_id),
+    )
+
+
+async def replace_rules(
+    conn: Connection, license_id: int, rules: Iterable[tuple[str, str]]
+) -> None:
+    """The license's allow-rules become exactly `rules`."""
+    await conn.execute("DELETE FROM license_rules WHERE license_id = ?", (license_id,))
+    await add_rules(conn, license_id, rules)
+
+
+async def delete_binding(
+    conn: Connection, license_id: int, kind: str, value: str, now: int
+) -> bool:
+    """Free one binding (its seat); False when the license holds no such binding."""
+    deleted = await conn.execute(
+        "DELETE FROM license_bindings WHERE license_id = ? AND kind = ? AND value = ?",
+        (license_id, kind, value),
+    )
+    if not deleted:
+        return False
+    await conn.execute(
+        "UPDATE licenses SET updated_at = ?, revision = revision + 1 WHERE id = ?",
+        (now, license_id),
+    )
+    return True

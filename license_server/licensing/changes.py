@@ -50,6 +50,9 @@ class ChangeKind(StrEnum):
     REVOKE = "revoke"
     REISSUE = "reissue"
     IMPORT = "import"
+    EDIT = "edit"  # staff changed the licensee, seats, notes or allow-rules
+    RESET_REISSUES = "reset_reissues"
+    RELEASE = "release"  # staff freed one binding
     PRODUCT = "product"  # license_id None: every license of every product may have changed
     BAN = "ban"  # license_id None: the ban list changed
     EVERYTHING = "everything"  # a reader fell behind the log (or first read): flush all

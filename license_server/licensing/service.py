@@ -45,6 +45,7 @@ from license_server.licensing.models import Binding, KeyKind, License, Product, 
 from license_server.licensing.repository import license_from_rows, product_from_row
 from license_server.licensing.specs import (
     LicenseSpec,
+    LicenseTerms,
     ProductChanges,
     ProductSpec,
     end_of_day_utc,
@@ -52,6 +53,13 @@ from license_server.licensing.specs import (
 
 KEY_HASH_PURPOSE = "license-key"
 T = TypeVar("T")
+_KEEP = object()
+# The product settings an update may change (the code and prefix never do), as audited.
+_PRODUCT_AUDITED = (
+    "name", "seats", "local_key_days", "grace_days", "dev_host_allowance", "features",
+    "allow_domain_conflict", "allow_ip_conflict", "allow_directory_conflict", "free_trial",
+    "max_reissues",
+)  # fmt: skip
 
 
 class NotFound(LookupError):
@@ -108,9 +116,21 @@ class _Writes:
     actor: Actor
     now: int
     changes: list[Change] = field(default_factory=list)
+    # Per change: the audit row's target and detail ({"before": ..., "after": ...}).
+    audit: list[tuple[str, dict | None]] = field(default_factory=list)
 
-    def changed(self, kind: ChangeKind, license_id: int | None = None) -> None:
+    def changed(
+        self,
+        kind: ChangeKind,
+        license_id: int | None = None,
+        *,
+        target: str | None = None,
+        detail: dict | None = None,
+    ) -> None:
         self.changes.append(Change(kind, license_id, self.actor))
+        if target is None:
+            target = "" if license_id is None else f"license:{license_id}"
+        self.audit.append((target, detail))
 
 
 class LicenseService:
@@ -164,9 +184,8 @@ class LicenseService:
                 await self.audit.append_all(
                     conn, at=writes.now, actor=actor,
                     entries=[
-                        (f"license.{c.kind}",
-                         "" if c.license_id is None else f"license:{c.license_id}", None)
-                        for c in writes.changes
+                        (f"license.{c.kind}", target, detail)
+                        for c, (target, detail) in zip(writes.changes, writes.audit, strict=True)
                     ],
                 )  # fmt: skip
             done[:] = [writes]
@@ -221,21 +240,54 @@ class LicenseService:
     async def update_product(
         self, code: str, changes: ProductChanges, *, actor: Actor = SYSTEM
     ) -> Product:
+        """Change a product's settings; only what differs is written, and audited with its
+        before and after values (a WHMCS secret as set / not set, never its value). Every
+        cached license of every product is dropped: the next check sees the change."""
         product = await self.product(code)
-        values = changes.model_dump(exclude_none=True, exclude={"unlimited_reissues"})
-        if "whmcs_secret" in values:
-            values["whmcs_secret"] = self.cipher.encrypt(
-                "products", "whmcs_secret", values["whmcs_secret"]
-            )
+        values = changes.model_dump(
+            exclude_none=True, exclude={"unlimited_reissues", "clear_whmcs_secret"}
+        )
+        if "features" in values:
+            values["features"] = list(values["features"])
         if changes.unlimited_reissues:
             values["max_reissues"] = None
+        if changes.clear_whmcs_secret:
+            values["whmcs_secret"] = None
         if not values:
             raise ValueError("nothing to change")
-        values["updated_at"] = self.now()
 
         async def work(writes: _Writes) -> None:
-            await product_rows.update_product(writes.conn, product.id, values)
-            writes.changed(ChangeKind.PRODUCT)
+            row = await product_rows.product_by(writes.conn, "id", product.id)
+            if row is None:
+                raise NotFound(f"no product with code {code!r}")
+            before = product_from_row(row)
+            current = {name: getattr(before, name) for name in _PRODUCT_AUDITED}
+            current["features"] = list(before.features)
+            new = dict(values)
+            secret = new.pop("whmcs_secret", _KEEP)
+            changed = {name: value for name, value in new.items() if current[name] != value}
+            audit_before = {name: current[name] for name in changed}
+            audit_after = dict(changed)
+            if secret is not _KEEP:
+                # A new secret is a change even if equal: it is never decrypted to compare.
+                if secret is not None or before.has_whmcs_secret:
+                    audit_before["whmcs_secret"] = "set" if before.has_whmcs_secret else "not set"
+                    audit_after["whmcs_secret"] = "not set" if secret is None else "set (new)"
+                    changed["whmcs_secret"] = (
+                        None
+                        if secret is None
+                        else self.cipher.encrypt("products", "whmcs_secret", secret)
+                    )
+            if not changed:
+                return
+            if "features" in changed:
+                changed["features"] = json.dumps(changed["features"])
+            changed["updated_at"] = writes.now
+            await product_rows.update_product(writes.conn, product.id, changed)
+            writes.changed(
+                ChangeKind.PRODUCT, target=f"product:{before.code}",
+                detail={"before": audit_before, "after": audit_after},
+            )  # fmt: skip
 
         await self.write(actor, work)
         return await self.product(code)
@@ -509,7 +561,17 @@ class LicenseService:
             reissue_count=change.reissue_count,
             now=writes.now,
         )
-        writes.changed(ChangeKind(action.value), license.id)
+        before = {"status": license.status.value, "expires_at": license.expires_at,
+                  "reissue_count": license.reissue_count}  # fmt: skip
+        after = {"status": change.status.value, "expires_at": change.expires_at,
+                 "reissue_count": change.reissue_count}  # fmt: skip
+        if change.clear_bindings:
+            before["bindings"] = [f"{b.kind} {b.value}" for b in license.bindings]
+            after["bindings"] = []
+        writes.changed(
+            ChangeKind(action.value), license.id,
+            detail={"before": _differing(before, after), "after": _differing(after, before)},
+        )  # fmt: skip
         return replace(
             license,
             status=change.status,
@@ -519,3 +581,111 @@ class LicenseService:
             updated_at=writes.now,
             bindings=() if change.clear_bindings else license.bindings,
         )
+
+    # -- staff's changes to an issued license (the admin; the vendor API later) -------------
+
+    async def renew(
+        self, license_id: int, expires_at: int | None, *, actor: Actor = SYSTEM
+    ) -> License:
+        """A new expiry (None: never); an expired license comes back (lifecycle RENEW)."""
+        return await self.apply(license_id, lifecycle.Action.RENEW, actor=actor,
+                                new_expiry=expires_at)  # fmt: skip
+
+    async def edit_terms(
+        self, license_id: int, terms: LicenseTerms, *, actor: Actor = SYSTEM
+    ) -> License:
+        """Replace the licensee, seats (None: the product's), notes and allow-rules. Bindings
+        are kept: a bound site that a new rule no longer allows is refused at its next check."""
+
+        async def work(writes: _Writes) -> License:
+            row = await license_rows.lock_license(writes.conn, license_id)
+            if row is None:
+                raise NotFound(f"no license with id {license_id}")
+            license = await self._load(writes.conn, row)
+            seats = terms.seats
+            if seats == license.seats and row["seats"] is None:
+                seats = None  # unchanged: still follows the product's seats
+            rules = [(r.kind, r.value) for r in license.rules]
+            before = _terms_of(
+                license.licensee_name, license.licensee_company, row["seats"], license.notes, rules
+            )
+            after = _terms_of(terms.licensee, terms.company, seats, terms.notes, terms.rules())
+            if before == after:
+                return license
+            await license_rows.update_terms(
+                writes.conn, license_id, licensee_name=terms.licensee,
+                licensee_company=terms.company, seats=seats, notes=terms.notes, now=writes.now,
+            )  # fmt: skip
+            if before["rules"] != after["rules"]:
+                await license_rows.replace_rules(writes.conn, license_id, terms.rules())
+            writes.changed(
+                ChangeKind.EDIT, license_id,
+                detail={"before": _differing(before, after), "after": _differing(after, before)},
+            )  # fmt: skip
+            return license
+
+        await self.write(actor, work)
+        return await self.license_by_id(license_id)
+
+    async def reset_reissues(self, license_id: int, *, actor: Actor = SYSTEM) -> License:
+        """The reissue count back to 0: the customer may reissue again up to the limit."""
+
+        async def work(writes: _Writes) -> None:
+            license = await self._locked(writes.conn, license_id)
+            if license.reissue_count == 0:
+                return
+            await license_rows.update_state(
+                writes.conn, license_id, status=license.status.value,
+                expires_at=license.expires_at, reissue_count=0, now=writes.now,
+            )  # fmt: skip
+            writes.changed(
+                ChangeKind.RESET_REISSUES, license_id,
+                detail={"before": {"reissue_count": license.reissue_count},
+                        "after": {"reissue_count": 0}},
+            )  # fmt: skip
+
+        await self.write(actor, work)
+        return await self.license_by_id(license_id)
+
+    async def release_binding(
+        self, license_id: int, kind: str, value: str, *, actor: Actor = SYSTEM
+    ) -> License:
+        """Free one binding (the customer moved that site): its seat is free for the next
+        check. NotFound when the license holds no such binding."""
+
+        async def work(writes: _Writes) -> None:
+            license = await self._locked(writes.conn, license_id)
+            binding = next(
+                (b for b in license.bindings if (b.kind, b.value) == (kind, value)), None
+            )
+            if binding is None or not await license_rows.delete_binding(
+                writes.conn, license_id, kind, value, writes.now
+            ):
+                raise NotFound(f"license {license_id} holds no {kind} binding {value!r}")
+            writes.changed(
+                ChangeKind.RELEASE, license_id,
+                detail={"before": {"binding": f"{kind} {value}",
+                                   "bound_at": binding.created_at},
+                        "after": {"binding": None}},
+            )  # fmt: skip
+
+        await self.write(actor, work)
+        return await self.license_by_id(license_id)
+
+    async def _locked(self, conn: Connection, license_id: int) -> License:
+        license = await self.load(conn, license_id)
+        if license is None:
+            raise NotFound(f"no license with id {license_id}")
+        return license
+
+
+def _terms_of(
+    licensee: str, company: str, seats: int | None, notes: str, rules: Sequence[tuple[str, str]]
+) -> dict:
+    return {"licensee": licensee, "company": company, "seats": seats, "notes": notes,
+            "rules": sorted(f"{kind} {value}" for kind, value in rules)}  # fmt: skip
+
+
+def _differing(values: dict, other: dict) -> dict:
+    """The entries of `values` that `other` does not share (an audit row's before or after)."""
+    return {name: value for name, value in values.items() if other.get(name) != value}

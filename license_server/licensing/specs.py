@@ -10,7 +10,15 @@ import datetime as dt
 import re
 from typing import Annotated
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, EmailStr, Field, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    EmailStr,
+    Field,
+    field_validator,
+    model_validator,
+)
 
 from license_server.licensing.domains import (
     InvalidHost,
@@ -102,20 +110,30 @@ class ProductChanges(BaseModel):
     free_trial: bool | None = None
     max_reissues: int | None = Field(None, ge=0, le=10_000)
     unlimited_reissues: bool = False
+    features: tuple[RequiredText, ...] | None = None
+    clear_whmcs_secret: bool = False  # no secret any more: WHMCS answers carry no md5hash
+
+    @model_validator(mode="after")
+    def _one_way_each(self) -> ProductChanges:
+        if self.clear_whmcs_secret and self.whmcs_secret is not None:
+            raise ValueError("whmcs_secret: set a new secret or clear it, not both")
+        if self.unlimited_reissues and self.max_reissues is not None:
+            raise ValueError("max_reissues: a limit or unlimited, not both")
+        return self
 
 
-class LicenseSpec(BaseModel):
+class LicenseTerms(BaseModel):
+    """What a license says about its holder and where it may run: given at issue and changed
+    later by staff ("edit rules"); one set of checks for both."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    product: str = Field(min_length=1, max_length=32)
     licensee: RequiredText = Field(min_length=1, max_length=200)
-    email: EmailStr
     company: PlainText = Field("", max_length=200)
     domains: tuple[str, ...] = ()
     ips: tuple[str, ...] = ()
     directories: tuple[str, ...] = ()
     seats: int | None = Field(None, ge=1, le=100_000)
-    expires: dt.date | None = None
     notes: PlainText = Field("", max_length=5000)
 
     @field_validator("domains")
@@ -139,6 +157,12 @@ class LicenseSpec(BaseModel):
             + [("ip", value) for value in self.ips]
             + [("directory", value) for value in self.directories]
         )
+
+
+class LicenseSpec(LicenseTerms):
+    product: str = Field(min_length=1, max_length=32)
+    email: EmailStr
+    expires: dt.date | None = None
 
 
 def _each(values, parse) -> tuple[str, ...]:

@@ -18,6 +18,7 @@ from license_server import appkeys
 from license_server.licensing.actors import SYSTEM
 from license_server.staff.accounts import StaffAccounts
 from license_server.staff.console import Console
+from license_server.staff.editing import Editing
 from license_server.staff.log_desk import LogDesk
 from license_server.staff.oversight import Oversight
 from license_server.web.admin import (
@@ -25,6 +26,7 @@ from license_server.web.admin import (
     audit,
     bans,
     dashboard,
+    license_edit,
     licenses,
     products,
     security,
@@ -34,6 +36,7 @@ from license_server.web.admin import (
 from license_server.web.admin.base import (
     CONSOLE,
     COOKIE,
+    EDITING,
     FIRST_RUN_TOKEN,
     MAX_FORM_BYTES,
     OVERSIGHT,
@@ -45,6 +48,7 @@ from license_server.web.admin.base import (
     admin_middleware,
     date_text,
     datetime_text,
+    may,
 )  # fmt: skip
 
 __all__ = [
@@ -58,7 +62,8 @@ __all__ = [
 ]  # fmt: skip
 
 # Each area's module; its `add_routes(router)` adds its pages.
-AREAS = (dashboard, sign_in, staff, products, licenses, attempts, bans, audit, security)
+AREAS = (dashboard, sign_in, staff, products, licenses, license_edit, attempts, bans, audit,
+         security)  # fmt: skip
 
 
 async def staff_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -76,6 +81,7 @@ async def staff_ctx(app: web.Application) -> AsyncIterator[None]:
     app[CONSOLE] = Console(service, app[STAFF])
     app[attempts.LOG_DESK] = LogDesk(service, runtime.bans, app[STAFF])
     app[OVERSIGHT] = Oversight(runtime.db, service.audit, app[STAFF])
+    app[EDITING] = Editing(service)
     if app[appkeys.MAINTENANCE] and await app[STAFF].needs_first_admin():
         app[FIRST_RUN_TOKEN] = await app[STAFF].first_admin_link(SYSTEM)
     yield
@@ -101,6 +107,7 @@ def admin_app() -> web.Application:
     )  # fmt: skip
     pages.filters["date"] = date_text
     pages.filters["datetime"] = datetime_text
+    pages.globals["may"] = may
     admin[PAGES] = pages
     for area in AREAS:
         area.add_routes(admin.router)

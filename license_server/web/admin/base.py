@@ -35,6 +35,7 @@ from license_server import appkeys
 from license_server.staff import rbac, sessions
 from license_server.staff.accounts import SignedIn, StaffAccounts
 from license_server.staff.console import Console
+from license_server.staff.editing import Editing
 from license_server.staff.oversight import Oversight
 from license_server.staff.security_events import EventKind, request_origin
 from license_server.web.rate_limit import InMemoryMovingWindow, moving_window
@@ -52,6 +53,7 @@ STAFF = web.AppKey("staff_accounts", StaffAccounts)
 SIGN_IN_LIMITER = web.AppKey("sign_in_limiter", object)
 CONSOLE = web.AppKey("staff_console", Console)
 OVERSIGHT = web.AppKey("staff_oversight", Oversight)  # the audit log and security events
+EDITING = web.AppKey("staff_editing", Editing)  # product and license changes (staff/editing.py)
 SIGNED_IN = web.RequestKey("signed_in", object)  # SignedIn | None, read once per request
 PASSWORD_EXPIRED = web.RequestKey("password_expired", bool)
 # What a signed-in member of staff with an expired password may still reach.
@@ -195,6 +197,8 @@ async def read_form(request: web.Request) -> dict[str, str]:
         values = data.getall(name)
         if len(values) != 1 or not isinstance(values[0], str):
             raise web.HTTPBadRequest(text="The form could not be read.")
+        if "\ufffd" in values[0]:  # percent-encoded bytes that are not UTF-8, decoded lossily
+            raise web.HTTPBadRequest(text="The form is not valid UTF-8.")
         fields[name] = values[0]
     staff = request.get(SIGNED_IN)
     if staff is not None and not sessions.csrf_matches(staff.csrf_token, fields.get("csrf")):
@@ -317,3 +321,8 @@ def datetime_text(seconds: int | None) -> str:
     if seconds is None:
         return "never"
     return time.strftime("%Y-%m-%d %H:%M", time.gmtime(seconds))
+
+
+def may(staff: SignedIn | None, permission: str) -> bool:
+    """For templates: show a form only to a role that may use it (the route checks again)."""
+    return staff is not None and rbac.has_permission(staff.account.role, permission)
