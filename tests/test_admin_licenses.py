@@ -126,6 +126,10 @@ ROUTES = [
     ("POST", "/admin/staff/{other}/disable", "staff:update"),
     ("POST", "/admin/staff/{other}/enable", "staff:update"),
     ("POST", "/admin/staff/{other}/reset-mfa", "staff:reset_mfa"),
+    ("GET", "/admin/keys", "signing_key:read"),
+    ("POST", "/admin/keys", "signing_key:create"),
+    ("POST", "/admin/keys/activate", "signing_key:activate"),
+    ("POST", "/admin/keys/retire", "signing_key:retire"),
 ]
 
 
