@@ -263,7 +263,7 @@ def test_the_cli_goes_through_the_same_service_and_is_audited(settings, monkeypa
     from license_server.cli import main
     from license_server.runtime import open_runtime
 
-    monkeypatch.setenv("LICENSE_SERVER_DATABASE", str(settings.database))
+    monkeypatch.setenv("LICENSE_SERVER_DATABASE", str(settings.database_location()))
     monkeypatch.setenv("LICENSE_SERVER_KEYS_DIR", str(settings.keys_dir))
     assert main(["rotate-keys"]) == 0
 

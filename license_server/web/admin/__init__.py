@@ -18,7 +18,7 @@ from license_server import appkeys
 from license_server.licensing.actors import SYSTEM
 from license_server.staff.accounts import StaffAccounts
 from license_server.staff.console import Console
-from license_server.web.admin import dashboard, licenses, products, sign_in, staff
+from license_server.web.admin import dashboard, keys, licenses, products, sign_in, staff
 from license_server.web.admin.base import (
     CONSOLE,
     COOKIE,
@@ -45,7 +45,7 @@ __all__ = [
 ]  # fmt: skip
 
 # Each area's module; its `add_routes(router)` adds its pages.
-AREAS = (dashboard, sign_in, staff, products, licenses)
+AREAS = (dashboard, sign_in, staff, products, licenses, keys)
 
 
 async def staff_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -59,6 +59,8 @@ async def staff_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = runtime.settings
     app[SIGN_IN_LIMITER] = SignInLimiter(settings.rate_limit.storage_uri)
     app[CONSOLE] = Console(service, app[STAFF])
+    keys.set_up(app, runtime)
+    dashboard.set_up(app, runtime)
     if app[appkeys.MAINTENANCE] and await app[STAFF].needs_first_admin():
         app[FIRST_RUN_TOKEN] = await app[STAFF].first_admin_link(SYSTEM)
     yield
