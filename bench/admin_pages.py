@@ -1,4 +1,4 @@
-"""Page load times of the staff admin's license pages at 10,000 and 1,000,000 licenses (#12).
+"""Page load times of the staff admin's pages at 10,000 and 1,000,000 licenses (#12).
 
 Uses bench/verify.py's seeded datasets (cached by size) and its server runner; adds a staff
 session straight into the database (the sign-in is not what is measured), starts the real
@@ -6,8 +6,15 @@ server and times sequential GETs from one client: the list's first page, a page 
 keyset, a status filter, a search by key and by domain, and a license's page. Prints median
 and 95th percentile per page and the ratio of the large dataset to the small.
 
+With `--attempts N` (default 1,000,000) the run's copy of the database also gets N
+verification attempts spread over the last 30 days (a tenth refused, five client versions,
+on 1,000 of the licenses), the closed hours folded as the maintenance process does, and a
+second signing key activated, so that the first (which signed every license) is an old key
+whose client versions the keys page looks up: it times the dashboard and the keys page too.
+
     python bench/admin_pages.py                       # 10,000 and 1,000,000 licenses
     python bench/admin_pages.py --licenses 10000      # one size
+    python bench/admin_pages.py --attempts 0          # the license pages only
 """
 
 from __future__ import annotations
@@ -50,6 +57,58 @@ async def _staff_session(settings) -> str:
     return session_id
 
 
+ATTEMPT_DAYS = 30
+
+
+def _add_attempts(database: Path, count: int, now: int) -> None:
+    """`count` attempts into the SQLite file, through the project's own INSERT."""
+    import random
+    import sqlite3
+
+    from license_server.db.attempts import INSERT
+
+    rng = random.Random(12)  # nosec B311 (test data)
+    conn = sqlite3.connect(database)
+    ids = [row[0] for row in conn.execute("SELECT id FROM licenses LIMIT 1000")]
+    versions = ("1.0.0", "1.1.0", "2.0.0", "2.0.1", "")
+    reasons = (("invalid", "unknown_key"), ("invalid", "domain_not_allowed"),
+               ("suspended", "suspended"), ("rate_limited", "rate_limited"))  # fmt: skip
+    start_ms = (now - ATTEMPT_DAYS * 86400) * 1000
+    span = ATTEMPT_DAYS * 86400 * 1000
+    batch = []
+    for n in range(count):
+        result, reason = rng.choice(reasons) if n % 10 == 0 else ("active", "ok")
+        batch.append((start_ms + rng.randrange(span), "native", "192.0.2.1", "", "", "",
+                      "", rng.choice(ids), None, "mymod", result, reason,
+                      versions[n % len(versions)], "bench", 500))  # fmt: skip
+        if len(batch) == 50_000:
+            conn.executemany(INSERT, batch)
+            batch.clear()
+    conn.executemany(INSERT, batch)
+    conn.commit()
+    conn.close()
+
+
+async def _fold_and_rotate(settings, now: int) -> None:
+    """What the maintenance process would have done; and an old key with licenses."""
+    from license_server.crypto.keystore import KeyStore
+    from license_server.licensing.actors import CLI
+    from license_server.licensing.attempt_hours import fold_closed_hours
+    from license_server.licensing.signing_keys import SigningKeys
+    from license_server.runtime import open_runtime
+
+    async with open_runtime(settings) as runtime:
+        await fold_closed_hours(runtime.db, now)
+        async with runtime.db.write() as conn:  # seeded without it: as if recorded at issue
+            await conn.execute(
+                "UPDATE licenses SET signing_kid = ? WHERE signing_kid IS NULL",
+                (runtime.keyring.active.kid,),
+            )
+        keys = SigningKeys(runtime.licenses, KeyStore(settings.keys_dir), runtime.keyring)
+        new = await keys.add(CLI)
+        await keys.activate(new.kid, CLI)
+
+
 def _timed_get(path: str, cookie: str) -> tuple[int, float]:
     conn = http.client.HTTPConnection("127.0.0.1", PORT, timeout=30)
     started = time.perf_counter()
@@ -61,10 +120,16 @@ def _timed_get(path: str, cookie: str) -> tuple[int, float]:
     return response.status, elapsed
 
 
-def measure(count: int, cache_dir: Path) -> dict[str, tuple[float, float]]:
+def measure(count: int, cache_dir: Path, attempts: int) -> dict[str, tuple[float, float]]:
     workdir = Path(tempfile.mkdtemp(prefix="admin-pages-bench-"))
     dataset = vb.prepare_dataset(count, cache_dir, workdir)
     env = vb._server_env(dataset.database, dataset.keys_dir, port=PORT)
+    if attempts:
+        now = int(time.time())
+        started = time.perf_counter()
+        _add_attempts(dataset.database, attempts, now)
+        asyncio.run(_fold_and_rotate(vb._settings(env), now))
+        print(f"  {attempts:,} attempts added and folded in {time.perf_counter() - started:.0f} s")
     cookie = asyncio.run(_staff_session(vb._settings(env)))
     server = vb.Server("license server", [sys.executable, "run.py", "serve"], env,
                        workdir / "server.log")  # fmt: skip
@@ -83,6 +148,9 @@ def measure(count: int, cache_dir: Path) -> dict[str, tuple[float, float]]:
             "search by domain": f"/admin/licenses?q={domain}",
             "a license": f"/admin/licenses/{license_id}",
         }
+        if attempts:
+            pages["dashboard"] = "/admin"
+            pages["signing keys"] = "/admin/keys"
         results = {}
         for name, path in pages.items():
             times = []
@@ -111,12 +179,13 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--licenses", default="10000,1000000")
     parser.add_argument("--cache-dir", type=Path, default=vb.DEFAULT_CACHE)
+    parser.add_argument("--attempts", type=int, default=1_000_000)
     args = parser.parse_args(argv)
     counts = [int(n) for n in args.licenses.split(",")]
     measured = {}
     for count in counts:
         print(f"{count:,} licenses ...", flush=True)
-        measured[count] = measure(count, args.cache_dir)
+        measured[count] = measure(count, args.cache_dir, args.attempts)
     print(f"\nadmin page load, one client, {REQUESTS} requests each: median / p95 (ms)")
     header = "".join(f"{count:>22,}" for count in counts)
     print(f"{'page':<22}{header}" + ("   ratio of medians" if len(counts) > 1 else ""))

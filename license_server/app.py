@@ -12,11 +12,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator
 
 from aiohttp import web
 
 from license_server import appkeys
+from license_server.licensing.attempt_hours import fold_closed_hours
 from license_server.licensing.attempt_log import AttemptLog
 from license_server.runtime import open_runtime
 from license_server.settings import Settings
@@ -33,6 +35,8 @@ log = logging.getLogger(__name__)
 MAX_REQUEST_BYTES = 64 * 1024
 # How often a running server looks for signing-key changes made by the CLI (a stat, off-loop).
 KEY_RELOAD_SECONDS = 1.0
+# How often the maintenance process folds closed hours for the dashboard.
+FOLD_HOURS_SECONDS = 60.0
 
 
 async def _runtime_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -64,18 +68,19 @@ async def _attempt_log_ctx(app: web.Application) -> AsyncIterator[None]:
     )
     attempt_log.start()
     app[appkeys.ATTEMPT_LOG] = attempt_log
-    pruner, stop = None, asyncio.Event()
+    tasks, stop = [], asyncio.Event()
     if app[appkeys.MAINTENANCE]:
-        pruner = asyncio.create_task(
-            _prune_forever(app, attempt_log, stop), name="attempt-log-pruner"
+        tasks.append(
+            asyncio.create_task(_prune_forever(app, attempt_log, stop), name="attempt-log-pruner")
         )
+        tasks.append(asyncio.create_task(_fold_hours_forever(app, stop), name="attempt-hours"))
     yield
-    if pruner is not None:
-        # Asked to stop, not cancelled: a statement cancelled mid-flight must first be
-        # cancelled on the database server (PostgreSQL), which can hold up shutdown; the
-        # pruner stops between two of its short transactions instead.
-        stop.set()
-        await pruner
+    # Asked to stop, not cancelled: a statement cancelled mid-flight must first be
+    # cancelled on the database server (PostgreSQL), which can hold up shutdown; the
+    # tasks stop between two of their short transactions instead.
+    stop.set()
+    for task in tasks:
+        await task
     await attempt_log.stop()
 
 
@@ -98,6 +103,19 @@ async def _prune_forever(
             log.exception("attempt log pruning failed; will retry")
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), settings.prune_interval_seconds)
+
+
+async def _fold_hours_forever(app: web.Application, stop: asyncio.Event) -> None:
+    """The dashboard's hourly counts (licensing/attempt_hours.py), folded once a minute."""
+    db = app[appkeys.RUNTIME].db
+    retention = app[appkeys.SETTINGS].attempt_log.retention_days
+    while not stop.is_set():
+        try:
+            await fold_closed_hours(db, int(time.time()), retention)
+        except Exception:
+            log.exception("folding hourly attempt counts failed; will retry")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), FOLD_HOURS_SECONDS)
 
 
 async def _rate_limiter_ctx(app: web.Application) -> AsyncIterator[None]:

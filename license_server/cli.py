@@ -26,8 +26,7 @@ from urllib.parse import quote
 from pydantic import ValidationError
 
 from license_server.crypto.keyfiles import KeyFileError
-from license_server.crypto.keystore import KeyStore, client_snippets
-from license_server.crypto.signing import keyring_from_pem
+from license_server.crypto.keystore import KeyStore
 from license_server.db.copy_store import (
     StoreError,
     copy_store,
@@ -37,11 +36,11 @@ from license_server.db.copy_store import (
     scrub,
 )
 from license_server.licensing.actors import CLI
-from license_server.licensing.key_retirement import refusal, signed_by
 from license_server.licensing.license_keys import KeyRejected
 from license_server.licensing.lifecycle import Action, TransitionRefused
 from license_server.licensing.models import License
 from license_server.licensing.service import Conflict, NotFound
+from license_server.licensing.signing_keys import SigningKeys, environment_keys, stored_keys
 from license_server.licensing.specs import (
     LicenseSpec,
     ProductChanges,
@@ -237,8 +236,6 @@ def main(argv: Sequence[str] | None = None) -> int:
                 workers=getattr(args, "workers", None),
                 worker_index=getattr(args, "worker_index", None),
             )
-        if command == "rotate-keys":
-            return rotate_keys(settings, args.activate)
         if command == "keys":
             return list_keys(settings)
         if command == "migrate":
@@ -356,57 +353,45 @@ def _new_event_loop(settings: Settings):
     return asyncio.new_event_loop()
 
 
-def _key_store(settings: Settings, action: str) -> KeyStore:
-    if settings.signing_keys is not None:
-        raise CommandError(
-            f"signing keys come from LICENSE_SERVER_SIGNING_KEYS; {action} there (the last signs)"
-        )
-    return KeyStore(settings.keys_dir)
+def _signing_keys(runtime: Runtime) -> SigningKeys:
+    """The one piece of code the CLI and the staff admin share for key management."""
+    settings = runtime.settings
+    env_pem = settings.signing_keys.get_secret_value() if settings.signing_keys else None
+    store = None if env_pem is not None else KeyStore(settings.keys_dir)
+    return SigningKeys(runtime.licenses, store, runtime.keyring, env_pem)
 
 
-def rotate_keys(settings: Settings, activate: str | None) -> int:
+async def _rotate_keys(runtime: Runtime, activate: str | None) -> int:
+    keys = _signing_keys(runtime)
     if activate is not None:
-        record = _key_store(settings, "reorder the keys").activate(activate)
+        record = await keys.activate(activate, CLI)
         print(f"active signing key: {record.kid} (running servers switch within a second)")
         return 0
-    key = _key_store(settings, "add the new key").rotate()
-    php, jwk = client_snippets(key)
+    key = await keys.add(CLI)
     print(f"published signing key {key.kid}; it does not sign yet.")
     print("Ship its public key in your modules (keep the keys they already have):")
-    print(f"  PHP client, add to 'public_keys':\n    {php}")
-    print(f'  Python client, add to the "keys" of the JWKS you ship:\n    {jwk}')
+    print(f"  PHP client, add to 'public_keys':\n    {key.php}")
+    print(f'  Python client, add to the "keys" of the JWKS you ship:\n    {key.jwk}')
     print(f"Once those releases are out: run.py rotate-keys --activate {key.kid}")
     return 0
 
 
 def list_keys(settings: Settings) -> int:
     if settings.signing_keys is not None:
-        keyring = keyring_from_pem(settings.signing_keys.get_secret_value())
-        for key in keyring.keys:
-            state = "active" if key is keyring.active else "published"
-            print(f"{key.kid}  {state:9}  (from LICENSE_SERVER_SIGNING_KEYS)")
+        for key in environment_keys(settings.signing_keys.get_secret_value()):
+            print(f"{key.kid}  {key.state:9}  (from LICENSE_SERVER_SIGNING_KEYS)")
         return 0
-    store = KeyStore(settings.keys_dir)
-    store.load()  # a first run creates the first key, as every other command does
-    state, keys = store.state()
     print(f"{'kid':43}  {'state':9}  {'created':23}  activated")
-    for record in sorted(state.records.values(), key=lambda r: r.created_ns):
-        if record.kid not in keys:
-            continue  # a rotation in progress: its file is not written yet
-        activated = _format_time(record.signing_from)
+    for key in stored_keys(KeyStore(settings.keys_dir)):
         print(
-            f"{record.kid:43}  {state.state_of(record.kid):9}  "
-            f"{_format_time(record.created)}  {activated}"
+            f"{key.kid:43}  {key.state:9}  "
+            f"{_format_time(key.created)}  {_format_time(key.signing_from)}"
         )
     return 0
 
 
 async def _retire(runtime: Runtime, args: argparse.Namespace) -> int:
-    store = _key_store(runtime.settings, "remove the key there")
-    store.record(args.kid)  # an unknown kid is refused before anything is looked up
-    evidence = await signed_by(runtime.licenses, args.kid)
-    now = runtime.licenses.now()
-    record = store.retire(args.kid, lambda record: refusal(evidence, record, now))
+    record = await _signing_keys(runtime).retire(args.kid, CLI)
     print(f"retired signing key {record.kid}: no longer published (its file stays, unused)")
     return 0
 
@@ -434,6 +419,8 @@ async def _run_async(command: str, args: argparse.Namespace, settings: Settings)
             return await _import_whmcs(runtime, args)
         if command == "retire":
             return await _retire(runtime, args)
+        if command == "rotate-keys":
+            return await _rotate_keys(runtime, args.activate)
         if command == "create-admin":
             return await _create_admin(runtime, args)
         if command == "audit-verify":

@@ -432,3 +432,81 @@ def test_a_manager_edits_a_product_and_changes_a_license(page, screenshot, setti
         expect(page.get_by_text("Nothing yet: the first check binds.")).to_be_visible()
         page.get_by_role("button", name="Reset the reissue count").click()
         expect(page.get_by_text("reissued 0 times")).to_be_visible()
+
+
+async def seed_keys_and_traffic(runtime) -> str:
+    """An admin session; a rotated key with licenses of the old one checking in; a day of
+    verifications with refusals (one reason is markup) for the dashboard's chart."""
+    from license_server.crypto.keystore import KeyStore
+    from license_server.db import staff as staff_rows
+    from license_server.licensing.attempt_hours import fold_closed_hours
+    from license_server.licensing.attempt_log import Attempt
+    from license_server.licensing.signing_keys import SigningKeys
+    from license_server.staff import sessions
+
+    license_id = await seed(runtime)
+    keys = SigningKeys(runtime.licenses, KeyStore(runtime.settings.keys_dir), runtime.keyring)
+    new = await keys.add(CLI)
+    await keys.activate(new.kid, CLI)
+    await keys.add(CLI)  # published, waiting for module releases
+    now = int(time.time())
+    rows = []
+    for minutes in range(0, 36 * 60, 7):
+        at = now - minutes * 60
+        refused = minutes % 5 == 0
+        rows.append(
+            Attempt(
+                at_ms=at * 1000, endpoint="native", source_ip="192.0.2.1", reported_ip="",
+                domain_raw="", domain="shop.example.com", directory="",
+                license_id=license_id, key_hash=None, product="mymod",
+                result="invalid" if refused else "active",
+                reason=("<b>odd</b>" if minutes % 3 == 0 else "domain_not_allowed")
+                if refused else "ok",
+                client_version=("2.0.1", "1.4.0")[minutes % 2], user_agent="",
+                latency_us=100,
+            ).row()
+        )  # fmt: skip
+    await runtime.db.attempts.write(rows, [])
+    await fold_closed_hours(runtime.db, now)
+    session_id = sessions.new_session_id()
+    async with runtime.db.write() as conn:
+        account = await staff_rows.insert_account(
+            conn, email="ann@example.org", name="Ann Admin", role="admin", password_hash="x",
+            now=now,
+        )  # fmt: skip
+        await staff_rows.set_totp(conn, account, b"enrolled", now)
+        await staff_rows.insert_session(
+            conn, session_key=sessions.session_key(session_id), account_id=account,
+            csrf_token="csrf", mfa_passed=True, now=now,
+        )  # fmt: skip
+    return session_id
+
+
+def test_the_dashboard_chart_and_the_signing_keys_page(page, screenshot, settings):
+    app = create_app(settings)
+    with live_server(app) as server:
+        session_id = server.call(seed_keys_and_traffic(app[RUNTIME]))
+        page.context.add_cookies(
+            [{"name": "__Host-staff-session", "value": session_id, "domain": "127.0.0.1",
+              "path": "/", "secure": True, "httpOnly": True, "sameSite": "Lax"}]
+        )  # fmt: skip
+        page.goto(server.url + "/admin")
+        expect(
+            page.get_by_role("img", name=re.compile("Verifications and refusals"))
+        ).to_be_visible()
+        expect(page.get_by_text("<b>odd</b>").first).to_be_visible()  # text, not markup
+        look(page, screenshot, "admin-dashboard-chart")
+        page.get_by_text("The numbers, hour by hour").click()
+        expect(page.get_by_role("columnheader", name="Hour (UTC)")).to_be_visible()
+
+        page.get_by_role("navigation").get_by_role("link", name="Keys").click()
+        expect(page.get_by_role("heading", name="Signing keys")).to_be_visible()
+        expect(page.get_by_role("cell", name="2.0.1")).to_be_visible()
+        page.locator("summary", has_text="Public key").first.click()
+        look(page, screenshot, "admin-keys")
+        page.get_by_role("button", name="Activate").first.click()
+        expect(page.get_by_role("status")).to_contain_text("Activated")
+        look(page, screenshot, "admin-keys-activated")
+        page.get_by_role("button", name="Retire").first.click()
+        expect(page.get_by_role("heading", name="Not possible now")).to_be_visible()
+        look(page, screenshot, "admin-keys-refused")

@@ -140,6 +140,10 @@ ROUTES = [
     ("POST", "/admin/licenses/{id}/edit/rules", "license:update"),
     ("POST", "/admin/licenses/{id}/edit/reissues", "license:reissue"),
     ("POST", "/admin/licenses/{id}/bindings/release", "binding:release"),
+    ("GET", "/admin/keys", "signing_key:read"),
+    ("POST", "/admin/keys", "signing_key:create"),
+    ("POST", "/admin/keys/activate", "signing_key:activate"),
+    ("POST", "/admin/keys/retire", "signing_key:retire"),
 ]
 
 

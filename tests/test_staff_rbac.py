@@ -24,7 +24,7 @@ EXPECTED = {
     "license_manager": {
         p for p in PERMISSIONS if p.split(":")[0] in ("license", "product", "binding", "ban")
     }
-    | {"attempt:read", "alert:read", "alert:acknowledge", "audit:read"},
+    | {"attempt:read", "alert:read", "alert:acknowledge", "audit:read", "signing_key:read"},
     "support": {
         "license:read",
         "license:reissue",
@@ -52,6 +52,7 @@ def test_the_catalogue_covers_every_resource_the_admin_needs():
         "audit",
         "security_event",
         "settings",
+        "signing_key",
     }
     assert all(f"{resource}:read" in PERMISSIONS for resource in RESOURCES)
     assert set(ROLES) == set(EXPECTED)
@@ -84,7 +85,7 @@ def test_nobody_but_admin_changes_who_can_act():
     powerful = {
         p
         for p in PERMISSIONS
-        if p.split(":")[0] in ("staff", "api_key", "webhook", "settings")
+        if p.split(":")[0] in ("staff", "api_key", "webhook", "settings", "signing_key")
         and not p.endswith(":read")
     }
     for role in ROLES:

@@ -77,6 +77,7 @@ TABLES: tuple[Table, ...] = (
     Table("staff_setup_links", ("id",), "id"),
     Table("audit_log", ("id",), "id"),
     Table("security_events", ("id",), "id"),
+    Table("attempt_hours", ("hour", "result", "reason")),
 )
 # Tables that hold no data to copy: each end keeps its own.
 NOT_COPIED = frozenset({"schema_version"})

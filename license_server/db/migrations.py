@@ -308,6 +308,24 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX IF NOT EXISTS audit_log_target ON audit_log (target, id)",
         ),
     ),
+    Migration(
+        11,
+        "hourly attempt counts for the admin dashboard",
+        (
+            # Closed hours of the attempt log counted by result and reason (licensing/
+            # attempt_hours.py), so the dashboard never scans the log for past hours. Each
+            # folded hour has a marker row (result and reason '', attempts 0), also when the
+            # hour had no attempt. No index on verification_attempts: the fold reads the
+            # existing attempts_at range.
+            """CREATE TABLE IF NOT EXISTS attempt_hours (
+                hour {bigint} NOT NULL,
+                result TEXT NOT NULL,
+                reason TEXT NOT NULL,
+                attempts {bigint} NOT NULL,
+                PRIMARY KEY (hour, result, reason)
+            )""",
+        ),
+    ),
 )
 
 LATEST = MIGRATIONS[-1].version

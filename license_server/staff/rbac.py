@@ -29,6 +29,12 @@ The grants, and why:
 - read_only: every `:read`, for audits and dashboards. Secrets are never readable through a
   `:read`: showing a full license key is `license:reveal_key`, a webhook's signing secret
   `webhook:reveal_secret`; staff password hashes and TOTP secrets have no permission at all.
+- signing keys (`signing_key:read|create|activate|retire`): adding, activating and retiring a
+  key are admin only. Activating a key that modules in the field do not ship yet, or retiring
+  one they still rely on, makes every such module treat the server as unreachable: a change
+  with the reach of a settings change, not day-to-day licensing. license_manager and read_only
+  may read the keys page (public keys only; which client versions still use an old key, which
+  tells the license manager whose modules need an update); support has no need for it.
 """
 
 from __future__ import annotations
@@ -49,6 +55,7 @@ _ACTIONS: dict[str, tuple[str, ...]] = {
     "audit": ("read", "export"),
     "security_event": ("read",),
     "settings": ("read", "update"),
+    "signing_key": ("read", "create", "activate", "retire"),
 }
 RESOURCES: tuple[str, ...] = tuple(_ACTIONS)
 PERMISSIONS: frozenset[str] = frozenset(
@@ -66,6 +73,7 @@ role_permissions: dict[str, list[str]] = {
         "alert:read",
         "alert:acknowledge",
         "audit:read",
+        "signing_key:read",
     ],
     "support": [
         "license:read",

@@ -26,6 +26,7 @@ from license_server.web.admin import (
     audit,
     bans,
     dashboard,
+    keys,
     license_edit,
     licenses,
     products,
@@ -63,7 +64,7 @@ __all__ = [
 
 # Each area's module; its `add_routes(router)` adds its pages.
 AREAS = (dashboard, sign_in, staff, products, licenses, license_edit, attempts, bans, audit,
-         security)  # fmt: skip
+         security, keys)  # fmt: skip
 
 
 async def staff_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -82,6 +83,8 @@ async def staff_ctx(app: web.Application) -> AsyncIterator[None]:
     app[attempts.LOG_DESK] = LogDesk(service, runtime.bans, app[STAFF])
     app[OVERSIGHT] = Oversight(runtime.db, service.audit, app[STAFF])
     app[EDITING] = Editing(service)
+    keys.set_up(app, runtime)
+    dashboard.set_up(app, runtime)
     if app[appkeys.MAINTENANCE] and await app[STAFF].needs_first_admin():
         app[FIRST_RUN_TOKEN] = await app[STAFF].first_admin_link(SYSTEM)
     yield
