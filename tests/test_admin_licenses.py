@@ -126,6 +126,9 @@ ROUTES = [
     ("POST", "/admin/staff/{other}/disable", "staff:update"),
     ("POST", "/admin/staff/{other}/enable", "staff:update"),
     ("POST", "/admin/staff/{other}/reset-mfa", "staff:reset_mfa"),
+    ("GET", "/admin/licenses.csv", "license:read"),
+    ("GET", "/admin/licenses/bulk", "license:create"),
+    ("POST", "/admin/licenses/bulk", "license:create"),
 ]
 
 
