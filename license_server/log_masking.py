@@ -5,9 +5,9 @@ logs; a license key is a credential) and V8.3.4 (sensitive data is identified an
 policy: here, a key and a licensee's address never reach a log in full). Two layers:
 
 - Masking functions, one definition of what of a key or address may be shown: a key keeps its
-  readable product prefix and its last 4 characters (`ACME-…WXYZ`), enough for support to tell
+  readable product prefix and its last 4 characters (`ACME-...WXYZ`), enough for support to tell
   two keys apart with the customer on the phone; an address keeps its first character and its
-  domain (`o…@smith.example`). The CSV export uses the same `mask_key`.
+  domain (`o...@smith.example`). The CSV export uses the same `mask_key`.
 - `PiiFilter`, put on every handler of the root logger by `install()` (run.py does it before
   anything logs): whatever a log record says, its message, arguments and traceback, is passed
   through `mask_text` first. So an exception that quotes its input (pydantic's errors repeat
@@ -37,30 +37,30 @@ _LEGACY_TAIL_MIN = 16  # a shorter legacy key shows no tail: 4 of 10 characters 
 
 
 def mask_key(key: str) -> str:
-    """`PREFIX-…WXYZ` for a key with a prefix; `…WXYZ` for a long one without; `…` else."""
+    """`PREFIX-...WXYZ` for a key with a prefix; `...WXYZ` for a long one without; `...` else."""
     key = key.strip()
     prefix, dash, body = key.partition("-")
     if dash and 0 < len(prefix) <= 12 and len(body) >= _LEGACY_TAIL_MIN:
-        return f"{prefix}-…{body[-4:]}"
+        return f"{prefix}-...{body[-4:]}"
     if len(key) >= _LEGACY_TAIL_MIN:
-        return f"…{key[-4:]}"
-    return "…"
+        return f"...{key[-4:]}"
+    return "..."
 
 
 def mask_email(address: str) -> str:
-    """`o…@smith.example`; an address without `@` keeps only its first character."""
+    """`o...@smith.example`; an address without `@` keeps only its first character."""
     local, at, domain = address.strip().rpartition("@")
     if not at:
-        return f"{address.strip()[:1]}…"
-    return f"{local[:1]}…@{domain}"
+        return f"{address.strip()[:1]}..."
+    return f"{local[:1]}...@{domain}"
 
 
 def mask_text(text: str) -> str:
     """`text` with every signed key and e-mail address in it masked."""
     if "-" in text:
-        text = _SIGNED_KEY.sub(lambda m: f"{m.group(1)}-…{m.group(2)[-4:]}", text)
+        text = _SIGNED_KEY.sub(lambda m: f"{m.group(1)}-...{m.group(2)[-4:]}", text)
     if "@" in text or "%40" in text:
-        text = _EMAIL.sub(lambda m: f"{m.group(1)}…{m.group(2)}{m.group(3)}", text)
+        text = _EMAIL.sub(lambda m: f"{m.group(1)}...{m.group(2)}{m.group(3)}", text)
     return text
 
 
