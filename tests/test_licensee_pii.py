@@ -89,8 +89,14 @@ async def test_the_blind_index_finds_the_exact_address_only(runtime):
     assert await found(SECRET_MAIL) == [license.id]
     assert await found("  billing.unique-7431@smith-sons.EXAMPLE ") == [license.id]
     # Anything but the exact address finds nothing: no prefix, no domain, no near miss.
-    for text in ("billing.unique-7431", "smith-sons.example", "@smith-sons.example",
-                 "billing.unique-7431@smith-sons.exampl", "illing.unique-7431@smith-sons.example"):  # fmt: skip
+    near_misses = (
+        "billing.unique-7431",
+        "smith-sons.example",
+        "@smith-sons.example",
+        "billing.unique-7431@smith-sons.exampl",
+        "illing.unique-7431@smith-sons.example",
+    )
+    for text in near_misses:
         assert await found(text) == [], text
     index = (await _raw_row(runtime, license.id))["licensee_email_index"]
     assert len(bytes(index)) == 32 and bytes(index) != service.hasher.hash("x", SECRET_MAIL)
@@ -208,9 +214,9 @@ def test_the_access_log_writes_no_query_string_and_masks_paths():
     class Request:
         remote = "203.0.113.77"
         method = "GET"
-        headers = {"User-Agent": "test"}
 
         def __init__(self, path: str) -> None:
+            self.headers = {"User-Agent": "test"}
             self.path = path  # aiohttp's request.path: no query string
 
     class Response:
