@@ -168,7 +168,7 @@ class LicenseList:
             kind = "email" if "@" in query.q else ""
         if kind == "email":
             index = self._licenses.email_index(query.q)
-            return _with(base, email_index=index or b""), "email"
+            return _with(base, email_index=index or b""), "e-mail"
         if kind == "name":
             return _with(base, name_contains=query.q), "name"
         domain = _domain_or_none(query.q)
