@@ -215,7 +215,6 @@ class LicenseFilter:
     email_index: bytes | None = None  # a search by e-mail: its blind index
     bound_domain: str | None = None  # a search by domain (normalised): its bindings
     name_contains: str | None = None  # a search by licensee name, any case
-    domain_or_name: bool = False  # bound_domain and name_contains: either matches
 
 
 def _like_pattern(text: str) -> str:
@@ -248,13 +247,13 @@ def _filter_clauses(where: LicenseFilter) -> tuple[list[str], list[object]]:
     if where.name_contains is not None:
         # A substring cannot use an index: this walks licenses newest first (the primary
         # key, backwards) and stops at the page's LIMIT. A name on many licenses answers at
-        # once; a name on none reads every row: at 1,000,000 licenses about 0.3-0.5 s on
-        # SQLite (bench/admin_pages.py "search by name, no match"). lower() folds ASCII on
-        # SQLite and the database's locale on PostgreSQL.
+        # once; a name on none reads every row: at 1,000,000 licenses about 0.9 s on SQLite
+        # (bench/admin_pages.py "name, no match", on a busy 2-core machine). lower() folds
+        # ASCII on SQLite and the database's locale on PostgreSQL.
         search.append("lower(l.licensee_name) LIKE ? ESCAPE '\\'")
         params.append(_like_pattern(where.name_contains))
     if search:
-        clauses.append(f"({' OR '.join(search)})" if where.domain_or_name else " AND ".join(search))
+        clauses.extend(search)
     return clauses, params
 
 

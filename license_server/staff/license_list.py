@@ -13,7 +13,7 @@ Search (`ListQuery.q`, kind `by`):
 - domain: a domain the license is bound to (normalised as verification does);
 - name: the licensee's name containing the text, any case (costs: db/licenses.py).
 Left to choose (`by` empty): a key if one matches, an e-mail when the text has an `@`, else a
-bound domain or a name.
+bound domain if a license holds it, else a name.
 """
 
 from __future__ import annotations
@@ -178,9 +178,14 @@ class LicenseList:
             return _with(base, bound_domain=domain), "domain"
         if domain is None:
             return _with(base, name_contains=query.q), "name"
-        return _with(base, bound_domain=domain, name_contains=query.q, domain_or_name=True), (
-            "domain or name"
-        )
+        # Shaped like a domain: its bindings (one index range) if any license holds it, else a
+        # name. Not both in one query: the name's OR would read every row (bench: 0.9 s at
+        # 1,000,000 licenses against 4 ms).
+        async with self._licenses.db.read() as conn:
+            held = await license_rows.licenses_bound_to(conn, "domain", domain, 1)
+        if held:
+            return _with(base, bound_domain=domain), "domain"
+        return _with(base, name_contains=query.q), "name"
 
     async def _key_match(self, text: str) -> int | None:
         try:
