@@ -248,8 +248,8 @@ def _filter_clauses(where: LicenseFilter) -> tuple[list[str], list[object]]:
         # A substring cannot use an index: this walks licenses newest first (the primary
         # key, backwards) and stops at the page's LIMIT. A name on many licenses answers at
         # once; a name on none reads every row: at 1,000,000 licenses 0.4-0.9 s on SQLite
-        # (bench/admin_pages.py "name, no match": 0.44 s quiet, 0.9 s on a busy 2-core machine). lower() folds
-        # ASCII on SQLite and the database's locale on PostgreSQL.
+        # (bench/admin_pages.py "name, no match": 0.44 s quiet, 0.9 s on a busy 2-core
+        # machine). lower() folds ASCII on SQLite and the database's locale on PostgreSQL.
         search.append("lower(l.licensee_name) LIKE ? ESCAPE '\\'")
         params.append(_like_pattern(where.name_contains))
     if search:
