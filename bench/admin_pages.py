@@ -3,7 +3,8 @@
 Uses bench/verify.py's seeded datasets (cached by size) and its server runner; adds a staff
 session straight into the database (the sign-in is not what is measured), starts the real
 server and times sequential GETs from one client: the list's first page, a page far down the
-keyset, a status filter, a search by key and by domain, and a license's page. Prints median
+keyset, a status, product and expiry filter, a search by key, domain, e-mail and name, and a
+license's page. Prints median
 and 95th percentile per page and the ratio of the large dataset to the small.
 
 With `--attempts N` (default 1,000,000) the run's copy of the database also gets N
@@ -33,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import verify as vb
 
-REQUESTS = 40
+REQUESTS = 20
 PORT = 18091
 
 
@@ -140,12 +141,24 @@ def measure(count: int, cache_dir: Path, attempts: int) -> dict[str, tuple[float
         if status != 200:
             raise vb.BenchError(f"/admin/licenses answered {status}\n{server.log_tail()}")
         license_id = _first_id(cookie)
+        # The seeded expiries spread over 30..1095 days: 40 days selects ~1 %, 1000 ~9 %.
+        soon = time.strftime("%Y-%m-%d", time.gmtime(time.time() + 40 * 86_400))
+        late = time.strftime("%Y-%m-%d", time.gmtime(time.time() + 1000 * 86_400))
         pages = {
             "list, first page": "/admin/licenses",
             "list, deep page": f"/admin/licenses?before={license_id // 2}",
             "list, status=active": "/admin/licenses?status=active",
             "search by key": f"/admin/licenses?q={key}",
             "search by domain": f"/admin/licenses?q={domain}",
+            "search by e-mail": f"/admin/licenses?q=billing%40{domain}",
+            # The bench's names are "Customer <n>": one that many share, one that none has
+            # (the worst case of a substring search: every row read).
+            "name, many match": "/admin/licenses?by=name&q=customer+1",
+            "name, no match": "/admin/licenses?by=name&q=nobody",
+            "product filter": "/admin/licenses?product=bench",
+            "expires before": f"/admin/licenses?expires_to={soon}",
+            "expires after": f"/admin/licenses?expires_from={late}",
+            "expiry + status": f"/admin/licenses?expires_to={soon}&status=active",
             "a license": f"/admin/licenses/{license_id}",
         }
         if attempts:

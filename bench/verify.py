@@ -66,7 +66,7 @@ TARGET_RATIO_MIX = 0.30
 TARGET_FLOOR_CPU = 1.2
 BASE_LICENSES = 10_000
 # Bump when the seeded data changes, so that an old cached database is not reused.
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: sealed e-mails (migration 12), expiry dates
 DEFAULT_CACHE = Path(tempfile.gettempdir()) / "license-server-bench"
 
 
@@ -136,6 +136,7 @@ async def _seed(settings, count: int, sample_size: int, progress: bool) -> list[
             for index in range(start, min(count, start + BATCH_ROWS)):
                 license_id, domain = ids[index], _domain(index)
                 key = make_license_key(runtime.keyring, product.key_prefix, license_id)
+                email, email_index = service.seal_email(license_id, f"billing@{domain}")
                 await insert_license(
                     statements,
                     NewLicense(
@@ -146,7 +147,11 @@ async def _seed(settings, count: int, sample_size: int, progress: bool) -> list[
                         key_kind=KeyKind.SIGNED.value,
                         status=Status.ACTIVE.value,
                         licensee_name=f"Customer {index}",
-                        licensee_email=f"billing@{domain}",
+                        licensee_email_encrypted=email,
+                        licensee_email_index=email_index,
+                        # Spread over the next three years: the admin's expiry filters
+                        # (bench/admin_pages.py) select a share of them, not all or none.
+                        expires_at=now + 86_400 * (30 + index % 1065),
                         seats=1,
                         created_at=now,
                         updated_at=now,

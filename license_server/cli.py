@@ -25,6 +25,7 @@ from urllib.parse import quote
 
 from pydantic import ValidationError
 
+from license_server import log_masking
 from license_server.crypto.keyfiles import KeyFileError
 from license_server.crypto.keystore import KeyStore
 from license_server.db.copy_store import (
@@ -227,6 +228,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    log_masking.install()  # keys and e-mails masked in every log line (ASVS 4.0.3 V7.1.1)
     command = args.command or "serve"
     try:
         if command == "serve":
@@ -244,7 +246,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(copy_store(args.source, args.target))
         return asyncio.run(_run_async(command, args, settings))
     except StoreError as exc:
-        print(f"run.py {command}: {exc}", file=sys.stderr)
+        print(f"run.py {command}: {log_masking.mask_text(str(exc))}", file=sys.stderr)
         return exc.exit_code
     except ValidationError as exc:
         error = exc.errors()[0]
@@ -252,10 +254,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"run.py {command}: {field}: {error['msg']}", file=sys.stderr)
         return EXIT_USAGE
     except (KeyFileError, SettingsError) as exc:
-        print(f"run.py {command}: {exc}", file=sys.stderr)
+        print(f"run.py {command}: {log_masking.mask_text(str(exc))}", file=sys.stderr)
         return EXIT_USAGE
     except (CommandError, NotFound, Conflict, TransitionRefused, KeyRejected, ValueError) as exc:
-        print(f"run.py {command}: {exc}", file=sys.stderr)
+        print(f"run.py {command}: {log_masking.mask_text(str(exc))}", file=sys.stderr)
         return EXIT_REFUSED
 
 

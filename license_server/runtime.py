@@ -7,6 +7,7 @@ database the same way. The keyring also learns, on demand, keys that another pro
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -21,6 +22,8 @@ from license_server.licensing.service import LicenseService
 from license_server.licensing.verifier import Verifier
 from license_server.one_time import OneTimeValues, one_time_values
 from license_server.settings import Settings
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -70,6 +73,9 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
             cache_seconds=settings.verify.cache_seconds,
             cache_size=settings.verify.cache_size,
         )
+        sealed = await service.seal_legacy_emails()  # after migration 9: once, then none
+        if sealed:
+            log.info("licensee e-mails: %d rows encrypted at rest (migration 9)", sealed)
         # A key refused for an unknown key hint may be genuine under the changed keyring.
         keyring.add_listener(lambda _: verifier.forget_refusals())
         reloader = None

@@ -510,3 +510,57 @@ def test_the_dashboard_chart_and_the_signing_keys_page(page, screenshot, setting
         page.get_by_role("button", name="Retire").first.click()
         expect(page.get_by_role("heading", name="Not possible now")).to_be_visible()
         look(page, screenshot, "admin-keys-refused")
+
+
+def test_the_license_list_filters_and_bulk_issue(page, screenshot, settings):
+    """The list's search and filters, the bulk form and the page of issued keys (#12)."""
+    from license_server.db import staff as staff_rows
+    from license_server.staff import sessions
+
+    app = create_app(settings)
+    with live_server(app) as server:
+        server.call(seed(app[RUNTIME]))
+        session_id = sessions.new_session_id()
+
+        async def signed_in() -> None:
+            runtime = app[RUNTIME]
+            async with runtime.db.write() as conn:
+                account = await staff_rows.insert_account(
+                    conn, email="lm@example.org", name="Lee", role="license_manager",
+                    password_hash="x", now=1,
+                )  # fmt: skip
+                await staff_rows.set_totp(conn, account, b"enrolled", 1)
+                await staff_rows.insert_session(
+                    conn, session_key=sessions.session_key(session_id), account_id=account,
+                    csrf_token="csrf-lm", mfa_passed=True, now=runtime.licenses.now(),
+                )  # fmt: skip
+
+        server.call(signed_in())
+        cookie = {"name": "__Host-staff-session", "value": session_id, "domain": "127.0.0.1",
+                  "path": "/", "secure": True, "httpOnly": True, "sameSite": "Lax"}  # fmt: skip
+        page.context.add_cookies([cookie])
+        page.goto(server.url + "/admin/licenses/bulk")
+        look(page, screenshot, "admin-license-bulk")
+        page.get_by_label(re.compile("Number of licenses")).fill("5")
+        page.get_by_label("Licensee").fill("Reseller & Co")
+        page.get_by_label("Email address").fill("orders@reseller.example")
+        page.get_by_role("button", name="Issue them").click()
+        expect(page.locator("code.secret")).to_have_count(5)
+        look(page, screenshot, "admin-bulk-issued")
+        with page.expect_download() as download:
+            page.get_by_role("link", name=re.compile("Download the 5 keys")).click()
+        lines = download.value.path().read_text().splitlines()
+        assert lines[0].startswith("id,key,") and len(lines) == 6
+
+        page.goto(server.url + "/admin/licenses")
+        page.get_by_label("Search", exact=True).fill("orders@reseller.example")
+        page.get_by_label("Status").select_option("pending")
+        page.get_by_label("Product").select_option("mymod")
+        page.get_by_label("Expires on or after").fill("2020-01-01")
+        page.get_by_label("Search", exact=True).press("Enter")  # keyboard submits
+        expect(page.get_by_text("Searched by e-mail")).to_be_visible()
+        expect(page.get_by_text("No license matches.")).to_be_visible()  # none expires
+        page.get_by_label("Expires on or after").fill("")
+        page.get_by_role("button", name="Search").click()
+        expect(page.locator("tbody tr")).to_have_count(5)
+        look(page, screenshot, "admin-licenses-filtered")

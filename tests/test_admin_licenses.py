@@ -144,6 +144,9 @@ ROUTES = [
     ("POST", "/admin/keys", "signing_key:create"),
     ("POST", "/admin/keys/activate", "signing_key:activate"),
     ("POST", "/admin/keys/retire", "signing_key:retire"),
+    ("GET", "/admin/licenses.csv", "license:read"),
+    ("GET", "/admin/licenses/bulk", "license:create"),
+    ("POST", "/admin/licenses/bulk", "license:create"),
 ]
 
 

@@ -5,6 +5,13 @@ HKDF-SHA256 (RFC 5869) into independent sub-keys, one per purpose, so that the l
 shares a key with the cipher. Ciphertexts are bound to the place they are stored: the associated
 data names the table and column, so a value copied into another column fails to decrypt
 (ASVS 4.0.3 V6.2.1, V6.2.5; DESIGN.md "Keys are stored as a keyed hash plus an AES-GCM copy").
+Personal data can be bound to its row as well (`row=`: a licensee's e-mail copied onto another
+license fails to decrypt there; ASVS V6.1.1: regulated personal data encrypted at rest).
+
+A blind index (`LookupHasher.blind_index`) makes encrypted personal data findable by exact value
+without storing it: HMAC-SHA256, under its own HKDF sub-key, over the normalised value (ASVS
+V6.2.x: a keyed construction, not a bare hash, so a copy of the database cannot be searched by
+trying addresses without the server's key).
 
 Stored format: version byte 1 | 12-byte random nonce | ciphertext with tag.
 """
@@ -48,19 +55,26 @@ class FieldCipher:
     def __init__(self, master: bytes) -> None:
         self._aead = AESGCM(_subkey(master, b"field-encryption"))
 
-    def encrypt(self, table: str, column: str, plaintext: str) -> bytes:
+    def encrypt(self, table: str, column: str, plaintext: str, *, row: int | None = None) -> bytes:
         nonce = os.urandom(12)
-        sealed = self._aead.encrypt(nonce, plaintext.encode(), f"{table}.{column}".encode())
+        sealed = self._aead.encrypt(nonce, plaintext.encode(), _place(table, column, row))
         return _VERSION + nonce + sealed
 
-    def decrypt(self, table: str, column: str, blob: bytes) -> str:
+    def decrypt(self, table: str, column: str, blob: bytes, *, row: int | None = None) -> str:
+        """The plaintext; `row` must be the one given to `encrypt` (None for column-bound)."""
+        blob = bytes(blob)  # PostgreSQL may hand back a memoryview
         if len(blob) < 29 or blob[:1] != _VERSION:
             raise DecryptionError(f"{table}.{column}: not a ciphertext of this server")
         try:
-            plain = self._aead.decrypt(blob[1:13], blob[13:], f"{table}.{column}".encode())
+            plain = self._aead.decrypt(blob[1:13], blob[13:], _place(table, column, row))
         except InvalidTag:
             raise DecryptionError(f"{table}.{column}: ciphertext does not verify") from None
         return plain.decode()
+
+
+def _place(table: str, column: str, row: int | None) -> bytes:
+    """The associated data: where the ciphertext belongs (column, and row when bound to one)."""
+    return f"{table}.{column}".encode() if row is None else f"{table}.{column}#{row}".encode()
 
 
 class LookupHasher:
@@ -68,10 +82,25 @@ class LookupHasher:
 
     def __init__(self, master: bytes) -> None:
         self._key = _subkey(master, b"lookup-hash")
+        self._blind_key = _subkey(master, b"blind-index")
 
     def hash(self, purpose: str, value: str) -> bytes:
         # The purpose separates domains: a license-key hash can never equal an API-key hash.
         return hmac.new(self._key, f"{purpose}\x00{value}".encode(), hashlib.sha256).digest()
+
+    def blind_index(self, column: str, value: str) -> bytes:
+        """The keyed blind index of a personal-data value for exact search: HMAC-SHA256 under
+        a sub-key of its own, over `column` and the value as given (callers normalise first,
+        e.g. `normalise_email`), so equal values in different columns do not match."""
+        message = f"{column}\x00{value}".encode()
+        return hmac.new(self._blind_key, message, hashlib.sha256).digest()
+
+
+def normalise_email(address: str) -> str:
+    """An e-mail address as its blind index sees it: stripped and lower-cased (the local part
+    too: mailbox providers that tell case apart are vanishingly rare, and a search that misses
+    `Ops@` for `ops@` is the worse failure)."""
+    return address.strip().lower()
 
 
 def load_data_key(keys_dir: Path, env_value: str | None = None) -> bytes:

@@ -7,6 +7,9 @@ another instance got in the way, after which "license X changed" is announced to
 process's caches (`ChangeFeed`); other processes read the log. RBAC, the audit log and
 webhooks hook in there, once. License keys never reach the database in plain text: a keyed hash
 finds the row, an AES-GCM copy (bound to `licenses.key_encrypted`) lets staff see the key again.
+Licensee e-mails neither (ASVS 4.0.3 V6.1.1): AES-GCM bound to the license's row, plus a keyed
+blind index of the normalised address for exact search (`seal_email`, `email_index`); rows
+from before migration 12 are sealed at start-up (`seal_legacy_emails`).
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TypeVar
 
-from license_server.crypto.fields import FieldCipher, LookupHasher
+from license_server.crypto.fields import FieldCipher, LookupHasher, normalise_email
 from license_server.crypto.signing import Keyring
 from license_server.db import changes as change_rows
 from license_server.db import imports as import_rows
@@ -52,6 +55,9 @@ from license_server.licensing.specs import (
 )
 
 KEY_HASH_PURPOSE = "license-key"
+EMAIL_COLUMN = "licensee_email_encrypted"
+EMAIL_INDEX_PURPOSE = "licenses.licensee_email"
+MAX_BULK_ISSUE = 1000
 T = TypeVar("T")
 _KEEP = object()
 # The product settings an update may change (the code and prefix never do), as audited.
@@ -103,9 +109,10 @@ Decide = Callable[[License], Awaitable[FirstUse]]
 class ImportedLicense:
     """A license of another system to insert as it is (the WHMCS import)."""
 
-    row: NewLicense  # id and timestamps are filled in by the import's write
+    row: NewLicense  # id, timestamps and the sealed e-mail are filled in by the import's write
     # (kind, value, raw_value, last_seen_at or None for now)
     bindings: tuple[tuple[str, str, str, int | None], ...]
+    email: str = ""  # the licensee's address, sealed once the row has its id
 
 
 @dataclass(slots=True)
@@ -314,44 +321,69 @@ class LicenseService:
 
     async def issue(self, spec: LicenseSpec, *, actor: Actor = SYSTEM) -> tuple[License, str]:
         """Create a license and return it with its key; the key is shown this once."""
+        [(license_id, key)] = await self._issue(spec, 1, actor, bulk=False)
+        return await self.license_by_id(license_id), key
+
+    async def issue_many(
+        self, spec: LicenseSpec, count: int, *, actor: Actor = SYSTEM
+    ) -> list[tuple[int, str]]:
+        """`count` licenses alike (1..MAX_BULK_ISSUE) in one transaction: all or none. Returns
+        (id, key) of each; the keys exist nowhere else in plain text (shown this once). The
+        audit log gets one `license.bulk_issue` row naming them, besides each issue."""
+        if not 1 <= count <= MAX_BULK_ISSUE:
+            raise ValueError(f"count: must be between 1 and {MAX_BULK_ISSUE}")
+        return await self._issue(spec, count, actor, bulk=True)
+
+    async def _issue(
+        self, spec: LicenseSpec, count: int, actor: Actor, *, bulk: bool
+    ) -> list[tuple[int, str]]:
         product = await self.product(spec.product)
         now = self.now()
         expires_at = None if spec.expires is None else end_of_day_utc(spec.expires)
         if expires_at is not None and expires_at <= now:
             raise ValueError("expires: the expiry date must not be in the past")
+        rules = spec.rules()
 
-        async def work(writes: _Writes) -> tuple[int, str]:
+        async def work(writes: _Writes) -> list[tuple[int, str]]:
             conn = writes.conn
-            license_id = await self._free_license_id(conn)
             signer = self.keyring.active  # read once: the keyring may change while we wait
-            key = make_license_key(signer, product.key_prefix, license_id)
-            await license_rows.insert_license(
-                conn,
-                NewLicense(
-                    id=license_id,
-                    product_id=product.id,
-                    key_hash=self.hasher.hash(KEY_HASH_PURPOSE, key),
-                    key_encrypted=self.cipher.encrypt("licenses", "key_encrypted", key),
-                    key_kind=KeyKind.SIGNED.value,
-                    # So that `run.py retire` knows this key keeps its signer published.
-                    signing_kid=signer.kid,
-                    status=Status.PENDING.value,
-                    licensee_name=spec.licensee,
-                    licensee_company=spec.company,
-                    licensee_email=str(spec.email),
-                    expires_at=expires_at,
-                    seats=spec.seats,
-                    notes=spec.notes,
-                    created_at=now,
-                    updated_at=now,
-                ),
-            )
-            await license_rows.add_rules(conn, license_id, spec.rules())
-            writes.changed(ChangeKind.ISSUE, license_id)
-            return license_id, key
+            issued = []
+            for _ in range(count):
+                license_id = await self._free_license_id(conn)
+                key = make_license_key(signer, product.key_prefix, license_id)
+                await license_rows.insert_license(
+                    conn,
+                    NewLicense(
+                        id=license_id,
+                        product_id=product.id,
+                        key_hash=self.hasher.hash(KEY_HASH_PURPOSE, key),
+                        key_encrypted=self.cipher.encrypt("licenses", "key_encrypted", key),
+                        key_kind=KeyKind.SIGNED.value,
+                        # So that `run.py retire` knows this key keeps its signer published.
+                        signing_kid=signer.kid,
+                        status=Status.PENDING.value,
+                        licensee_name=spec.licensee,
+                        licensee_company=spec.company,
+                        expires_at=expires_at,
+                        seats=spec.seats,
+                        notes=spec.notes,
+                        created_at=now,
+                        updated_at=now,
+                        **self._sealed_email(license_id, str(spec.email)),
+                    ),
+                )
+                await license_rows.add_rules(conn, license_id, rules)
+                writes.changed(ChangeKind.ISSUE, license_id)
+                issued.append((license_id, key))
+            if bulk:
+                await self.audit.append(
+                    conn, at=writes.now, actor=writes.actor, action="license.bulk_issue",
+                    target=f"product:{product.code}",
+                    detail={"count": count, "license_ids": [i for i, _ in issued]},
+                )  # fmt: skip
+            return issued
 
-        license_id, key = await self.write(actor, work)
-        return await self.license_by_id(license_id), key
+        return await self.write(actor, work)
 
     async def import_licenses(
         self, licenses: Sequence[ImportedLicense], *, actor: Actor = SYSTEM
@@ -379,6 +411,7 @@ class LicenseService:
                         id=license_id,
                         created_at=row.created_at or writes.now,
                         updated_at=row.updated_at or writes.now,
+                        **self._sealed_email(license_id, imported.email),
                     ),
                 )
                 bindings += (
@@ -406,6 +439,48 @@ class LicenseService:
             candidate = secrets.randbelow(MAX_LICENSE_ID) + 1
             if not await license_rows.license_id_exists(conn, candidate):
                 return candidate
+
+    # -- licensee e-mails (ASVS 4.0.3 V6.1.1, V6.2.1) ---------------------------------------
+
+    def email_index(self, address: str) -> bytes | None:
+        """The blind index of an address (None for no address): what an exact search by
+        e-mail looks up, with the address normalised as when it was stored."""
+        normal = normalise_email(address)
+        return self.hasher.blind_index(EMAIL_INDEX_PURPOSE, normal) if normal else None
+
+    def seal_email(self, license_id: int, address: str) -> tuple[bytes, bytes | None]:
+        """The address encrypted for license `license_id`'s row, and its blind index."""
+        encrypted = self.cipher.encrypt("licenses", EMAIL_COLUMN, address, row=license_id)
+        return encrypted, self.email_index(address)
+
+    def _sealed_email(self, license_id: int, address: str) -> dict[str, bytes | None]:
+        encrypted, index = self.seal_email(license_id, address)
+        return {"licensee_email_encrypted": encrypted, "licensee_email_index": index}
+
+    def open_email(self, row: dict) -> str:
+        """A license row's e-mail: decrypted, or the plain column of a row not sealed yet."""
+        if row.get("licensee_email_encrypted") is None:
+            return row.get("licensee_email") or ""
+        return self.cipher.decrypt("licenses", EMAIL_COLUMN, row["licensee_email_encrypted"],
+                                   row=row["id"])  # fmt: skip
+
+    async def seal_legacy_emails(self, batch: int = 2000) -> int:
+        """Encrypt the e-mails still stored in plain text (rows written before migration 12, or
+        by an older server during a rolling upgrade, or copied from such a store), a batch per
+        transaction so that verification waits for one short write at a time. Idempotent;
+        returns how many rows it sealed. Not audited: no value changes, only its storage."""
+        sealed = 0
+        while True:
+            async with self.db.write() as conn:
+                rows = await license_rows.unsealed_emails(conn, batch)
+                await license_rows.seal_emails(
+                    conn,
+                    [(*self.seal_email(row["id"], row["licensee_email"]), row["id"])
+                     for row in rows],
+                )  # fmt: skip
+            sealed += len(rows)
+            if len(rows) < batch:
+                return sealed
 
     def lookup_for(self, text: str) -> KeyLookup:
         """Offline checks of a presented key; raises KeyRejected for a forged signed key."""
@@ -461,6 +536,7 @@ class LicenseService:
                 self._products.put(product.id, product)
         rules = await license_rows.rules_of(conn, row["id"])
         bindings = await license_rows.bindings_of(conn, row["id"])
+        row = {**row, "licensee_email": self.open_email(row)}
         return license_from_rows(row, product, rules, bindings)
 
     async def apply(

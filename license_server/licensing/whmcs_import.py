@@ -245,6 +245,7 @@ async def _write_batch(
             ),
             # An imported binding keeps when it was last seen in the old system.
             tuple((b.kind, b.value, b.raw_value, planned.last_access_at) for b in planned.bindings),
+            email="",  # mod_licensing does not have it; it lives in WHMCS's clients
         )
         for planned in batch
     ]
@@ -260,7 +261,6 @@ def _license_row(planned: _Planned, product: Product, key_encrypted: bytes) -> N
         key_kind=KeyKind.LEGACY.value,
         status=planned.status.value,
         licensee_name=f"WHMCS service #{row.service_id}",
-        licensee_email="",  # mod_licensing does not have it; it lives in WHMCS's clients
         expires_at=None,  # WHMCS keeps the due date on the service, not in this table
         seats=planned.seats,
         reissue_count=row.reissues,

@@ -8,21 +8,14 @@ license service's single write path, so that the audit log names who did it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from license_server.db import attempts as attempt_rows
-from license_server.db import licenses as license_rows
 from license_server.db.staff import StaffAccount
-from license_server.licensing.domains import InvalidHost, normalise_domain
-from license_server.licensing.license_keys import KeyRejected
 from license_server.licensing.lifecycle import Action
-from license_server.licensing.models import License, Product, Status
-from license_server.licensing.service import LicenseService, NotFound
+from license_server.licensing.models import License, Product
+from license_server.licensing.service import LicenseService
 from license_server.licensing.specs import LicenseSpec, ProductSpec
 from license_server.staff import rbac
 from license_server.staff.accounts import SignedIn, StaffAccounts
-
-PAGE_SIZE = 50
 
 # Which permission each lifecycle action needs (staff/rbac.py's catalogue).
 ACTION_PERMISSIONS: dict[Action, str] = {
@@ -37,12 +30,6 @@ def require(staff: SignedIn, permission: str) -> None:
     if not staff.mfa_passed:
         raise rbac.PermissionDenied(staff.account.role, permission)
     rbac.require(staff.account.role, permission)
-
-
-@dataclass(frozen=True, slots=True)
-class LicensePage:
-    rows: list[dict]
-    next_before: int | None  # the id to continue from, None on the last page
 
 
 class Console:
@@ -84,57 +71,6 @@ class Console:
     async def reset_second_factor(self, staff: SignedIn, account_id: int) -> None:
         require(staff, "staff:reset_mfa")
         await self._accounts.reset_second_factor(account_id, actor=staff.actor)
-
-    async def licenses(
-        self,
-        staff: SignedIn,
-        *,
-        before: int | None = None,
-        status: str | None = None,
-        search: str = "",
-    ) -> LicensePage:
-        """A page of licenses; `search` is a license key or a bound domain."""
-        require(staff, "license:read")
-        if status is not None and status not in {s.value for s in Status}:
-            raise ValueError("status: not a license status")
-        search = search.strip()
-        if search:
-            return LicensePage(await self._search(search), None)
-        async with self._licenses.db.read() as conn:
-            rows = await license_rows.license_page(
-                conn, before_id=before, limit=PAGE_SIZE + 1, status=status
-            )
-        more = len(rows) > PAGE_SIZE
-        rows = rows[:PAGE_SIZE]
-        return LicensePage(rows, rows[-1]["id"] if more else None)
-
-    async def _search(self, text: str) -> list[dict]:
-        ids: list[int] = []
-        try:
-            ids.append((await self._licenses.license_by_key(text)).id)
-        except (NotFound, KeyRejected):  # not a key (or a forged one): maybe a domain
-            try:
-                domain = normalise_domain(text)
-            except (InvalidHost, ValueError):
-                domain = None
-            if domain:
-                async with self._licenses.db.read() as conn:
-                    ids = await license_rows.licenses_bound_to(conn, "domain", domain, PAGE_SIZE)
-        found = []
-        for license_id in ids:
-            license = await self._licenses.license_by_id(license_id)
-            found.append(
-                {
-                    "id": license.id,
-                    "status": license.status.value,
-                    "licensee_name": license.licensee_name,
-                    "licensee_email": license.licensee_email,
-                    "expires_at": license.expires_at,
-                    "seats": license.seats,
-                    "product": license.product.code,
-                }
-            )
-        return found
 
     async def license(self, staff: SignedIn, license_id: int) -> tuple[License, list[dict]]:
         """The license and its newest attempts."""

@@ -78,6 +78,11 @@ def _headers(nonce: str) -> dict[str, str]:
     }
 
 
+def security_headers(nonce: str = "") -> dict[str, str]:
+    """The headers of every admin page, for answers not built by `render` (a CSV download)."""
+    return _headers(nonce)
+
+
 def render(
     request: web.Request, template: str, *, status: int = 200, **context: object
 ) -> web.Response:

@@ -1,19 +1,22 @@
-"""License pages: the list with search and keyset pages, a license with its actions, issuing."""
+"""License pages: the list with search, filters and keyset pages (staff/license_list.py), a
+license with its actions, issuing one license or many at once; the CSV is license_export.py."""
 
 from __future__ import annotations
 
 from collections import defaultdict
+from urllib.parse import urlencode
 
 from aiohttp import web
 from pydantic import ValidationError
 
 from license_server.licensing.lifecycle import Action, TransitionRefused
 from license_server.licensing.models import Status
-from license_server.licensing.service import NotFound
+from license_server.licensing.service import MAX_BULK_ISSUE, NotFound
 from license_server.licensing.specs import LicenseSpec
 from license_server.staff import rbac
 from license_server.staff.accounts import SignedIn
 from license_server.staff.console import ACTION_PERMISSIONS
+from license_server.web.admin import license_export
 from license_server.web.admin.base import (
     CONSOLE,
     form_problems,
@@ -23,6 +26,12 @@ from license_server.web.admin.base import (
     render,
     requires,
     split_list,
+)  # fmt: skip
+from license_server.web.admin.license_export import (
+    BadQuery,
+    issued_keys_csv,
+    license_list,
+    list_query,
 )  # fmt: skip
 
 
@@ -35,21 +44,25 @@ def _license_id(request: web.Request) -> int:
 
 @requires("license:read")
 async def licenses(request: web.Request, staff: SignedIn) -> web.StreamResponse:
-    query = request.query
-    status = query.get("status") or None
-    before_text = query.get("before", "")
-    if len(query.getall("q", [])) > 1 or (not before_text.isdigit() and before_text):
-        return message(request, 400, "Bad search", "The search could not be read.")
+    before_text = request.query.get("before", "")
     try:
-        page = await request.config_dict[CONSOLE].licenses(
-            staff, before=int(before_text) if before_text else None, status=status,
-            search=query.get("q", "")[:300],
-        )  # fmt: skip
-    except ValueError as exc:
-        return message(request, 400, "Bad search", str(exc))
+        query = list_query(request)
+        if before_text and not (before_text.isdigit() and len(before_text) <= 19):
+            raise BadQuery("before: not a license id")
+        page = await license_list(request).page(
+            staff, query, before=int(before_text) if before_text else None
+        )
+    except ValueError as exc:  # BadQuery, or a filter naming what does not exist
+        back = {"href": "/admin/licenses", "text": "Back to all licenses"}
+        return message(request, 400, "Bad search", str(exc), link=back)
+    products_list = await request.config_dict[CONSOLE].products(staff)
+    params = query.params()
     return render(request, "admin/licenses.html", title="Licenses", rows=page.rows,
-                  next_before=page.next_before, status_filter=status or "",
-                  search=query.get("q", "")[:300], statuses=[s.value for s in Status],
+                  next_link=("/admin/licenses?" + urlencode({**params, "before": page.next_before})
+                             if page.next_before else ""),
+                  csv_link="/admin/licenses.csv" + ("?" + urlencode(params) if params else ""),
+                  query=query, searched=page.searched, statuses=[s.value for s in Status],
+                  products=products_list, filtered=bool(params),
                   may_issue=rbac.has_permission(staff.account.role, "license:create"))  # fmt: skip
 
 
@@ -133,14 +146,9 @@ async def license_new(request: web.Request, staff: SignedIn) -> web.StreamRespon
     errors: list[str] = []
     if request.method == "POST":
         fields = await read_form(request)
-        names = ("product", "licensee", "company", "email", "domains", "expires")
-        form = {name: fields.get(name, "")[:2000] for name in names}
+        form = {name: fields.get(name, "")[:2000] for name in _ISSUE_FIELDS}
         try:
-            spec = LicenseSpec(
-                product=form["product"], licensee=form["licensee"], company=form["company"],
-                email=form["email"], domains=split_list(form["domains"]),
-                expires=form["expires"] or None,
-            )  # fmt: skip
+            spec = _license_spec(form)
             license, key = await console.issue(staff, spec)
         except ValidationError as exc:
             errors = form_problems(exc)
@@ -156,9 +164,56 @@ async def license_new(request: web.Request, staff: SignedIn) -> web.StreamRespon
                   errors=errors)  # fmt: skip
 
 
+_ISSUE_FIELDS = ("product", "licensee", "company", "email", "domains", "expires")
+
+
+def _license_spec(form: dict[str, str]) -> LicenseSpec:
+    return LicenseSpec(
+        product=form["product"], licensee=form["licensee"], company=form["company"],
+        email=form["email"], domains=split_list(form["domains"]), expires=form["expires"] or None,
+    )  # fmt: skip
+
+
+@requires("license:create")
+async def bulk_issue(request: web.Request, staff: SignedIn) -> web.StreamResponse:
+    """N licenses alike in one transaction; the answer is the only place their keys appear.
+
+    The keys are listed on the page and offered as a CSV download built into the same page (a
+    `data:` link), not as a second request: nothing on the server can show them again, so no
+    later request, replayed or forged, can re-reveal them (ASVS 4.0.3 V8.3.4, V6.1.1). The page
+    is `Cache-Control: no-store` like every admin page."""
+    products_list = await request.config_dict[CONSOLE].products(staff)
+    form: dict[str, str] = {"count": "10"}
+    errors: list[str] = []
+    if request.method == "POST":
+        fields = await read_form(request)
+        form = {name: fields.get(name, "")[:2000] for name in (*_ISSUE_FIELDS, "count")}
+        count_text = form["count"].strip()
+        try:
+            count = int(count_text) if count_text.isdigit() and len(count_text) <= 5 else -1
+            if not 1 <= count <= MAX_BULK_ISSUE:
+                raise ValueError(f"count: a whole number from 1 to {MAX_BULK_ISSUE}")
+            spec = _license_spec(form)
+            issued = await license_list(request).issue_many(staff, spec, count)
+        except ValidationError as exc:
+            errors = form_problems(exc)
+        except (NotFound, ValueError) as exc:
+            errors = [str(exc)]
+        else:
+            return render(request, "admin/bulk_issued.html", title=f"{count} licenses issued",
+                          issued=issued, spec=spec, csv_href=issued_keys_csv(spec, issued),
+                          csv_name=f"licenses-{spec.product}-{len(issued)}.csv")  # fmt: skip
+    return render(request, "admin/license_new.html", status=400 if errors else 200,
+                  title="Issue licenses in bulk", products=products_list,
+                  form=defaultdict(str, form), errors=errors, bulk=True,
+                  max_count=MAX_BULK_ISSUE)  # fmt: skip
+
+
 def add_routes(router: web.UrlDispatcher) -> None:
     router.add_route("*", "/licenses/new", license_new, name="admin_license_new")
+    router.add_route("*", "/licenses/bulk", bulk_issue, name="admin_license_bulk")
     router.add_get("/licenses", licenses, name="admin_licenses")
+    router.add_get("/licenses.csv", license_export.export_csv, name="admin_licenses_csv")
     router.add_get("/licenses/{id:[0-9]{1,19}}", license_page, name="admin_license")
     router.add_post(
         "/licenses/{id:[0-9]{1,19}}/{action:[a-z_]{1,20}}", license_action, name="admin_action"
