@@ -76,6 +76,8 @@ TABLES: tuple[Table, ...] = (
     Table("staff_recovery_codes", ("id",), "id"),
     Table("staff_setup_links", ("id",), "id"),
     Table("audit_log", ("id",), "id"),
+    Table("api_keys", ("id",), "id"),
+    Table("api_idempotency", ("id",), "id"),
 )
 # Tables that hold no data to copy: each end keeps its own.
 NOT_COPIED = frozenset({"schema_version"})

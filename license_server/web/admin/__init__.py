@@ -18,7 +18,7 @@ from license_server import appkeys
 from license_server.licensing.actors import SYSTEM
 from license_server.staff.accounts import StaffAccounts
 from license_server.staff.console import Console
-from license_server.web.admin import dashboard, licenses, products, sign_in, staff
+from license_server.web.admin import api_keys, dashboard, licenses, products, sign_in, staff
 from license_server.web.admin.base import (
     CONSOLE,
     COOKIE,
@@ -45,7 +45,7 @@ __all__ = [
 ]  # fmt: skip
 
 # Each area's module; its `add_routes(router)` adds its pages.
-AREAS = (dashboard, sign_in, staff, products, licenses)
+AREAS = (dashboard, sign_in, staff, products, licenses, api_keys)
 
 
 async def staff_ctx(app: web.Application) -> AsyncIterator[None]:
