@@ -184,3 +184,59 @@ def test_the_session_cookie_works_on_localhost_too(page, screenshot, settings):
             page.get_by_role("button", name="Continue").click()
         expect(page.get_by_role("heading", name="Too many attempts")).to_be_visible()
         look(page, screenshot, "admin-too-many")
+
+
+async def _admin_session(runtime) -> str:
+    """A signed-in administrator (both factors passed), without the sign-in pages."""
+    from license_server.db import staff as staff_rows
+    from license_server.staff import sessions
+
+    session_id = sessions.new_session_id()
+    async with runtime.db.write() as conn:
+        account_id = await staff_rows.insert_account(
+            conn, email="ann@example.org", name="Ann Admin", role="admin", password_hash="x",
+            now=1,
+        )  # fmt: skip
+        await staff_rows.set_totp(conn, account_id, b"enrolled", 1)
+        await staff_rows.insert_session(
+            conn, session_key=sessions.session_key(session_id), account_id=account_id,
+            csrf_token="csrf-admin", mfa_passed=True, now=runtime.licenses.now(),
+        )  # fmt: skip
+    return session_id
+
+
+def test_api_keys_page_and_the_api_reference(page, screenshot, settings):
+    """The API keys page (issue #13): make a key by keyboard and mouse, see it once, revoke it;
+    and the API reference page at /api/docs."""
+    from license_server.web.admin import COOKIE
+
+    app = create_app(settings)
+    with live_server(app) as server:
+        session_id = server.call(_admin_session(app[RUNTIME]))
+        cookie = {"name": COOKIE, "value": session_id, "url": server.url, "secure": True,
+                  "httpOnly": True, "sameSite": "Lax"}  # fmt: skip
+        page.context.add_cookies([cookie])
+        page.goto(server.url + "/admin/api-keys")
+        expect(page.get_by_role("heading", name="API keys")).to_be_visible()
+        look(page, screenshot, "admin-api-keys-empty")
+        page.get_by_label("Name (what uses it").fill("WHMCS billing")
+        page.get_by_label("license:*").check()
+        page.get_by_label("product:read", exact=True).check()
+        page.get_by_role("button", name="Make the key").click()
+        secret = page.locator(".notice .secret").inner_text()
+        assert secret.startswith("lsk_live_")
+        look(page, screenshot, "admin-api-keys-created")
+        request = urllib.request.Request(
+            server.url + "/api/v1/licenses", headers={"Authorization": f"Bearer {secret}"}
+        )
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            assert json.loads(answer.read())["items"] == []
+        page.goto(server.url + "/admin/api-keys")
+        assert secret not in page.content()
+        page.get_by_role("button", name=re.compile("^Revoke")).click()
+        expect(page.get_by_role("cell", name="revoked")).to_be_visible()
+        look(page, screenshot, "admin-api-keys")
+
+        page.goto(server.url + "/api/docs")
+        expect(page.get_by_role("heading", name=re.compile("vendor API"))).to_be_visible()
+        look(page, screenshot, "api-docs")

@@ -126,6 +126,9 @@ ROUTES = [
     ("POST", "/admin/staff/{other}/disable", "staff:update"),
     ("POST", "/admin/staff/{other}/enable", "staff:update"),
     ("POST", "/admin/staff/{other}/reset-mfa", "staff:reset_mfa"),
+    ("GET", "/admin/api-keys", "api_key:read"),
+    ("POST", "/admin/api-keys", "api_key:create"),
+    ("POST", "/admin/api-keys/revoke", "api_key:revoke"),
 ]
 
 
