@@ -186,36 +186,30 @@ def test_the_session_cookie_works_on_localhost_too(page, screenshot, settings):
         look(page, screenshot, "admin-too-many")
 
 
-async def _admin_session(runtime) -> str:
-    """A signed-in administrator (both factors passed), without the sign-in pages."""
-    from license_server.db import staff as staff_rows
-    from license_server.staff import sessions
-
-    session_id = sessions.new_session_id()
-    async with runtime.db.write() as conn:
-        account_id = await staff_rows.insert_account(
-            conn, email="ann@example.org", name="Ann Admin", role="admin", password_hash="x",
-            now=1,
-        )  # fmt: skip
-        await staff_rows.set_totp(conn, account_id, b"enrolled", 1)
-        await staff_rows.insert_session(
-            conn, session_key=sessions.session_key(session_id), account_id=account_id,
-            csrf_token="csrf-admin", mfa_passed=True, now=runtime.licenses.now(),
-        )  # fmt: skip
-    return session_id
+def _sign_in_as_first_admin(page, server, app) -> None:
+    """Through the pages: the set-up link, the password, the authenticator."""
+    page.goto(f"{server.url}/admin/setup/{app[FIRST_RUN_TOKEN]}")
+    page.get_by_label("Email address").fill("ann@example.org")
+    page.get_by_label("Your name").fill("Ann Admin")
+    page.get_by_label("Password", exact=True).fill(PASSWORD)
+    page.get_by_label("Password again").fill(PASSWORD)
+    page.get_by_role("button", name="Create the account").click()
+    page.get_by_label("Email address").fill("ann@example.org")
+    page.get_by_label("Password", exact=True).fill(PASSWORD)
+    page.get_by_role("button", name="Continue").click()
+    page.wait_for_url("**/admin/enrol")
+    secret = page.locator(".secret").inner_text()
+    page.get_by_label("The 6-digit code the app shows").fill(code_for(secret, time.time()))
+    page.get_by_role("button", name="Confirm").click()
+    expect(page.locator("ol.codes li")).to_have_count(10)
 
 
 def test_api_keys_page_and_the_api_reference(page, screenshot, settings):
     """The API keys page (issue #13): make a key by keyboard and mouse, see it once, revoke it;
     and the API reference page at /api/docs."""
-    from license_server.web.admin import COOKIE
-
     app = create_app(settings)
     with live_server(app) as server:
-        session_id = server.call(_admin_session(app[RUNTIME]))
-        cookie = {"name": COOKIE, "value": session_id, "url": server.url, "secure": True,
-                  "httpOnly": True, "sameSite": "Lax"}  # fmt: skip
-        page.context.add_cookies([cookie])
+        _sign_in_as_first_admin(page, server, app)
         page.goto(server.url + "/admin/api-keys")
         expect(page.get_by_role("heading", name="API keys")).to_be_visible()
         look(page, screenshot, "admin-api-keys-empty")
