@@ -255,7 +255,9 @@ async def test_bad_key_forms_are_400_and_make_nothing(client, form):
 
 def test_create_api_key_from_the_command_line(settings, tmp_path, capsys, monkeypatch):
     config = tmp_path / "settings.toml"
-    config.write_text(f'database = "{settings.database}"\nkeys_dir = "{settings.keys_dir}"\n')
+    # The real location (on postgresql a URL that str() of the setting would mask).
+    database = settings.database_location()
+    config.write_text(f'database = "{database}"\nkeys_dir = "{settings.keys_dir}"\n')
     argv = ["--config", str(config), "create-api-key", "--name", "WHMCS billing",
             "--scopes", "license:*,product:read"]  # fmt: skip
     assert cli.main(argv) == 0
