@@ -168,6 +168,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--base-url", help="where staff reach the server (default: http://HOST:PORT)"
     )
 
+    api_key = commands.add_parser(
+        "create-api-key", help="make an API key for the vendor API; prints it once, last"
+    )
+    api_key.add_argument("--name", required=True, help="what uses it, e.g. 'WHMCS billing'")
+    api_key.add_argument(
+        "--scopes", required=True, help="comma-separated, e.g. license:*,product:read (or *)"
+    )
+    api_key.add_argument("--expires", type=_date, help="last valid day, YYYY-MM-DD (UTC)")
+
     backup = commands.add_parser(
         "backup", help="consistent online copy of the database (SQLite file or pg_dump archive)"
     )
@@ -427,7 +436,22 @@ async def _run_async(command: str, args: argparse.Namespace, settings: Settings)
             return await _create_admin(runtime, args)
         if command == "audit-verify":
             return await _audit_verify(runtime)
+        if command == "create-api-key":
+            return await _create_api_key(runtime, args)
         return await _lifecycle(runtime, Action(command), args)
+
+
+async def _create_api_key(runtime: Runtime, args: argparse.Namespace) -> int:
+    """An API key made from the shell (the admin's API keys page makes them too)."""
+    from license_server.staff.api_keys import ApiKeys, NewApiKey
+
+    scopes = tuple(part.strip() for part in args.scopes.split(",") if part.strip())
+    new = NewApiKey(name=args.name, scopes=scopes, expires=args.expires)  # bad: exit 2
+    key, secret = await ApiKeys(runtime.licenses).create(CLI, new)
+    print(f"API key {key.prefix} ({key.name}): scopes {', '.join(key.scopes)}")
+    print("Shown this once; only its hash is kept:")
+    print(secret)
+    return 0
 
 
 async def _audit_verify(runtime: Runtime) -> int:

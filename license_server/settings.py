@@ -113,6 +113,8 @@ class RateLimitSettings(_Section):
     per_key: Rate = "30/minute"
     # Stricter: unknown or forged keys from one IP (key guessing).
     unknown_key_per_ip: Rate = "10/minute"
+    # The vendor API, per API key (its failed authentications spend unknown_key_per_ip).
+    per_api_key: Rate = "600/minute"
 
 
 class AttemptLogSettings(_Section):

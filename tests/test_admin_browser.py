@@ -499,7 +499,7 @@ def test_the_dashboard_chart_and_the_signing_keys_page(page, screenshot, setting
         page.get_by_text("The numbers, hour by hour").click()
         expect(page.get_by_role("columnheader", name="Hour (UTC)")).to_be_visible()
 
-        page.get_by_role("navigation").get_by_role("link", name="Keys").click()
+        page.get_by_role("navigation").get_by_role("link", name="Keys", exact=True).click()
         expect(page.get_by_role("heading", name="Signing keys")).to_be_visible()
         expect(page.get_by_role("cell", name="2.0.1")).to_be_visible()
         page.locator("summary", has_text="Public key").first.click()
@@ -564,3 +564,53 @@ def test_the_license_list_filters_and_bulk_issue(page, screenshot, settings):
         page.get_by_role("button", name="Search").click()
         expect(page.locator("tbody tr")).to_have_count(5)
         look(page, screenshot, "admin-licenses-filtered")
+
+
+def _sign_in_as_first_admin(page, server, app) -> None:
+    """Through the pages: the set-up link, the password, the authenticator."""
+    page.goto(f"{server.url}/admin/setup/{app[FIRST_RUN_TOKEN]}")
+    page.get_by_label("Email address").fill("ann@example.org")
+    page.get_by_label("Your name").fill("Ann Admin")
+    page.get_by_label("Password", exact=True).fill(PASSWORD)
+    page.get_by_label("Password again").fill(PASSWORD)
+    page.get_by_role("button", name="Create the account").click()
+    page.get_by_label("Email address").fill("ann@example.org")
+    page.get_by_label("Password", exact=True).fill(PASSWORD)
+    page.get_by_role("button", name="Continue").click()
+    page.wait_for_url("**/admin/enrol")
+    secret = page.locator(".secret").inner_text()
+    page.get_by_label("The 6-digit code the app shows").fill(code_for(secret, time.time()))
+    page.get_by_role("button", name="Confirm").click()
+    expect(page.locator("ol.codes li")).to_have_count(10)
+
+
+def test_api_keys_page_and_the_api_reference(page, screenshot, settings):
+    """The API keys page (issue #13): make a key by keyboard and mouse, see it once, revoke it;
+    and the API reference page at /api/docs."""
+    app = create_app(settings)
+    with live_server(app) as server:
+        _sign_in_as_first_admin(page, server, app)
+        page.goto(server.url + "/admin/api-keys")
+        expect(page.get_by_role("heading", name="API keys")).to_be_visible()
+        look(page, screenshot, "admin-api-keys-empty")
+        page.get_by_label("Name (what uses it").fill("WHMCS billing")
+        page.get_by_label("license:*").check()
+        page.get_by_label("product:read", exact=True).check()
+        page.get_by_role("button", name="Make the key").click()
+        secret = page.locator(".notice .secret").inner_text()
+        assert secret.startswith("lsk_live_")
+        look(page, screenshot, "admin-api-keys-created")
+        request = urllib.request.Request(
+            server.url + "/api/v1/licenses", headers={"Authorization": f"Bearer {secret}"}
+        )
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            assert json.loads(answer.read())["items"] == []
+        page.goto(server.url + "/admin/api-keys")
+        assert secret not in page.content()
+        page.get_by_role("button", name=re.compile("^Revoke")).click()
+        expect(page.get_by_role("cell", name="revoked")).to_be_visible()
+        look(page, screenshot, "admin-api-keys")
+
+        page.goto(server.url + "/api/docs")
+        expect(page.get_by_role("heading", name=re.compile("vendor API"))).to_be_visible()
+        look(page, screenshot, "api-docs")

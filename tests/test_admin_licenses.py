@@ -147,6 +147,9 @@ ROUTES = [
     ("GET", "/admin/licenses.csv", "license:read"),
     ("GET", "/admin/licenses/bulk", "license:create"),
     ("POST", "/admin/licenses/bulk", "license:create"),
+    ("GET", "/admin/api-keys", "api_key:read"),
+    ("POST", "/admin/api-keys", "api_key:create"),
+    ("POST", "/admin/api-keys/revoke", "api_key:revoke"),
 ]
 
 

@@ -120,6 +120,19 @@ async def _fill(settings: Settings) -> dict[str, str]:
                 email_hash=b"\x06" * 32, source_ip="192.0.2.7", user_agent="caf\u00e9/1.0",
                 detail='{"reason": "unknown_account"}',
             )  # fmt: skip
+        # The vendor API's tables (issue #13): a key and an idempotency record with its answer.
+        from license_server.db import api_keys as api_key_rows
+
+        async with rt.db.write() as conn:
+            key_id = await api_key_rows.insert_api_key(
+                conn, prefix="lsk_live_0123456789ab", secret_hash=b"\x06" * 32, name="Billing ✓",
+                scopes='["license:*"]', created_by="staff:1", created_at=1_800_000_005,
+                expires_at=None,
+            )  # fmt: skip
+            row_id = await api_key_rows.claim_idempotency_key(
+                conn, key_id, "order-1", b"\x07" * 32, 1_800_000_006
+            )
+            await api_key_rows.store_idempotent_answer(conn, row_id, 201, "{}", b'{"id":1}')
     return keys
 
 

@@ -78,6 +78,8 @@ TABLES: tuple[Table, ...] = (
     Table("audit_log", ("id",), "id"),
     Table("security_events", ("id",), "id"),
     Table("attempt_hours", ("hour", "result", "reason")),
+    Table("api_keys", ("id",), "id"),
+    Table("api_idempotency", ("id",), "id"),
 )
 # Tables that hold no data to copy: each end keeps its own.
 NOT_COPIED = frozenset({"schema_version"})

@@ -347,6 +347,46 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX IF NOT EXISTS licenses_expires ON licenses (expires_at)",
         ),
     ),
+    Migration(
+        13,
+        "vendor API: API keys, idempotency keys, license list by product in id order",
+        (
+            # An API key is shown once; only a SHA-256 of the whole key is kept (staff/api_keys.py
+            # says why not Argon2). `prefix` is the visible part that finds the row; `scopes` a
+            # JSON list of rbac grants; `created_by` the actor (licensing/actors.py) that made it.
+            """CREATE TABLE IF NOT EXISTS api_keys (
+                id {pk},
+                prefix TEXT NOT NULL UNIQUE,
+                secret_hash {blob} NOT NULL,
+                name TEXT NOT NULL,
+                scopes TEXT NOT NULL,
+                created_by TEXT NOT NULL,
+                created_at {bigint} NOT NULL,
+                expires_at {bigint},
+                last_used_at {bigint},
+                revoked_at {bigint}
+            )""",
+            # One row per (credential, Idempotency-Key): inserted before the request runs (the
+            # UNIQUE constraint is the lock across instances), the answer filled in after it.
+            # status NULL = still running. Rows older than 24 h are pruned.
+            """CREATE TABLE IF NOT EXISTS api_idempotency (
+                id {pk},
+                api_key_id {bigint} NOT NULL REFERENCES api_keys(id) ON DELETE CASCADE,
+                idempotency_key TEXT NOT NULL,
+                fingerprint {blob} NOT NULL,
+                status {bigint},
+                headers TEXT NOT NULL DEFAULT '{{}}',
+                body {blob},
+                created_at {bigint} NOT NULL,
+                UNIQUE (api_key_id, idempotency_key)
+            )""",
+            "CREATE INDEX IF NOT EXISTS api_idempotency_created ON api_idempotency (created_at)",
+            # The API's license list filtered by product and status, in id order: one index
+            # range per page (product alone: migration 12's licenses_product_id).
+            "CREATE INDEX IF NOT EXISTS licenses_product_status_id "
+            "ON licenses (product_id, status, id)",
+        ),
+    ),
 )
 
 LATEST = MIGRATIONS[-1].version

@@ -31,3 +31,9 @@ class Actor:
 CLI = Actor(ActorKind.CLI)
 MODULE = Actor(ActorKind.MODULE)
 SYSTEM = Actor(ActorKind.SYSTEM)
+
+
+def api_actor(key_prefix: str) -> Actor:
+    """An API key acting (the vendor API): named by its visible prefix, which the admin's
+    API key page lists, so an audit row leads to the key that made the change."""
+    return Actor(ActorKind.API, key_prefix)

@@ -132,3 +132,12 @@ def require(role: object, permission: str) -> None:
     """Return if `role` has `permission`, else raise `PermissionDenied`."""
     if not has_permission(role, permission):
         raise PermissionDenied(role, permission)
+
+
+def expand_grants(grants: object) -> frozenset[str]:
+    """The permissions that grants written as `role_permissions` writes them (`*`,
+    `resource:*`, `resource:action`) amount to; ValueError naming the first grant outside the
+    catalogue. API keys' scopes are written this way (staff/api_keys.py)."""
+    if not isinstance(grants, (list, tuple)) or not all(isinstance(g, str) for g in grants):
+        raise ValueError("grants are a list of 'resource:action' strings")
+    return frozenset().union(*(_expand(grant) for grant in grants))

@@ -35,6 +35,8 @@ log = logging.getLogger(__name__)
 PER_IP = "per-ip"
 PER_KEY = "per-key"
 UNKNOWN_KEY_PER_IP = "unknown-key-per-ip"
+# The vendor API (web/api/): per API key, whatever address it calls from.
+PER_API_KEY = "per-api-key"
 # Decisions that spend the unknown-key budget (a missing key on the WHMCS endpoint too).
 GUESSING_REASONS = frozenset({"unknown_key", "bad_signature", "missing_key"})
 
@@ -70,6 +72,7 @@ class RateLimiter:
             PER_IP: limits.parse(settings.per_ip),
             PER_KEY: limits.parse(settings.per_key),
             UNKNOWN_KEY_PER_IP: limits.parse(settings.unknown_key_per_ip),
+            PER_API_KEY: limits.parse(settings.per_api_key),
         }
 
     # The three stages of a check, the same for every verification endpoint.

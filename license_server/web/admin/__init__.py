@@ -22,6 +22,7 @@ from license_server.staff.editing import Editing
 from license_server.staff.log_desk import LogDesk
 from license_server.staff.oversight import Oversight
 from license_server.web.admin import (
+    api_keys,
     attempts,
     audit,
     bans,
@@ -64,7 +65,7 @@ __all__ = [
 
 # Each area's module; its `add_routes(router)` adds its pages.
 AREAS = (dashboard, sign_in, staff, products, licenses, license_edit, attempts, bans, audit,
-         security, keys)  # fmt: skip
+         security, keys, api_keys)  # fmt: skip
 
 
 async def staff_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -1,0 +1,76 @@
+"""The vendor API's operations: the one list that the router (`add_routes`) and the OpenAPI
+document (`openapi.py`) are both built from."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from license_server.licensing.specs import LicenseSpec, ProductChanges, ProductSpec
+from license_server.web.api import licenses, products
+from license_server.web.api.models import (
+    LicenseCreated,
+    LicenseListQuery,
+    LicenseOut,
+    LicensePage,
+    NoBody,
+    ProductList,
+    ProductOut,
+    RenewRequest,
+)  # fmt: skip
+from license_server.web.api.registry import Operation, dispatch
+
+_CODE = {"type": "string", "minLength": 1, "maxLength": 32, "description": "Product code."}
+_ID = {"type": "integer", "minimum": 1, "maximum": 2**63 - 1, "description": "License id."}
+
+OPERATIONS: tuple[Operation, ...] = (
+    Operation("GET", "/v1/products", "listProducts", "List the products",
+              products.list_products, "product:read", {200: ProductList}, tag="products"),
+    Operation("POST", "/v1/products", "createProduct", "Create a product",
+              products.create_product, "product:create", {201: ProductOut}, body=ProductSpec,
+              problems=(409,), tag="products"),
+    Operation("GET", "/v1/products/{code}", "getProduct", "Read a product",
+              products.get_product, "product:read", {200: ProductOut},
+              path_params={"code": _CODE}, problems=(404,), tag="products"),
+    Operation("PATCH", "/v1/products/{code}", "updateProduct",
+              "Change a product (fields left out or null stay as they are)",
+              products.update_product, "product:update", {200: ProductOut},
+              body=ProductChanges, path_params={"code": _CODE}, problems=(404,),
+              tag="products"),
+    Operation("POST", "/v1/licenses", "createLicense",
+              "Issue a license (the answer carries its key, this once)",
+              licenses.create_license, "license:create", {201: LicenseCreated},
+              body=LicenseSpec, tag="licenses"),
+    Operation("GET", "/v1/licenses", "listLicenses",
+              "List licenses, newest id first, or find the license of a key",
+              licenses.list_licenses, "license:read", {200: LicensePage},
+              query=LicenseListQuery, tag="licenses"),
+    Operation("GET", "/v1/licenses/{id}", "getLicense", "Read a license",
+              licenses.get_license, "license:read", {200: LicenseOut},
+              path_params={"id": _ID}, problems=(404,), tag="licenses"),
+    *(
+        Operation("POST", f"/v1/licenses/{{id}}/{name}", f"{name}License", summary,
+                  handler, scope, {200: LicenseOut}, body=NoBody, body_required=False,
+                  path_params={"id": _ID}, problems=(404, 409), tag="licenses")
+        for name, summary, handler, scope in (
+            ("suspend", "Suspend a license (its checks answer suspended)",
+             licenses.suspend, "license:suspend"),
+            ("unsuspend", "Lift a suspension", licenses.unsuspend, "license:suspend"),
+            ("revoke", "Revoke a license for good", licenses.revoke, "license:revoke"),
+            ("reissue", "Free a license's bindings: its next check binds again",
+             licenses.reissue, "license:reissue"),
+        )
+    ),
+    Operation("POST", "/v1/licenses/{id}/renew", "renewLicense",
+              "Set a new expiry date (or none)", licenses.renew, "license:update",
+              {200: LicenseOut}, body=RenewRequest, path_params={"id": _ID},
+              problems=(404, 409), tag="licenses"),
+)  # fmt: skip
+
+
+def add_routes(router: web.UrlDispatcher) -> None:
+    for operation in OPERATIONS:
+        path = operation.path
+        for name, schema in operation.path_params.items():
+            if schema.get("type") == "integer":  # digits only; the handler checks the range
+                path = path.replace(f"{{{name}}}", f"{{{name}:[0-9]{{1,19}}}}")
+        router.add_route(operation.method, path, dispatch(operation), name=operation.name)
