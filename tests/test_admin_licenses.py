@@ -263,6 +263,11 @@ async def test_the_service_checks_again_without_the_route(client, role):
             {"product": "mymod", "licensee": "A", "email": "a@b.org", "expires": "31/12/2027"},
             "expires:",
         ),
+        (  # the day after it does not exist: was an OverflowError, a 500
+            "/admin/licenses/new",
+            {"product": "mymod", "licensee": "A", "email": "a@b.org", "expires": "9999-12-31"},
+            "too far ahead",
+        ),
         (
             "/admin/licenses/new",
             {"product": "mymod", "licensee": "A", "email": "a@b.org", "domains": "exa mple.com"},

@@ -127,6 +127,9 @@ async def test_a_license_through_its_life_each_change_seen_at_the_next_check(cli
     response, body = await api(client, "POST", f"/api/v1/licenses/{license_id}/renew", admin_key,
                                {})  # fmt: skip
     assert response.status == 400 and body["errors"][0]["field"] == "expires"
+    response, body = await api(client, "POST", f"/api/v1/licenses/{license_id}/renew", admin_key,
+                               {"expires": "9999-12-31"})  # fmt: skip
+    assert response.status == 400 and body["errors"][0]["field"] == "expires"
 
     response, body = await api(client, "POST", f"/api/v1/licenses/{license_id}/reissue",
                                admin_key)  # fmt: skip

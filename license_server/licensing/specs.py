@@ -159,10 +159,22 @@ class LicenseTerms(BaseModel):
         )
 
 
+def _representable(day: dt.date) -> dt.date:
+    # The expiry is stored as the instant after the last day (end_of_day_utc): the day after
+    # 9999-12-31 does not exist, and a date that far ahead means "no expiry" anyway.
+    if day.year >= 9999:
+        raise ValueError("the date is too far ahead; leave it empty for no expiry")
+    return day
+
+
+# A license's last valid day (UTC), as every entry point (CLI, admin, API) reads it.
+ExpiryDay = Annotated[dt.date, AfterValidator(_representable)]
+
+
 class LicenseSpec(LicenseTerms):
     product: str = Field(min_length=1, max_length=32)
     email: EmailStr
-    expires: dt.date | None = None
+    expires: ExpiryDay | None = None
 
 
 def _each(values, parse) -> tuple[str, ...]:

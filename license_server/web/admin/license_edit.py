@@ -12,7 +12,6 @@ problem, with nothing written.
 
 from __future__ import annotations
 
-import datetime as dt
 from collections import defaultdict
 
 from aiohttp import web
@@ -21,7 +20,7 @@ from pydantic import TypeAdapter, ValidationError
 from license_server import appkeys
 from license_server.licensing.lifecycle import TransitionRefused
 from license_server.licensing.service import NotFound
-from license_server.licensing.specs import LicenseTerms, end_of_day_utc
+from license_server.licensing.specs import ExpiryDay, LicenseTerms, end_of_day_utc
 from license_server.staff.accounts import SignedIn
 from license_server.web.admin.base import (
     EDITING,
@@ -34,7 +33,7 @@ from license_server.web.admin.base import (
 )  # fmt: skip
 from license_server.web.admin.licenses import _license_id, _license_view
 
-_DATE = TypeAdapter(dt.date)  # the type LicenseSpec.expires has: one way to read a date
+_DATE = TypeAdapter(ExpiryDay)  # the type LicenseSpec.expires has: one way to read a date
 _RULE_FIELDS = ("licensee", "company", "seats", "notes", "domains", "ips", "directories")
 _BINDING_KINDS = ("domain", "ip", "directory")
 
@@ -60,10 +59,11 @@ def _expiry(fields: dict[str, str], now: int) -> int | None:
         raise ValueError("expires: give the new last day (YYYY-MM-DD) or tick 'no expiry'")
     try:
         day = _DATE.validate_python(text)
-    except ValidationError:
+    except ValidationError as exc:
+        problem = exc.errors()[0]
+        if problem["type"] == "value_error":  # a real date, too far ahead
+            raise ValueError(f"expires: {problem['msg'].removeprefix('Value error, ')}") from None
         raise ValueError("expires: not a date; use YYYY-MM-DD, e.g. 2027-12-31") from None
-    if day.year >= 9999:
-        raise ValueError("expires: the date is too far ahead")
     expires_at = end_of_day_utc(day)
     if expires_at <= now:
         raise ValueError("expires: the new expiry date must not be in the past")

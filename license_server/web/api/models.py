@@ -6,7 +6,6 @@ the API, the admin and the CLI. Answers never carry a full license key, except
 
 from __future__ import annotations
 
-import datetime as dt
 import time
 from typing import Literal
 
@@ -14,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from license_server.licensing.lifecycle import effective_status
 from license_server.licensing.models import License, Product, Status
+from license_server.licensing.specs import ExpiryDay
 
 _ANSWER = ConfigDict(frozen=True)
 _REQUEST = ConfigDict(extra="forbid", frozen=True)
@@ -37,7 +37,7 @@ class NoBody(BaseModel):
 class RenewRequest(BaseModel):
     model_config = _REQUEST
 
-    expires: dt.date | None = Field(
+    expires: ExpiryDay | None = Field(
         description="The last valid day (UTC), or null for no expiry.",
     )
 
