@@ -193,6 +193,25 @@ async def test_permission_denied_is_recorded_with_what_was_asked(client):
     assert found[0]["email"] == "support@example.org" and found[0]["account_id"] is not None
 
 
+async def test_a_forged_post_against_a_session_is_recorded(client):
+    browser = await staff_session(client, "admin")
+    form = {"csrf": "csrf-admin", "role": "support"}
+    response, _ = await browser.post("/admin/staff/invite", form, origin="https://evil.example")
+    assert response.status == 403
+    response, _ = await browser.post("/admin/staff/invite", {"csrf": "wrong", "role": "support"})
+    assert response.status == 403
+    # Without a session nobody is targeted: nothing is written (anyone could fill the table).
+    response, _ = await Browser(client).post("/admin/login", {"email": "a@b.org"},
+                                             origin="https://evil.example")  # fmt: skip
+    assert response.status == 403
+    found = await events(client)
+    assert kinds(found) == ["forged_request", "forged_request"]
+    details = [json.loads(row["detail"]) for row in found]
+    assert details[0]["check"] == "origin" and details[0]["origin"] == "https://evil.example"
+    assert details[1]["check"] == "csrf_token" and details[1]["path"] == "/admin/staff/invite"
+    assert found[0]["email"] == "admin@example.org"
+
+
 async def test_a_storm_of_429s_is_one_event_per_identity(client):
     visitor = Browser(client)
     await setup_admin(visitor)

@@ -68,6 +68,8 @@ class EventKind(StrEnum):
     SESSIONS_ENDED = "sessions_ended"  # sign out (everywhere)
     PERMISSION_DENIED = "permission_denied"
     RATE_LIMITED = "rate_limited"
+    # A signed-in session's POST refused by the Origin / Sec-Fetch-Site or CSRF token check.
+    FORGED_REQUEST = "forged_request"
 
 
 KINDS: tuple[str, ...] = tuple(kind.value for kind in EventKind)

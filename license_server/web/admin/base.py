@@ -187,9 +187,11 @@ async def read_form(request: web.Request) -> dict[str, str]:
     """A POST's fields after the Origin and CSRF checks; bad input is a 400 page, not a 500."""
     origin = request.headers.get("Origin")
     own = {f"{request.scheme}://{request.host}"}
+    staff = request.get(SIGNED_IN)
     if not sessions.origin_allowed(
         request.method, origin, request.headers.get("Sec-Fetch-Site"), own
     ):
+        await _forged(request, staff, "origin")
         raise web.HTTPForbidden(text="The request did not come from this site.")
     if (request.content_length or 0) > MAX_FORM_BYTES:
         raise web.HTTPRequestEntityTooLarge(MAX_FORM_BYTES, request.content_length or 0)
@@ -205,10 +207,23 @@ async def read_form(request: web.Request) -> dict[str, str]:
         if "\ufffd" in values[0]:  # percent-encoded bytes that are not UTF-8, decoded lossily
             raise web.HTTPBadRequest(text="The form is not valid UTF-8.")
         fields[name] = values[0]
-    staff = request.get(SIGNED_IN)
     if staff is not None and not sessions.csrf_matches(staff.csrf_token, fields.get("csrf")):
+        await _forged(request, staff, "csrf_token")
         raise web.HTTPForbidden(text="The form has expired; reload the page and try again.")
     return fields
+
+
+async def _forged(request: web.Request, staff: SignedIn | None, check: str) -> None:
+    """A security event when a signed-in session's POST fails the Origin or CSRF check (ASVS
+    4.0.3 V7.2.2: a possible cross-site request forgery against that member of staff). Without
+    a session there is nobody to forge for, and recording would let anyone fill the table."""
+    if staff is None:
+        return
+    await request.config_dict[STAFF].events.record(
+        EventKind.FORGED_REQUEST, account_id=staff.account.id, email=staff.account.email,
+        detail={"check": check, "method": request.method, "path": request.path,
+                "origin": (request.headers.get("Origin") or "")[:200]},
+    )  # fmt: skip
 
 
 # -- sign-in throttling ---------------------------------------------------------------------
