@@ -133,6 +133,17 @@ async def _fill(settings: Settings) -> dict[str, str]:
                 conn, key_id, "order-1", b"\x07" * 32, 1_800_000_006
             )
             await api_key_rows.store_idempotent_answer(conn, row_id, 201, "{}", b'{"id":1}')
+            # Access-token families and refresh tokens (migration 14): one spent, one live.
+            from license_server.db import api_tokens as token_rows
+
+            family = await token_rows.insert_family(conn, key_id, 1_800_000_007)
+            spent = await token_rows.insert_refresh_token(
+                conn, family, b"\x08" * 32, 1_800_000_007, 1_800_604_807
+            )
+            await token_rows.spend_refresh_token(conn, spent, 1_800_000_008)
+            await token_rows.insert_refresh_token(
+                conn, family, b"\x09" * 32, 1_800_000_008, 1_800_604_808
+            )
     return keys
 
 

@@ -266,6 +266,33 @@ def load_keyring(keys_dir: Path, env_pem: str | None = None) -> Keyring:
     return Keyring(keys, active)
 
 
+TOKEN_KEY_DIR = "tokens"  # noqa: S105 # nosec B105
+
+
+def load_token_keyring(keys_dir: Path) -> Keyring:
+    """The Ed25519 keys that sign the vendor API's access tokens (staff/api_tokens.py), in
+    `<keys_dir>/tokens/<created-ns>.pem`, one created on first run (mode 0600, under the
+    directory lock so that processes starting together make one). The newest signs; every key
+    there verifies and is published at `/api/v1/tokens/jwks.json`. To rotate, put a new key
+    file there (`<nanoseconds>.pem`) and restart; remove the old one 15 minutes later.
+
+    A key of its own, never a license-signing key (RFC 8725 §3.9 and ASVS 4.0.3 V3.5.3: one
+    key per purpose): a token can then never pass for a local key or a license answer, nor the
+    other way round, and rotating one never disturbs the other."""
+    directory = keys_dir / TOKEN_KEY_DIR
+    ensure_private_dir(directory)
+
+    def paths() -> list[Path]:
+        return sorted(p for p in directory.glob("*.pem") if _is_pem(p.name))
+
+    if not paths():
+        with directory_lock(directory):
+            if not paths():
+                key, pem = generate_key(time.time_ns())
+                write_secret(directory / f"{key.created_at}.pem", pem)
+    return Keyring([load_key_file(path) for path in paths()])
+
+
 def client_snippets(key: SigningKey) -> tuple[str, str]:
     """The public key as module authors paste it: PHP `public_keys` entry, JWKS entry."""
     php = f"'{key.kid}' => '{b64url(key.public_raw)}',"

@@ -49,3 +49,17 @@ async def ban_of(conn: Connection, kind: str, value: str) -> Row | None:
         "SELECT kind, value, reason, created_at, created_by FROM bans WHERE kind = ? AND value = ?",
         (kind, value),
     )
+
+
+async def ban_by_id(conn: Connection, ban_id: int) -> Row | None:
+    return await conn.fetch_one(
+        "SELECT id, kind, value, reason, created_at, created_by FROM bans WHERE id = ?", (ban_id,)
+    )
+
+
+async def ban_by_value(conn: Connection, kind: str, value: str) -> Row | None:
+    return await conn.fetch_one(
+        "SELECT id, kind, value, reason, created_at, created_by FROM bans"
+        " WHERE kind = ? AND value = ?",
+        (kind, value),
+    )

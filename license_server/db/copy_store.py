@@ -80,6 +80,8 @@ TABLES: tuple[Table, ...] = (
     Table("attempt_hours", ("hour", "result", "reason")),
     Table("api_keys", ("id",), "id"),
     Table("api_idempotency", ("id",), "id"),
+    Table("api_token_families", ("id",), "id"),
+    Table("api_refresh_tokens", ("id",), "id"),
 )
 # Tables that hold no data to copy: each end keeps its own.
 NOT_COPIED = frozenset({"schema_version"})

@@ -387,6 +387,37 @@ MIGRATIONS: tuple[Migration, ...] = (
             "ON licenses (product_id, status, id)",
         ),
     ),
+    Migration(
+        14,
+        "vendor API: access-token families and rotating refresh tokens",
+        (
+            # One family per API-key exchange (staff/api_tokens.py): every refresh token and
+            # access token descends from it. revoked_at set = every token of the family is
+            # refused (a spent refresh token was presented again, or the API key was revoked).
+            """CREATE TABLE IF NOT EXISTS api_token_families (
+                id {pk},
+                api_key_id {bigint} NOT NULL REFERENCES api_keys(id) ON DELETE CASCADE,
+                created_at {bigint} NOT NULL,
+                revoked_at {bigint},
+                revoked_reason TEXT NOT NULL DEFAULT ''
+            )""",
+            "CREATE INDEX IF NOT EXISTS api_token_families_key ON api_token_families (api_key_id)",
+            # One row per refresh token: only a SHA-256 of it (256 random bits, as API keys).
+            # spent_at set = rotated (used once); presenting it again revokes the family.
+            """CREATE TABLE IF NOT EXISTS api_refresh_tokens (
+                id {pk},
+                family_id {bigint} NOT NULL REFERENCES api_token_families(id) ON DELETE CASCADE,
+                token_hash {blob} NOT NULL UNIQUE,
+                created_at {bigint} NOT NULL,
+                expires_at {bigint} NOT NULL,
+                spent_at {bigint}
+            )""",
+            "CREATE INDEX IF NOT EXISTS api_refresh_tokens_family ON api_refresh_tokens "
+            "(family_id)",
+            "CREATE INDEX IF NOT EXISTS api_refresh_tokens_expires ON api_refresh_tokens "
+            "(expires_at)",
+        ),
+    ),
 )
 
 LATEST = MIGRATIONS[-1].version

@@ -668,32 +668,42 @@ class LicenseService:
                                 new_expiry=expires_at)  # fmt: skip
 
     async def edit_terms(
-        self, license_id: int, terms: LicenseTerms, *, actor: Actor = SYSTEM
+        self,
+        license_id: int,
+        terms: LicenseTerms | Callable[[License], LicenseTerms],
+        *,
+        actor: Actor = SYSTEM,
     ) -> License:
         """Replace the licensee, seats (None: the product's), notes and allow-rules. Bindings
-        are kept: a bound site that a new rule no longer allows is refused at its next check."""
+        are kept: a bound site that a new rule no longer allows is refused at its next check.
+        `terms` may be a function of the license as locked in the transaction (a partial
+        change, the vendor API's PATCH: merged with what is there, no lost update); what it
+        raises (a ValidationError) leaves nothing written."""
 
         async def work(writes: _Writes) -> License:
             row = await license_rows.lock_license(writes.conn, license_id)
             if row is None:
                 raise NotFound(f"no license with id {license_id}")
             license = await self._load(writes.conn, row)
-            seats = terms.seats
+            new_terms = terms(license) if callable(terms) else terms
+            seats = new_terms.seats
             if seats == license.seats and row["seats"] is None:
                 seats = None  # unchanged: still follows the product's seats
             rules = [(r.kind, r.value) for r in license.rules]
             before = _terms_of(
                 license.licensee_name, license.licensee_company, row["seats"], license.notes, rules
             )
-            after = _terms_of(terms.licensee, terms.company, seats, terms.notes, terms.rules())
+            after = _terms_of(new_terms.licensee, new_terms.company, seats, new_terms.notes,
+                              new_terms.rules())  # fmt: skip
             if before == after:
                 return license
             await license_rows.update_terms(
-                writes.conn, license_id, licensee_name=terms.licensee,
-                licensee_company=terms.company, seats=seats, notes=terms.notes, now=writes.now,
+                writes.conn, license_id, licensee_name=new_terms.licensee,
+                licensee_company=new_terms.company, seats=seats, notes=new_terms.notes,
+                now=writes.now,
             )  # fmt: skip
             if before["rules"] != after["rules"]:
-                await license_rows.replace_rules(writes.conn, license_id, terms.rules())
+                await license_rows.replace_rules(writes.conn, license_id, new_terms.rules())
             writes.changed(
                 ChangeKind.EDIT, license_id,
                 detail={"before": _differing(before, after), "after": _differing(after, before)},

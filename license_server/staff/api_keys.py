@@ -38,6 +38,7 @@ from enum import StrEnum
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from license_server.db import api_keys as key_rows
+from license_server.db import api_tokens as token_rows
 from license_server.db.errors import UniqueViolation
 from license_server.licensing.actors import Actor, api_actor
 from license_server.licensing.service import LicenseService, NotFound
@@ -107,7 +108,7 @@ class ApiKey:
         return KeyState.ACTIVE
 
 
-def _from_row(row: dict) -> ApiKey:
+def key_from_row(row: dict) -> ApiKey:
     return ApiKey(
         id=row["id"], prefix=row["prefix"], name=row["name"],
         scopes=tuple(json.loads(row["scopes"])), created_by=row["created_by"],
@@ -176,6 +177,8 @@ class ApiKeys:
                 raise NotFound(f"no API key with id {key_id}")
             if not await key_rows.revoke_api_key(writes.conn, key_id, writes.now):
                 return False
+            # Its access-token families end with it (staff/api_tokens.py).
+            await token_rows.revoke_families_of_key(writes.conn, key_id, writes.now)
             await self._licenses.audit.append(
                 writes.conn, at=writes.now, actor=actor, action="api_key.revoke",
                 target=f"api_key:{key_id}", detail={"prefix": row["prefix"]},
@@ -191,11 +194,11 @@ class ApiKeys:
             row = await key_rows.api_key_by_id(conn, key_id)
         if row is None:
             raise NotFound(f"no API key with id {key_id}")
-        return _from_row(row)
+        return key_from_row(row)
 
     async def all(self) -> list[ApiKey]:
         async with self._licenses.db.read() as conn:
-            return [_from_row(row) for row in await key_rows.all_api_keys(conn)]
+            return [key_from_row(row) for row in await key_rows.all_api_keys(conn)]
 
     async def authenticate(self, presented: str) -> Authenticated:
         """The key a request presents, if it is genuine, live and unexpired (ASVS V2.10)."""
@@ -209,7 +212,7 @@ class ApiKeys:
         genuine = hmac.compare_digest(bytes(stored), secret_hash(presented))
         if row is None or not genuine:
             return Authenticated(None, "invalid")
-        key = _from_row(row)
+        key = key_from_row(row)
         now = self._licenses.now()
         state = key.state(now)
         if state is not KeyState.ACTIVE:

@@ -227,18 +227,7 @@ class LogDesk:
         )
 
     def _audit_hook(self, staff: SignedIn, action: str, source_ip: str):
-        audit = self._licenses.audit
-
-        async def write(writes, before: dict | None, after: dict | None) -> None:
-            ban = after or before or {}
-            await audit.append(
-                writes.conn, at=writes.now, actor=staff.actor, action=action,
-                target=f"ban:{ban.get('kind')}:{ban.get('value')}",
-                detail={"before": _ban_detail(before), "after": _ban_detail(after)},
-                source_ip=source_ip,
-            )  # fmt: skip
-
-        return write
+        return ban_audit(self._licenses.audit, staff.actor, action, source_ip)
 
     async def _audit(
         self, staff: SignedIn, action: str, target: str, detail: dict, source_ip: str
@@ -250,6 +239,22 @@ class LogDesk:
                                target=target, detail=detail, source_ip=source_ip)  # fmt: skip
 
         await self._licenses.write(staff.actor, work)
+
+
+def ban_audit(audit, actor, action: str, source_ip: str = ""):
+    """BanList's `also` hook: the audit row of a ban or lift with the ban before and after, in
+    the change's transaction (the admin's and the vendor API's bans alike)."""
+
+    async def write(writes, before: dict | None, after: dict | None) -> None:
+        ban = after or before or {}
+        await audit.append(
+            writes.conn, at=writes.now, actor=actor, action=action,
+            target=f"ban:{ban.get('kind')}:{ban.get('value')}",
+            detail={"before": _ban_detail(before), "after": _ban_detail(after)},
+            source_ip=source_ip,
+        )  # fmt: skip
+
+    return write
 
 
 def _ban_detail(ban: dict | None) -> dict | None:

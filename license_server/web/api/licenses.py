@@ -15,25 +15,31 @@ import base64
 import binascii
 
 from aiohttp import web
+from pydantic import ValidationError
 
 from license_server.db import licenses as license_rows
 from license_server.licensing.license_keys import KeyRejected
 from license_server.licensing.lifecycle import Action, TransitionRefused, effective_status
 from license_server.licensing.models import Status
 from license_server.licensing.service import NotFound
-from license_server.licensing.specs import LicenseSpec, end_of_day_utc
+from license_server.licensing.specs import LicenseSpec, LicenseTerms, end_of_day_utc
 from license_server.web.api.models import (
+    BindingList,
+    BindingRelease,
     LicenseCreated,
     LicenseListQuery,
     LicenseOut,
     LicensePage,
+    LicensePatch,
     LicenseSummary,
     RenewRequest,
     iso,
 )  # fmt: skip
 from license_server.web.api.problems import (
+    bad_body,
     conflict,
     field_error,
+    from_validation,
     invalid,
     not_found,
 )  # fmt: skip
@@ -175,3 +181,60 @@ async def renew(call: Call) -> web.Response:
     body: RenewRequest = call.body
     expiry = None if body.expires is None else end_of_day_utc(body.expires)
     return await _apply(call, Action.RENEW, new_expiry=expiry)
+
+
+# -- terms, reissue count, bindings: the service methods the admin uses ----------------------
+
+
+async def patch_license(call: Call) -> web.Response:
+    """Change the fields sent, merged with the license as locked in the write transaction."""
+    patch: LicensePatch = call.body
+    sent = patch.model_dump(include=patch.model_fields_set)
+    if not sent:
+        raise bad_body("nothing to change: send at least one field")
+
+    def merged(license) -> LicenseTerms:
+        current = {
+            "licensee": license.licensee_name, "company": license.licensee_company,
+            "seats": license.seats, "notes": license.notes,
+            "domains": license.rules_of("domain"), "ips": license.rules_of("ip"),
+            "directories": license.rules_of("directory"),
+        }  # fmt: skip
+        return LicenseTerms(**{**current, **sent})
+
+    license_id = _license_id(call)
+    try:
+        license = await call.service.edit_terms(license_id, merged, actor=call.key.actor)
+    except NotFound as exc:
+        raise not_found(str(exc)) from None
+    except ValidationError as exc:  # a rule the domain / IP / directory parsers refuse
+        raise from_validation(exc, "body") from None
+    return json_answer(LicenseOut.of(license, call.service.now()))
+
+
+async def reset_reissues(call: Call) -> web.Response:
+    try:
+        license = await call.service.reset_reissues(_license_id(call), actor=call.key.actor)
+    except NotFound as exc:
+        raise not_found(str(exc)) from None
+    return json_answer(LicenseOut.of(license, call.service.now()))
+
+
+async def list_bindings(call: Call) -> web.Response:
+    try:
+        license = await call.service.license_by_id(_license_id(call))
+    except NotFound as exc:
+        raise not_found(str(exc)) from None
+    return json_answer(BindingList(items=LicenseOut.fields_of(license, 0)["bindings"]))
+
+
+async def release_binding(call: Call) -> web.Response:
+    """Free one binding; its seat is free for the next check. 404 if the license lacks it."""
+    body: BindingRelease = call.body
+    try:
+        license = await call.service.release_binding(
+            _license_id(call), body.kind, body.value, actor=call.key.actor
+        )
+    except NotFound as exc:
+        raise not_found(str(exc)) from None
+    return json_answer(LicenseOut.of(license, call.service.now()))

@@ -9,11 +9,11 @@ from __future__ import annotations
 import time
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
 from license_server.licensing.lifecycle import effective_status
 from license_server.licensing.models import License, Product, Status
-from license_server.licensing.specs import ExpiryDay
+from license_server.licensing.specs import ExpiryDay, PlainText, RequiredText
 
 _ANSWER = ConfigDict(frozen=True)
 _REQUEST = ConfigDict(extra="forbid", frozen=True)
@@ -55,6 +55,83 @@ class LicenseListQuery(BaseModel):
         None, min_length=1, max_length=64, description="`next_cursor` of the previous page."
     )
     limit: int = Field(50, ge=1, le=200)
+
+
+class TokenRequest(BaseModel):
+    """`api_key`: exchange the API key sent as the bearer credential for a new token family;
+    `refresh_token`: spend a refresh token for the next pair of its family."""
+
+    model_config = _REQUEST
+
+    grant_type: Literal["api_key", "refresh_token"]
+    refresh_token: str | None = Field(
+        None, min_length=1, max_length=100, description="For grant_type refresh_token only."
+    )
+
+    @model_validator(mode="after")
+    def _grant_fields(self) -> TokenRequest:
+        if self.grant_type == "refresh_token" and self.refresh_token is None:
+            raise ValueError("refresh_token: required for grant_type refresh_token")
+        if self.grant_type == "api_key" and self.refresh_token is not None:
+            raise ValueError("refresh_token: only with grant_type refresh_token")
+        return self
+
+
+_RULES = 1000  # per kind, per request
+
+
+class LicensePatch(BaseModel):
+    """Changes to a license's terms; fields left out stay as they are. `seats` null: follow
+    the product's seats. Rule lists replace the license's rules of that kind."""
+
+    model_config = _REQUEST
+
+    licensee: RequiredText = Field(None, min_length=1, max_length=200)  # type: ignore[assignment]
+    company: PlainText = Field(None, max_length=200)  # type: ignore[assignment]
+    seats: int | None = Field(None, ge=1, le=100_000)
+    notes: PlainText = Field(None, max_length=5000)  # type: ignore[assignment]
+    domains: tuple[str, ...] = Field(None, max_length=_RULES)  # type: ignore[assignment]
+    ips: tuple[str, ...] = Field(None, max_length=_RULES)  # type: ignore[assignment]
+    directories: tuple[str, ...] = Field(None, max_length=_RULES)  # type: ignore[assignment]
+
+
+class BindingRelease(BaseModel):
+    model_config = _REQUEST
+
+    kind: Literal["domain", "ip", "directory"]
+    value: str = Field(min_length=1, max_length=1000, description="As listed in `value`.")
+
+
+class AttemptQuery(BaseModel):
+    model_config = _REQUEST
+
+    license: int | None = Field(None, ge=1, le=2**63 - 1, description="License id.")
+    result: str | None = Field(None, min_length=1, max_length=32)
+    reason: str | None = Field(None, min_length=1, max_length=64)
+    product: str | None = Field(None, min_length=1, max_length=64)
+    ip: str | None = Field(
+        None, min_length=1, max_length=64, description="An address, or an IPv4 range (/8../32)."
+    )
+    domain: str | None = Field(None, min_length=1, max_length=253)
+    since: AwareDatetime | None = Field(None, description="RFC 3339, inclusive.")
+    until: AwareDatetime | None = Field(None, description="RFC 3339, exclusive.")
+    cursor: str | None = Field(None, min_length=1, max_length=80)
+    limit: int = Field(50, ge=1, le=200)
+
+
+class PageQuery(BaseModel):
+    model_config = _REQUEST
+
+    cursor: str | None = Field(None, min_length=1, max_length=64)
+    limit: int = Field(50, ge=1, le=200)
+
+
+class BanIn(BaseModel):
+    model_config = _REQUEST
+
+    kind: Literal["domain", "ip"]
+    value: str = Field(min_length=1, max_length=300, description="A domain, an IP or a range.")
+    reason: str = Field("", max_length=500)
 
 
 # -- answers --------------------------------------------------------------------------------
@@ -179,6 +256,70 @@ class LicensePage(BaseModel):
 
     items: list[LicenseSummary]
     next_cursor: str | None = Field(description="Pass as `cursor` for the next page; null: last.")
+
+
+class TokenAnswer(BaseModel):
+    """RFC 6749 §5.1 fields; the access token is an EdDSA JWT (RFC 7519) for 15 minutes."""
+
+    model_config = _ANSWER
+
+    access_token: str
+    token_type: Literal["Bearer"] = "Bearer"  # noqa: S105
+    expires_in: int = Field(description="Seconds the access token is valid.")
+    refresh_token: str = Field(description="Single use: spend it for the next pair.")
+    refresh_token_expires_in: int
+    scope: str = Field(description="The API key's scopes, space separated.")
+
+
+class BindingList(BaseModel):
+    model_config = _ANSWER
+
+    items: list[BindingOut]
+
+
+class AttemptOut(BaseModel):
+    model_config = _ANSWER
+
+    id: int
+    at: str = Field(description="UTC, milliseconds.")
+    endpoint: str
+    source_ip: str
+    reported_ip: str
+    domain_raw: str
+    domain: str
+    directory: str
+    license_id: int | None
+    product: str
+    result: str
+    reason: str
+    client_version: str
+    user_agent: str
+    latency_us: int
+
+
+class AttemptPage(BaseModel):
+    model_config = _ANSWER
+
+    items: list[AttemptOut]
+    next_cursor: str | None
+
+
+class BanOut(BaseModel):
+    model_config = _ANSWER
+
+    id: int
+    kind: Literal["domain", "ip"]
+    value: str
+    reason: str
+    created_at: str
+    created_by: str
+
+
+class BanPage(BaseModel):
+    model_config = _ANSWER
+
+    items: list[BanOut]
+    next_cursor: str | None
 
 
 class FieldProblem(BaseModel):

@@ -163,6 +163,16 @@ def document() -> dict[str, Any]:
     for op in OPERATIONS:
         paths.setdefault("/api" + op.path, {})[op.method.lower()] = _operation(op, ref, schemas)
     paths.update(_verify_paths(ref))
+    paths["/api/v1/tokens/jwks.json"] = {
+        "get": {
+            "operationId": "tokenJwks",
+            "summary": "The public keys that verify access tokens (RFC 7517, RFC 8037)",
+            "tags": ["tokens"],
+            "security": [],
+            "responses": {"200": {"description": "A JWK set", "content": {
+                "application/jwk-set+json": {"schema": {"type": "object"}}}}},
+        }
+    }  # fmt: skip
     return {
         "openapi": "3.1.0",
         "info": {
@@ -171,18 +181,28 @@ def document() -> dict[str, Any]:
             "description": (
                 "The vendor's systems (billing, store) manage products and licenses. "
                 "Authenticate with an API key made in the admin (API keys) or by "
-                "`run.py create-api-key`: `Authorization: Bearer lsk_live_...`. Each operation "
-                "needs the scope it names. Errors are RFC 9457 problem documents. Send an "
-                "Idempotency-Key with every POST so that a retry never does the work twice."
+                "`run.py create-api-key`: `Authorization: Bearer lsk_live_...`, or exchange it "
+                "at `POST /api/v1/tokens` for a 15-minute access token (an EdDSA JWT with the "
+                "key's scopes) and a rotating refresh token, and send the access token the "
+                "same way. Each operation needs the scope it names. Errors are RFC 9457 "
+                "problem documents. Send an Idempotency-Key with every POST so that a retry "
+                "never does the work twice."
             ),
         },
         "servers": [{"url": "/"}],
-        "tags": [{"name": "products"}, {"name": "licenses"}, {"name": "verification"}],
+        "tags": [
+            {"name": name}
+            for name in ("products", "licenses", "attempts", "bans", "tokens", "verification")
+        ],
         "paths": paths,
         "components": {
             "schemas": schemas,
             "securitySchemes": {
-                "apiKey": {"type": "http", "scheme": "bearer", "bearerFormat": "lsk_live_..."}
+                "apiKey": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "bearerFormat": "lsk_live_... (API key) or a JWT (access token)",
+                }
             },
         },
         "security": [{"apiKey": []}],
@@ -207,7 +227,7 @@ def _operation(op, ref, schemas) -> dict[str, Any]:
             if "description" in schema:
                 parameter["description"] = schema["description"]
             parameters.append(parameter)  # fmt: skip
-    if op.method == "POST":
+    if op.method == "POST" and op.idempotent:
         parameters.append({
             "name": IDEMPOTENCY_HEADER, "in": "header", "required": False,
             "description": "A unique key per request (a UUID): a retry with the same key gets "
@@ -222,7 +242,8 @@ def _operation(op, ref, schemas) -> dict[str, Any]:
         responses[str(status)] = answer
     statuses = sorted(set(COMMON_PROBLEMS) | set(op.problems)
                       | ({413, 415} if op.body else set())
-                      | ({409, 422} if op.method == "POST" else set()))  # fmt: skip
+                      | ({409, 422} if op.method == "POST" and op.idempotent
+                         else set()))  # fmt: skip
     for status in statuses:
         responses[str(status)] = {
             "description": PROBLEM_TITLES[status],
@@ -232,12 +253,15 @@ def _operation(op, ref, schemas) -> dict[str, Any]:
         "operationId": op.name,
         "summary": op.summary,
         "description": (op.description + "\n\n" if op.description else "")
-        + f"Scope: `{op.scope}`.",
+        + ("No scope needed." if op.public else f"Scope: `{op.scope}`."),
         "tags": [op.tag] if op.tag else [],
-        "x-scope": op.scope,
         "parameters": parameters,
         "responses": responses,
     }
+    if op.public:
+        operation["security"] = [{"apiKey": []}, {}]  # the bearer is optional here
+    else:
+        operation["x-scope"] = op.scope
     if op.body is not None:
         operation["requestBody"] = {
             "required": op.body_required,

@@ -2,18 +2,22 @@
 from `Operation`s, so no route can exist without being documented (tests prove it).
 
 `dispatch(operation)` wraps a handler with what every operation shares, in this order:
-1. authentication: `Authorization: Bearer <API key>` (RFC 6750); missing, unknown, expired or
-   revoked is 401 with `WWW-Authenticate` (ASVS 4.0.3 V2.10, V4.1.1). Before a key is looked
-   up, an address out of guesses is refused; a bad key spends that address's guessing budget
-   (the verify endpoint's `unknown-key-per-ip`);
-2. the per-key rate limit (`limits`, `rate_limit.per_api_key`): 429 with Retry-After and the
+1. authentication: `Authorization: Bearer <API key or access token>` (RFC 6750), told apart
+   by shape (an access token is a JWT, staff/api_tokens.py); missing, unknown, expired or
+   revoked is 401 with `WWW-Authenticate` (ASVS 4.0.3 V2.10, V3.5, V4.1.1). Before a
+   credential is looked up, an address out of guesses is refused; a bad one spends that
+   address's guessing budget (the verify endpoint's `unknown-key-per-ip`). A `public`
+   operation (the token endpoint) authenticates from its body instead;
+2. the per-key rate limit (`limits`, `rate_limit.per_api_key`; an access token counts against
+   the key behind it): 429 with Retry-After and the
    IETF RateLimit fields (V11.1.4);
 3. the key's scope: 403 with `insufficient_scope` when it lacks the operation's permission
    (V4.1.3, least privilege);
 4. the query and path (pydantic), then the body: `application/json` only (415), at most
    `MAX_BODY_BYTES` (413), UTF-8, one JSON object without duplicate names or deep nesting,
    then the model, strictly typed with no extra fields (V5.1.1, V5.1.3, V5.1.4, V13.1.3);
-5. `Idempotency-Key` on POST (web/api/idempotency.py);
+5. `Idempotency-Key` on POST (web/api/idempotency.py), except where the answer holds a secret
+   that must not be stored (`idempotent=False`: the token endpoint);
 6. the handler, which calls the license service with the key as the actor, so the audit log
    names the key (licensing/actors.py).
 """
@@ -29,6 +33,7 @@ from pydantic import BaseModel, ValidationError
 
 from license_server import appkeys
 from license_server.staff.api_keys import ApiKey, ApiKeys
+from license_server.staff.api_tokens import ApiTokens, looks_like_access_token
 from license_server.web import request_body
 from license_server.web.api.idempotency import (
     HEADER,
@@ -47,6 +52,7 @@ from license_server.web.api.problems import (
 from license_server.web.rate_limit import PER_API_KEY, limited_headers
 
 API_KEYS = web.AppKey("api_keys", ApiKeys)
+API_TOKENS = web.AppKey("api_tokens", ApiTokens)
 IDEMPOTENCY = web.AppKey("api_idempotency", IdempotencyStore)
 # Tests only: awaited after an idempotency key is claimed, before the handler runs.
 AFTER_CLAIM_HOOK = web.AppKey("api_after_claim_hook", object)
@@ -61,7 +67,7 @@ class Call:
     """What a handler gets: the request, the key acting, and the validated inputs."""
 
     request: web.Request
-    key: ApiKey
+    key: ApiKey  # for a `public` operation: None (the handler authenticates)
     body: Any = None  # the body model, when the operation has one
     query: Any = None  # the query model, when the operation has one
 
@@ -86,6 +92,8 @@ class Operation:
     problems: tuple[int, ...] = ()  # statuses beyond the common ones (400 401 403 429)
     tag: str = ""
     description: str = ""
+    public: bool = False  # no Authorization needed: the handler authenticates the caller
+    idempotent: bool = True  # honours Idempotency-Key (POST)
 
 
 def json_answer(model: BaseModel, status: int = 200, headers=None) -> web.Response:
@@ -97,11 +105,15 @@ def json_answer(model: BaseModel, status: int = 200, headers=None) -> web.Respon
 
 def dispatch(operation: Operation) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
     async def handler(request: web.Request) -> web.StreamResponse:
-        key = await authenticate(request, operation.scope)
+        key = None if operation.public else await authenticate(request, operation.scope)
         query = _query(request, operation.query)
         body, raw = await _body(request, operation)
-        call = Call(request, key, body, query)
-        idem = idempotency_key(request) if operation.method == "POST" else None
+        call = Call(request, key, body, query)  # type: ignore[arg-type]
+        idem = (
+            idempotency_key(request)
+            if operation.method == "POST" and operation.idempotent and key is not None
+            else None
+        )
         if idem is None:
             return await operation.handler(call)
         store = request.config_dict[IDEMPOTENCY]
@@ -121,33 +133,59 @@ async def _after_claim(request: web.Request, operation: Operation, call: Call) -
     return await operation.handler(call)
 
 
-async def authenticate(request: web.Request, scope: str) -> ApiKey:
-    limiter = request.config_dict[appkeys.RATE_LIMITER]
+async def guard_guessing(request: web.Request) -> str:
+    """The caller's address, refused (429) when it has no guesses left."""
     source_ip = request.config_dict[appkeys.CLIENT_IP](request)
-    limited = await limiter.guessing_exhausted(source_ip)
+    limited = await request.config_dict[appkeys.RATE_LIMITER].guessing_exhausted(source_ip)
     if limited:
         raise _too_many(limited)
+    return source_ip
+
+
+async def unauthorized(request: web.Request, source_ip: str, detail: str) -> ApiProblem:
+    """A refused credential: it spends the address's guessing budget; 401 naming why."""
+    await request.config_dict[appkeys.RATE_LIMITER].after_decision("unknown_key", source_ip)
+    return ApiProblem(
+        401, "Unauthorized", detail, slug="unauthorized",
+        headers={"WWW-Authenticate": f'{REALM}, error="invalid_token", '
+                                     f'error_description="{detail}"'},
+    )  # fmt: skip
+
+
+async def count_use(request: web.Request, key_id: int) -> None:
+    """The per-credential rate limit: the API key's, whichever credential presented it."""
+    limited = await request.config_dict[appkeys.RATE_LIMITER].hit(PER_API_KEY, str(key_id))
+    if limited:
+        raise _too_many(limited)
+
+
+async def authenticate(request: web.Request, scope: str | None, *, api_key_only=False) -> ApiKey:
+    """The API key acting, presented itself or behind an access token (`api_key_only`: the
+    key itself), after the rate limit; None for `scope` checks no scope."""
+    source_ip = await guard_guessing(request)
     scheme, _, token = request.headers.get("Authorization", "").strip().partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
         raise ApiProblem(
-            401, "Unauthorized", "Send an API key: Authorization: Bearer <key>.",
+            401, "Unauthorized",
+            "Send an API key or access token: Authorization: Bearer <credential>.",
             slug="unauthorized", headers={"WWW-Authenticate": REALM},
         )  # fmt: skip
-    outcome = await request.config_dict[API_KEYS].authenticate(token.strip())
+    if looks_like_access_token(token):
+        if api_key_only:
+            raise await unauthorized(request, source_ip, "Present the API key itself here.")
+        outcome = await request.config_dict[API_TOKENS].authenticate(token)
+        noun = "access token"
+    else:
+        outcome = await request.config_dict[API_KEYS].authenticate(token)
+        noun = "API key"
     if outcome.key is None:
-        await limiter.after_decision("unknown_key", source_ip)
-        why = {"expired": "The API key has expired.", "revoked": "The API key was revoked."}
-        detail = why.get(outcome.problem, "The API key is not valid.")
-        raise ApiProblem(
-            401, "Unauthorized", detail, slug="unauthorized",
-            headers={"WWW-Authenticate": f'{REALM}, error="invalid_token", '
-                                         f'error_description="{detail}"'},
-        )  # fmt: skip
+        why = {"expired": f"The {noun} has expired.", "revoked": f"The {noun} was revoked."}
+        detail = why.get(outcome.problem, f"The {noun} is not valid.")
+        raise await unauthorized(request, source_ip, detail)
     key = outcome.key
-    limited = await limiter.hit(PER_API_KEY, str(key.id))
-    if limited:
-        raise _too_many(limited)
-    if not key.may(scope):
+    await count_use(request, key.id)
+    if scope is not None and not key.may(scope):
         raise ApiProblem(
             403, "Forbidden", f"This API key lacks the scope {scope}.", slug="insufficient-scope",
             headers={"WWW-Authenticate": f'{REALM}, error="insufficient_scope", scope="{scope}"'},

@@ -6,21 +6,33 @@ from __future__ import annotations
 from aiohttp import web
 
 from license_server.licensing.specs import LicenseSpec, ProductChanges, ProductSpec
-from license_server.web.api import licenses, products
+from license_server.web.api import attempts, bans, licenses, products, tokens
 from license_server.web.api.models import (
+    AttemptPage,
+    AttemptQuery,
+    BanIn,
+    BanOut,
+    BanPage,
+    BindingList,
+    BindingRelease,
     LicenseCreated,
     LicenseListQuery,
     LicenseOut,
     LicensePage,
+    LicensePatch,
     NoBody,
+    PageQuery,
     ProductList,
     ProductOut,
     RenewRequest,
+    TokenAnswer,
+    TokenRequest,
 )  # fmt: skip
 from license_server.web.api.registry import Operation, dispatch
 
 _CODE = {"type": "string", "minLength": 1, "maxLength": 32, "description": "Product code."}
 _ID = {"type": "integer", "minimum": 1, "maximum": 2**63 - 1, "description": "License id."}
+_BAN_ID = {**_ID, "description": "Ban id."}
 
 OPERATIONS: tuple[Operation, ...] = (
     Operation("GET", "/v1/products", "listProducts", "List the products",
@@ -64,6 +76,45 @@ OPERATIONS: tuple[Operation, ...] = (
               "Set a new expiry date (or none)", licenses.renew, "license:update",
               {200: LicenseOut}, body=RenewRequest, path_params={"id": _ID},
               problems=(404, 409), tag="licenses"),
+    Operation("PATCH", "/v1/licenses/{id}", "updateLicense",
+              "Change a license's licensee, company, notes, seats and rules (fields left out "
+              "stay as they are)", licenses.patch_license, "license:update", {200: LicenseOut},
+              body=LicensePatch, path_params={"id": _ID}, problems=(404,), tag="licenses"),
+    Operation("POST", "/v1/licenses/{id}/reset-reissues", "resetReissues",
+              "Set the reissue count back to 0", licenses.reset_reissues, "license:reissue",
+              {200: LicenseOut}, body=NoBody, body_required=False, path_params={"id": _ID},
+              problems=(404,), tag="licenses"),
+    Operation("GET", "/v1/licenses/{id}/bindings", "listBindings",
+              "The domains, IPs and directories a license is bound to",
+              licenses.list_bindings, "binding:read", {200: BindingList},
+              path_params={"id": _ID}, problems=(404,), tag="licenses"),
+    Operation("POST", "/v1/licenses/{id}/bindings/release", "releaseBinding",
+              "Free one binding: its seat is free for the next check",
+              licenses.release_binding, "binding:release", {200: LicenseOut},
+              body=BindingRelease, path_params={"id": _ID}, problems=(404,), tag="licenses"),
+    Operation("GET", "/v1/attempts", "listAttempts",
+              "The verification attempt log, newest first, filtered",
+              attempts.list_attempts, "attempt:read", {200: AttemptPage}, query=AttemptQuery,
+              tag="attempts"),
+    Operation("GET", "/v1/bans", "listBans", "Banned domains and IPs, newest first",
+              bans.list_bans, "ban:read", {200: BanPage}, query=PageQuery, tag="bans"),
+    Operation("POST", "/v1/bans", "createBan",
+              "Ban a domain or an IP / range: its checks answer suspended", bans.add_ban,
+              "ban:create", {201: BanOut}, body=BanIn, tag="bans"),
+    Operation("DELETE", "/v1/bans/{id}", "deleteBan", "Lift a ban", bans.lift_ban,
+              "ban:delete", {204: None}, path_params={"id": _BAN_ID}, problems=(404,),
+              tag="bans"),
+    Operation("POST", "/v1/tokens", "createToken",
+              "An access token (15 min) and a refresh token (7 days) for an API key or a "
+              "refresh token", tokens.issue_tokens, "api_key:read", {200: TokenAnswer},
+              body=TokenRequest, tag="tokens", public=True, idempotent=False,
+              description="`grant_type` `api_key`: send the API key as the bearer credential. "
+              "`grant_type` `refresh_token`: send the refresh token in the body, no "
+              "Authorization. Each refresh token works once; presenting a used one again "
+              "revokes its whole family (every refresh and access token descended from the "
+              "same API-key exchange). Access tokens are EdDSA JWTs; their keys are at "
+              "`/api/v1/tokens/jwks.json`. No Idempotency-Key: the answer holds secrets that "
+              "are never stored."),
 )  # fmt: skip
 
 
