@@ -288,9 +288,11 @@ class SqliteDatabase(Database):
         async with self._write_lock:
             conn = self._writer
             conn.pending_change_seq = None
-            # IMMEDIATE takes the write lock up front: never a failure half-way on upgrade.
-            await conn.execute("BEGIN IMMEDIATE")
             try:
+                # IMMEDIATE takes the write lock up front: never a failure half-way on upgrade.
+                # Inside the try: a cancellation while it runs may leave it done in the
+                # connection's thread, and the ROLLBACK below must then end it.
+                await conn.execute("BEGIN IMMEDIATE")
                 yield conn
                 await conn.execute("COMMIT")
                 if conn.pending_change_seq is not None and self.change_signal is not None:

@@ -68,12 +68,33 @@ class VerifyAnswer(BaseModel):
     local_key: str | None = Field(None, description="For active: an EdDSA JWT to trust offline.")
 
 
+class VerifyFieldProblem(BaseModel):
+    field: str
+    message: str
+
+
+class VerifyProblem(BaseModel):
+    """The verification endpoint's refusal: an RFC 9457 problem document whose `errors` name
+    each bad field (no location or pointer: every field is in the one form), with the request's
+    nonce and the server time echoed when the nonce was well-formed."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    errors: list[VerifyFieldProblem] | None = None
+    nonce: str | None = None
+    server_time: int | None = None
+
+
 class WhmcsVerifyForm(BaseModel):
     """The WHMCS Licensing Addon's form (unknown fields are ignored)."""
 
     model_config = ConfigDict(extra="allow")
 
-    licensekey: str
+    licensekey: str = Field(
+        "", description="Missing or empty: answered Invalid, as the addon does."
+    )
     domain: str = ""
     ip: str = ""
     dir: str = ""
@@ -92,7 +113,7 @@ def _verify_paths(ref) -> dict[str, Any]:
     problems = {
         str(status): {"description": PROBLEM_TITLES.get(status, "Refused"),
                       "headers": _SIGNATURE,
-                      "content": {"application/problem+json": {"schema": ref(Problem)}}}
+                      "content": {"application/problem+json": {"schema": ref(VerifyProblem)}}}
         for status in (400, 413, 415, 429)
     }  # fmt: skip
     form = {"schema": ref(VerifyRequest)}
@@ -121,9 +142,19 @@ def _verify_paths(ref) -> dict[str, Any]:
                 "requestBody": {"required": True, "content": {
                     "application/x-www-form-urlencoded": {"schema": ref(WhmcsVerifyForm)},
                     "multipart/form-data": {"schema": ref(WhmcsVerifyForm)}}},
-                "responses": {"200": {
-                    "description": "One <tag>value</tag> per line, as the WHMCS addon answers",
-                    "content": {"text/plain": {"schema": {"type": "string"}}}}},
+                "responses": {
+                    "200": {"description": "One <tag>value</tag> per line, as the WHMCS "
+                                           "addon answers",
+                            "content": {"text/plain": {"schema": {"type": "string"}}}},
+                    **{str(status): {
+                        "description": PROBLEM_TITLES[status],
+                        "content": {"application/problem+json": {"schema": ref(VerifyProblem)}},
+                    } for status in (400, 413, 415)},
+                    "429": {"description": "Rate limited: an EMPTY body (the WHMCS sample "
+                                           "then falls back to its local key)",
+                            "content": {"text/plain": {"schema": {"type": "string",
+                                                                  "maxLength": 0}}}},
+                },
             }
         },
         "/.well-known/jwks.json": {
@@ -145,7 +176,8 @@ def _verify_paths(ref) -> dict[str, Any]:
 @functools.cache
 def document() -> dict[str, Any]:
     models: list[tuple[type[BaseModel], Literal["validation", "serialization"]]] = [
-        (Problem, "serialization"), (VerifyRequest, "validation"),
+        (Problem, "serialization"), (VerifyProblem, "serialization"),
+        (VerifyRequest, "validation"),
         (VerifyAnswer, "serialization"), (WhmcsVerifyForm, "validation"),
     ]  # fmt: skip
     for op in OPERATIONS:

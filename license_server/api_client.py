@@ -1,0 +1,400 @@
+"""A typed async client for the vendor API (`/api/v1`, issue #13), for the vendor's own Python
+systems and for this project's tests.
+
+One definition of every request and answer: the client sends and parses the server's own
+pydantic models (`web/api/models.py`, `licensing/specs.py`), so a field added to the API is a
+field of the client the same day, and a request the server would refuse for its shape is
+refused here first, before anything is sent.
+
+What every call shares lives in `VendorApi._call`; an operation is a method of a few lines that
+names its method, path, body model and answer model (see the "operations" section below).
+
+Behaviour a caller can rely on:
+- Every refusal raises `ApiProblem`, carrying the RFC 9457 fields (`type`, `title`, `status`,
+  `detail`) and `errors` (each bad field: location, name, JSON pointer, message). An answer
+  that is not a problem document (a proxy's HTML error page) is still an `ApiProblem`, with
+  the status and a short note; its body is never echoed.
+- Every POST carries an `Idempotency-Key`: the caller's (derive it from your own order or
+  service id) or a random UUID, the same one on each of the client's own retries, so a retried
+  create never makes two licenses (IETF httpapi idempotency-key draft).
+- Retries, bounded by `retries`: a 429 (and a 409 "request in progress" of its own earlier try)
+  waits what `Retry-After` says, up to `max_wait` seconds (longer: raised at once, not slept);
+  a connection error or timeout is retried with exponential back-off only on an idempotent
+  call: a GET, or a POST (it always has an Idempotency-Key). A PATCH is never re-sent after a
+  connection error: the first may have been applied.
+- Lists page through `next_cursor` with an async iterator (`licenses()`).
+- Timeouts: `timeout` seconds per attempt (connect, send, read the whole answer).
+- The credential is sent in the Authorization header only (RFC 6750) and never logged, shown
+  in `repr()` or put into an exception (ASVS 4.0.3 V7.1.1: no credentials in logs; V9.1.1: a
+  plain-http base URL is refused unless it is the loopback, where no network sees it).
+
+No synchronous wrapper: a correct one needs an event loop and a session per thread; a
+synchronous caller runs `asyncio.run(...)` around an `async with VendorApi(...)` block.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import email.utils
+import ipaddress
+import json
+import logging
+import random
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from types import TracebackType
+from typing import Any, TypeVar
+from urllib.parse import quote, urlsplit
+
+import aiohttp
+from pydantic import BaseModel, ValidationError
+
+from license_server.licensing.models import Status
+from license_server.licensing.specs import LicenseSpec, ProductChanges, ProductSpec
+from license_server.web.api.models import (
+    FieldProblem,
+    LicenseCreated,
+    LicenseOut,
+    LicensePage,
+    LicenseSummary,
+    Problem,
+    ProductList,
+    ProductOut,
+    RenewRequest,
+)  # fmt: skip
+
+__all__ = [
+    "ApiProblem",
+    "FieldProblem",
+    "LicenseCreated",
+    "LicenseOut",
+    "LicensePage",
+    "LicenseSpec",
+    "LicenseSummary",
+    "ProductChanges",
+    "ProductOut",
+    "ProductSpec",
+    "RenewRequest",
+    "VendorApi",
+]
+
+log = logging.getLogger(__name__)
+
+Answer = TypeVar("Answer", bound=BaseModel)
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+# Methods that may be sent again after a connection error: safe ones, and POST because this
+# client sends every POST with an Idempotency-Key (the server answers a repeat with the first
+# answer and does nothing again).
+RETRY_AFTER_CONNECTION_ERROR = frozenset({"GET", "HEAD", "OPTIONS", "POST"})
+_PROBLEM_TYPES = ("application/problem+json", "application/json")
+
+
+class ApiProblem(Exception):
+    """A refusal of the vendor API: an RFC 9457 problem document (or a stand-in for an answer
+    that was not one). `errors` names each bad field of a 400."""
+
+    def __init__(
+        self,
+        status: int,
+        title: str,
+        detail: str,
+        *,
+        type: str = "about:blank",
+        errors: list[FieldProblem] | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(f"{status} {title}: {detail}")
+        self.status = status
+        self.title = title
+        self.detail = detail
+        self.type = type
+        self.errors = errors or []
+        self.retry_after = retry_after
+
+    @property
+    def slug(self) -> str:
+        """The last part of `type` (`rate-limited`, `not-found`, `idempotency-key-reused` ...)."""
+        return self.type.rsplit("/", 1)[-1]
+
+    def fields(self) -> set[str]:
+        """The names of the fields `errors` refuses."""
+        return {error.field for error in self.errors}
+
+    @classmethod
+    def of(cls, status: int, body: bytes, retry_after: float | None) -> ApiProblem:
+        try:
+            problem = Problem.model_validate_json(body)
+        except ValidationError:
+            return cls(
+                status, "Unexpected answer", f"HTTP {status} without a problem document",
+                retry_after=retry_after,
+            )  # fmt: skip
+        return cls(
+            problem.status, problem.title, problem.detail, type=problem.type,
+            errors=problem.errors, retry_after=retry_after,
+        )  # fmt: skip
+
+
+class VendorApi:
+    """The vendor API at `base_url`, as the holder of `api_key`. Use `async with`, or call
+    `close()`; pass `session` to share an aiohttp session (it is then left open)."""
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str,
+        *,
+        timeout: float = 30.0,
+        retries: int = 3,
+        max_wait: float = 60.0,
+        session: aiohttp.ClientSession | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self._base = _checked_base_url(base_url)
+        if not api_key or any(c in api_key for c in "\r\n "):
+            raise ValueError("api_key: one token, as the admin or create-api-key showed it")
+        self.__api_key = api_key
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._retries = retries
+        self._max_wait = max_wait
+        self._session = session
+        self._own_session = session is None
+        self._sleep = sleep
+
+    def _credential(self) -> dict[str, str]:
+        # Added at the last moment: no argument or log line of this module holds it.
+        return {"Authorization": f"Bearer {self.__api_key}"}
+
+    def __repr__(self) -> str:
+        return f"VendorApi({self._base!r}, api_key='***')"
+
+    async def __aenter__(self) -> VendorApi:
+        return self
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if self._own_session and self._session is not None:
+            await self._session.close()
+        self._session = None
+
+    # -- operations: one short method each -------------------------------------------------
+
+    async def products(self) -> list[ProductOut]:
+        return (await self._call("GET", "/api/v1/products", ProductList)).items
+
+    async def product(self, code: str) -> ProductOut:
+        return await self._call("GET", f"/api/v1/products/{_segment(code)}", ProductOut)
+
+    async def create_product(
+        self, spec: ProductSpec, *, idempotency_key: str | None = None
+    ) -> ProductOut:
+        return await self._call("POST", "/api/v1/products", ProductOut, spec, idempotency_key)
+
+    async def update_product(self, code: str, changes: ProductChanges) -> ProductOut:
+        return await self._call("PATCH", f"/api/v1/products/{_segment(code)}", ProductOut, changes)
+
+    async def create_license(
+        self, spec: LicenseSpec, *, idempotency_key: str | None = None
+    ) -> LicenseCreated:
+        """Issue a license; the answer's `license_key` is shown this once: store it."""
+        return await self._call("POST", "/api/v1/licenses", LicenseCreated, spec, idempotency_key)
+
+    async def license(self, license_id: int) -> LicenseOut:
+        return await self._call("GET", f"/api/v1/licenses/{int(license_id)}", LicenseOut)
+
+    async def license_of_key(self, license_key: str) -> LicenseSummary | None:
+        """The license of a key, or None for a key the server does not know."""
+        page = await self.license_page(key=license_key)
+        return page.items[0] if page.items else None
+
+    async def license_page(
+        self,
+        *,
+        status: Status | str | None = None,
+        product: str | None = None,
+        key: str | None = None,
+        cursor: str | None = None,
+        limit: int | None = None,
+    ) -> LicensePage:
+        """One page of licenses, newest id first; `next_cursor` continues it."""
+        query = {"status": status, "product": product, "key": key, "cursor": cursor,
+                 "limit": limit}  # fmt: skip
+        return await self._call("GET", "/api/v1/licenses", LicensePage, query=query)
+
+    def licenses(
+        self,
+        *,
+        status: Status | str | None = None,
+        product: str | None = None,
+        page_size: int = 100,
+    ) -> AsyncIterator[LicenseSummary]:
+        """Every license matching the filters, page after page (keyset pages: none is shown
+        twice or skipped while others are being issued)."""
+        return self._walk(
+            lambda cursor: self.license_page(
+                status=status, product=product, cursor=cursor, limit=page_size
+            )
+        )
+
+    async def suspend(self, license_id: int, *, idempotency_key: str | None = None) -> LicenseOut:
+        return await self._action(license_id, "suspend", idempotency_key)
+
+    async def unsuspend(self, license_id: int, *, idempotency_key: str | None = None) -> LicenseOut:
+        return await self._action(license_id, "unsuspend", idempotency_key)
+
+    async def revoke(self, license_id: int, *, idempotency_key: str | None = None) -> LicenseOut:
+        return await self._action(license_id, "revoke", idempotency_key)
+
+    async def reissue(self, license_id: int, *, idempotency_key: str | None = None) -> LicenseOut:
+        """Free the license's bindings: its next check binds again."""
+        return await self._action(license_id, "reissue", idempotency_key)
+
+    async def renew(
+        self, license_id: int, expires: dt.date | None, *, idempotency_key: str | None = None
+    ) -> LicenseOut:
+        """A new last valid day (UTC), or None for no expiry."""
+        return await self._action(
+            license_id, "renew", idempotency_key, RenewRequest(expires=expires)
+        )
+
+    async def _action(
+        self, license_id: int, name: str, key: str | None, body: BaseModel | None = None
+    ) -> LicenseOut:
+        path = f"/api/v1/licenses/{int(license_id)}/{name}"
+        return await self._call("POST", path, LicenseOut, body, key)
+
+    # -- what every call shares -------------------------------------------------------------
+
+    async def _walk(
+        self, page: Callable[[str | None], Awaitable[Any]]
+    ) -> AsyncIterator[Any]:  # any page model with `items` and `next_cursor`
+        cursor = None
+        while True:
+            answer = await page(cursor)
+            for item in answer.items:
+                yield item
+            cursor = answer.next_cursor
+            if cursor is None:
+                return
+
+    async def _call(
+        self,
+        method: str,
+        path: str,
+        answer: type[Answer],
+        body: BaseModel | None = None,
+        idempotency_key: str | None = None,
+        *,
+        query: Mapping[str, object] | None = None,
+    ) -> Answer:
+        headers = {"Accept": "application/json"}
+        if method == "POST":
+            headers[IDEMPOTENCY_HEADER] = idempotency_key or str(uuid.uuid4())
+        data = None
+        if body is not None:
+            data = json.dumps(body.model_dump(mode="json", exclude_unset=True)).encode()
+            headers["Content-Type"] = "application/json"
+        params = {
+            name: value.value if isinstance(value, Status) else str(value)
+            for name, value in (query or {}).items()
+            if value is not None
+        }
+        return answer.model_validate_json(await self._send(method, path, headers, data, params))
+
+    async def _send(
+        self, method: str, path: str, headers: dict[str, str], data: bytes | None, params: dict
+    ) -> bytes:
+        """The body of a 2xx answer, after the retries this call allows."""
+        if self._session is None:
+            self._session = aiohttp.ClientSession()
+        url = self._base + path
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                async with self._session.request(
+                    method, url, headers=headers | self._credential(), data=data,
+                    params=params, timeout=self._timeout, allow_redirects=False,
+                ) as response:  # fmt: skip
+                    raw = await response.read()
+                    status = response.status
+                    retry_after = _retry_after(response.headers.get("Retry-After"))
+            except (aiohttp.ClientConnectionError, TimeoutError) as exc:
+                if method not in RETRY_AFTER_CONNECTION_ERROR or attempt > self._retries:
+                    raise
+                wait = min(self._max_wait, 0.25 * 2 ** (attempt - 1)) * _jitter()
+                log.info("%s %s: %s; retry %d in %.2f s", method, path, type(exc).__name__,
+                         attempt, wait)  # fmt: skip
+                await self._sleep(wait)
+                continue
+            log.debug("%s %s -> %d", method, path, status)
+            if 200 <= status < 300:
+                return raw
+            problem = ApiProblem.of(status, raw, retry_after)
+            if not self._may_retry(problem, method) or attempt > self._retries:
+                raise problem
+            wait = retry_after if retry_after is not None else 1.0
+            if wait > self._max_wait:
+                raise problem
+            log.info("%s %s: %d %s; retry %d in %.1f s", method, path, status, problem.slug,
+                     attempt, wait)  # fmt: skip
+            await self._sleep(wait)
+
+    @staticmethod
+    def _may_retry(problem: ApiProblem, method: str) -> bool:
+        if problem.status == 429:  # refused before anything ran
+            return True
+        # The client's own earlier try with this Idempotency-Key is still running.
+        return (
+            problem.status == 409 and method == "POST" and problem.slug == "idempotency-key-in-use"
+        )
+
+
+def _jitter() -> float:
+    return random.uniform(0.5, 1.0)  # noqa: S311 - spreads retries, no secret  # nosec B311
+
+
+def _segment(value: str) -> str:
+    """One path segment, percent-encoded (a '/' or '?' in a code cannot change the path)."""
+    return quote(value, safe="")
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Retry-After as seconds: delta-seconds or an HTTP-date (RFC 9110 10.2.3)."""
+    if value is None:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        return None
+    return max(0.0, (when - dt.datetime.now(dt.UTC)).total_seconds())
+
+
+def _checked_base_url(base_url: str) -> str:
+    parts = urlsplit(base_url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("base_url: an http(s) URL, e.g. https://licenses.example.com")
+    if parts.scheme == "http" and not _is_loopback(parts.hostname):
+        raise ValueError("base_url: use https; the API key must not cross a network in clear")
+    if parts.query or parts.fragment or parts.username or parts.password:
+        raise ValueError("base_url: scheme, host, port and path only")
+    return base_url.rstrip("/")
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

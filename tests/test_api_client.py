@@ -1,0 +1,421 @@
+"""The typed vendor API client (license_server/api_client.py) against the real server over
+loopback HTTP, on either store: every method, problem documents mapped to `ApiProblem`, 429
+retried after Retry-After (the limit set low in settings; the test's `sleep` records the wait
+and empties the window instead of waiting), pages walked across boundaries, a retried POST
+keeping its Idempotency-Key and getting the first answer, and the credential kept out of logs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+from types import SimpleNamespace
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from license_server.api_client import (
+    ApiProblem,
+    LicenseSpec,
+    ProductChanges,
+    ProductSpec,
+    VendorApi,
+)  # fmt: skip
+from license_server.app import create_app
+from license_server.appkeys import RATE_LIMITER, RUNTIME
+from license_server.licensing.models import Status
+from license_server.web.api import AFTER_CLAIM_HOOK
+from tests.api_helpers import make_key
+from tests.conftest import with_sections
+
+SPEC = LicenseSpec(product="mymod", licensee="Smith & Sons", email="ops@smith.example")
+
+
+class Sleeps:
+    """A stand-in for asyncio.sleep: records each wait, runs `then`, never waits."""
+
+    def __init__(self, then=None) -> None:
+        self.waits: list[float] = []
+        self._then = then
+
+    async def __call__(self, seconds: float) -> None:
+        self.waits.append(seconds)
+        if self._then is not None:
+            await self._then()
+
+
+def _base(client) -> str:
+    return str(client.make_url("")).rstrip("/")
+
+
+async def _vendor(client, scopes=("*",), **options) -> tuple[VendorApi, str]:
+    secret, _ = await make_key(client, scopes, name="client-" + "-".join(scopes))
+    return VendorApi(_base(client), secret, **options), secret
+
+
+async def _count(client) -> int:
+    return sum((await client.app[RUNTIME].licenses.count_by_status()).values())
+
+
+@pytest.fixture
+async def vendor(client):
+    api, _ = await _vendor(client)
+    async with api:
+        await api.create_product(ProductSpec(code="mymod", name="My Module", seats=2))
+        yield api
+
+
+async def test_products(client, vendor):
+    product = await vendor.product("MyMod")
+    assert product.code == "mymod" and product.seats == 2 and product.has_whmcs_secret is False
+    created = await vendor.create_product(
+        ProductSpec(code="Other", name="Other", features=("pro",)), idempotency_key="p-other"
+    )
+    assert created.code == "other" and created.features == ["pro"]
+    assert [p.code for p in await vendor.products()] == ["mymod", "other"]
+    changed = await vendor.update_product("other", ProductChanges(seats=5, free_trial=True))
+    assert changed.seats == 5 and changed.free_trial is True and changed.name == "Other"
+    # Only the fields given are sent: the rest stay as they are.
+    changed = await vendor.update_product("other", ProductChanges(name="Renamed"))
+    assert changed.seats == 5 and changed.name == "Renamed"
+
+    with pytest.raises(ApiProblem) as refused:
+        await vendor.create_product(ProductSpec(code="mymod", name="Again"))
+    assert refused.value.status == 409 and refused.value.slug == "conflict"
+    for code in ("nope", "a/../../licenses", "x?y=1", "x" * 40):
+        with pytest.raises(ApiProblem) as refused:
+            await vendor.product(code)
+        assert refused.value.status == 404 and refused.value.title == "Not Found", code
+    with pytest.raises(ApiProblem) as refused:
+        await vendor.update_product("nope", ProductChanges(seats=1))
+    assert refused.value.status == 404
+    with pytest.raises(ApiProblem) as refused:
+        await vendor.update_product("mymod", ProductChanges())
+    assert refused.value.status == 400 and "nothing to change" in refused.value.detail
+
+
+async def test_a_license_through_every_action(client, vendor):
+    created = await vendor.create_license(
+        SPEC.model_copy(update={"domains": ("shop.example.com",), "expires": dt.date(2099, 1, 31)})
+    )
+    assert created.license_key.startswith("MYMOD-") and created.status is Status.PENDING
+    assert created.rules.domains == ["shop.example.com"]
+    assert created.expires_at == "2099-02-01T00:00:00Z"
+    read = await vendor.license(created.id)
+    assert read.licensee == "Smith & Sons" and not hasattr(read, "license_key")
+    found = await vendor.license_of_key(created.license_key)
+    assert found is not None and found.id == created.id
+    assert await vendor.license_of_key("MYMOD-NOTAKEY") is None
+
+    assert (await vendor.suspend(created.id)).status is Status.SUSPENDED
+    assert (await vendor.unsuspend(created.id)).status is Status.PENDING
+    assert (await vendor.renew(created.id, dt.date(2100, 12, 31))).expires_at == (
+        "2101-01-01T00:00:00Z"
+    )
+    assert (await vendor.renew(created.id, None)).expires_at is None
+    assert (await vendor.reissue(created.id)).reissue_count == 1
+    assert (await vendor.revoke(created.id)).status is Status.REVOKED
+
+    with pytest.raises(ApiProblem) as refused:
+        await vendor.revoke(created.id)
+    assert refused.value.status == 409 and refused.value.slug == "conflict"
+    for call in (vendor.license(12345), vendor.suspend(12345), vendor.renew(12345, None)):
+        with pytest.raises(ApiProblem) as refused:
+            await call
+        assert refused.value.status == 404
+
+
+async def test_problem_documents_become_api_problems(client, vendor):
+    before = await _count(client)
+    # A body the client's model would refuse, built unchecked to reach the server's checks.
+    bad = LicenseSpec.model_construct(product="mymod", licensee="  ", email="not-an-address")
+    with pytest.raises(ApiProblem) as refused:
+        await vendor.create_license(bad)
+    problem = refused.value
+    assert problem.status == 400 and problem.title == "Invalid request"
+    assert problem.slug == "invalid-request" and problem.type.endswith("/invalid-request")
+    assert problem.fields() == {"licensee", "email"}
+    assert {(e.location, e.pointer) for e in problem.errors} == {
+        ("body", "/licensee"), ("body", "/email")}  # fmt: skip
+    with pytest.raises(ApiProblem) as refused:
+        await vendor.create_license(SPEC.model_copy(update={"product": "nope"}))
+    assert refused.value.fields() == {"product"}
+    with pytest.raises(ApiProblem) as refused:
+        await vendor.license_page(status="lost")
+    assert refused.value.errors[0].location == "query" and refused.value.fields() == {"status"}
+    with pytest.raises(ApiProblem) as refused:
+        await vendor.license_page(cursor="!!")
+    assert refused.value.fields() == {"cursor"}
+    assert await _count(client) == before
+
+    narrow, _ = await _vendor(client, ("product:read",))
+    async with narrow:
+        assert [p.code for p in await narrow.products()] == ["mymod"]
+        with pytest.raises(ApiProblem) as refused:
+            await narrow.create_license(SPEC)
+        assert refused.value.status == 403 and refused.value.slug == "insufficient-scope"
+    async with VendorApi(_base(client), "lsk_live_000000000000_" + "A" * 43) as unknown:
+        with pytest.raises(ApiProblem) as refused:
+            await unknown.products()
+        assert refused.value.status == 401 and refused.value.title == "Unauthorized"
+
+
+async def test_an_answer_that_is_no_problem_document_is_still_an_api_problem(aiohttp_server):
+    app = web.Application()
+
+    async def proxy_error(request: web.Request) -> web.Response:
+        return web.Response(status=502, text="<html>Bad gateway</html>", content_type="text/html")
+
+    app.router.add_get("/api/v1/products", proxy_error)
+    server = await aiohttp_server(app)
+    async with VendorApi(str(server.make_url("")), "lsk_live_x_y") as api:
+        with pytest.raises(ApiProblem) as refused:
+            await api.products()
+    assert refused.value.status == 502 and "<html>" not in str(refused.value)
+
+
+async def test_pages_are_walked_across_boundaries(client, vendor):
+    issued = [(await vendor.create_license(SPEC)).id for _ in range(7)]
+    first = await vendor.license_page(limit=3)
+    assert len(first.items) == 3 and first.next_cursor is not None
+    walked = [summary.id async for summary in vendor.licenses(page_size=3)]
+    assert walked == sorted(issued, reverse=True)  # all seven, newest id first, none twice
+    await vendor.suspend(issued[2])
+    await vendor.suspend(issued[5])
+    suspended = [s.id async for s in vendor.licenses(status=Status.SUSPENDED, page_size=1)]
+    assert suspended == sorted([issued[2], issued[5]], reverse=True)
+    assert [s.id async for s in vendor.licenses(product="nope")] == []
+    assert len([s async for s in vendor.licenses(product="MYMOD", page_size=200)]) == 7
+
+
+async def test_a_429_is_retried_after_retry_after(aiohttp_client, settings):
+    client = await aiohttp_client(
+        create_app(with_sections(settings, rate_limit={"per_api_key": "2/minute"}))
+    )
+    window = client.app[RATE_LIMITER]._strategy._memory  # the in-memory moving window
+
+    async def a_minute_later() -> None:
+        window.reset()
+
+    sleeps = Sleeps(then=a_minute_later)
+    api, _ = await _vendor(client, sleep=sleeps)
+    async with api:
+        await api.products()
+        await api.products()
+        assert sleeps.waits == []
+        assert await api.products() == []  # the third: 429, a wait, then answered
+        assert len(sleeps.waits) == 1 and 1 <= sleeps.waits[0] <= 60
+
+    # Out of retries: the 429 is raised, with its Retry-After.
+    never = Sleeps()
+    api, _ = await _vendor(client, sleep=never, retries=2)
+    async with api:
+        await api.products()
+        await api.products()
+        with pytest.raises(ApiProblem) as refused:
+            await api.products()
+    assert refused.value.status == 429 and refused.value.slug == "rate-limited"
+    assert len(never.waits) == 2 and refused.value.retry_after >= 1
+
+    # A Retry-After beyond max_wait is raised at once instead of slept.
+    never = Sleeps()
+    api, _ = await _vendor(client, sleep=never, max_wait=0.5)
+    async with api:
+        await api.products()
+        await api.products()
+        with pytest.raises(ApiProblem) as refused:
+            await api.products()
+    assert refused.value.status == 429 and never.waits == []
+
+
+async def test_an_idempotency_key_replays_the_first_answer(client, vendor):
+    first = await vendor.create_license(SPEC, idempotency_key="whmcs-service-1001")
+    again = await vendor.create_license(SPEC, idempotency_key="whmcs-service-1001")
+    assert again == first and await _count(client) == 1
+    with pytest.raises(ApiProblem) as refused:
+        await vendor.create_license(
+            SPEC.model_copy(update={"licensee": "Someone Else"}),
+            idempotency_key="whmcs-service-1001",
+        )
+    assert refused.value.status == 422 and refused.value.slug == "idempotency-key-reused"
+    # Without a key of the caller's, each call is a new request (a fresh UUID each).
+    await vendor.create_license(SPEC)
+    await vendor.create_license(SPEC)
+    assert await _count(client) == 3
+
+
+def _drop_first(method: str, seen: list[tuple[str, str | None]]):
+    """A middleware that lets the first `method` request run, then cuts the connection
+    instead of answering: the change is made, the client never hears of it."""
+
+    @web.middleware
+    async def drop(request: web.Request, handler):
+        response = await handler(request)
+        if request.method == method:
+            seen.append((request.path, request.headers.get("Idempotency-Key")))
+            if len(seen) == 1:
+                request.transport.close()
+                raise ConnectionResetError("dropped by the test")
+        return response
+
+    return drop
+
+
+async def test_a_post_retried_after_a_lost_answer_gets_the_first_answer(aiohttp_client, settings):
+    seen: list[tuple[str, str | None]] = []
+    app = create_app(settings)
+    app.middlewares.append(_drop_first("POST", seen))
+    client = await aiohttp_client(app)
+    secret, _ = await make_key(client)
+    sleeps = Sleeps()
+    async with VendorApi(_base(client), secret, sleep=sleeps) as api:
+        product = await api.create_product(ProductSpec(code="mymod", name="My Module"))
+        assert product.code == "mymod"
+        created = await api.create_license(SPEC)
+        assert created.license_key.startswith("MYMOD-")
+    # The product's POST was run once, its answer lost, and the retry (same key) replayed it.
+    assert seen[0] == seen[1] and seen[0][1] is not None and len(sleeps.waits) == 1
+    assert len(seen) == 3 and seen[2][1] != seen[0][1]  # the license: a key of its own
+    assert [p.code for p in await client.app[RUNTIME].licenses.products()] == ["mymod"]
+    assert await _count(client) == 1
+
+
+async def test_a_patch_is_not_sent_again_after_a_lost_answer(aiohttp_client, settings):
+    seen: list[tuple[str, str | None]] = []
+    app = create_app(settings)
+    app.middlewares.append(_drop_first("PATCH", seen))
+    client = await aiohttp_client(app)
+    secret, _ = await make_key(client)
+    sleeps = Sleeps()
+    async with VendorApi(_base(client), secret, sleep=sleeps) as api:
+        await api.create_product(ProductSpec(code="mymod", name="My Module"))
+        with pytest.raises(aiohttp.ClientConnectionError):
+            await api.update_product("mymod", ProductChanges(seats=9))
+        assert (await api.product("mymod")).seats == 9  # it was applied, once
+    assert len(seen) == 1 and seen[0][1] is None and sleeps.waits == []
+
+
+async def _serve(app: web.Application):
+    """The app on a loopback port as `run.py` serves it: a client that goes away does not
+    cancel its request's handler (aiohttp's test server cancels it)."""
+    runner = web.AppRunner(app, handler_cancellation=False)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    host, port = runner.addresses[0][:2]
+    return runner, f"http://{host}:{port}"
+
+
+async def test_a_timed_out_post_is_retried_with_its_key_until_the_first_answers(settings):
+    """The first try outlives the client's timeout; the retry, under the same key, is told the
+    first still runs (409, Retry-After: 1); once the first has finished, the next retry gets
+    its answer, replayed. One product is made."""
+    release = asyncio.Event()
+    held: list[str] = []
+
+    async def hold_first(request: web.Request) -> None:
+        held.append(request.headers["Idempotency-Key"])
+        if len(held) == 1:
+            await release.wait()
+
+    app = create_app(settings)
+    app[AFTER_CLAIM_HOOK] = hold_first
+    runner, base = await _serve(app)
+    try:
+        runtime = app[RUNTIME]
+        secret, _ = await make_key(SimpleNamespace(app=app))
+
+        async def then() -> None:
+            if len(sleeps.waits) < 2:  # after the timeout: the first still holds the key
+                return
+            release.set()  # after the 409: let the first finish and store its answer
+            for _ in range(500):  # bounded; the outcome does not depend on speed
+                async with runtime.db.read() as conn:
+                    stored = await conn.fetch_value(
+                        "SELECT COUNT(*) FROM api_idempotency WHERE status IS NOT NULL"
+                    )
+                if stored:
+                    return
+                await asyncio.sleep(0.01)
+
+        sleeps = Sleeps(then=then)
+        async with VendorApi(base, secret, timeout=1, sleep=sleeps) as api:
+            product = await api.create_product(ProductSpec(code="mymod", name="My Module"))
+        assert product.code == "mymod" and len(sleeps.waits) == 2
+        assert sleeps.waits[1] == 1.0  # the 409's Retry-After
+        assert len(held) == 1  # the retries never ran the handler again
+        assert [p.code for p in await runtime.licenses.products()] == ["mymod"]
+    finally:
+        release.set()
+        await runner.cleanup()
+
+
+async def test_a_cancelled_request_releases_its_key_and_the_store_stays_writable(
+    aiohttp_client, settings
+):
+    """aiohttp's test server cancels a handler whose client went away: the claim of its
+    Idempotency-Key is released (the retry runs it), and a write cancelled while it was
+    starting leaves no transaction open (it did on SQLite: every later write failed)."""
+    held: list[str] = []
+
+    async def hold_first(request: web.Request) -> None:
+        held.append(request.headers["Idempotency-Key"])
+        if len(held) == 1:
+            await asyncio.Event().wait()  # until cancelled
+
+    app = create_app(settings)
+    app[AFTER_CLAIM_HOOK] = hold_first
+    client = await aiohttp_client(app)
+    secret, _ = await make_key(client)
+    async with VendorApi(_base(client), secret, timeout=1, sleep=Sleeps()) as api:
+        product = await api.create_product(ProductSpec(code="mymod", name="My Module"))
+        assert product.code == "mymod" and held[0] == held[-1]
+        assert (await api.create_license(SPEC)).product == "mymod"
+
+
+async def test_a_write_cancelled_as_it_begins_leaves_the_store_writable(runtime):
+    async def write() -> None:
+        async with runtime.db.write() as conn:
+            await conn.execute("DELETE FROM api_idempotency", ())
+
+    task = asyncio.create_task(write())
+    await asyncio.sleep(0)  # the task is now waiting for its BEGIN
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await write()  # a second write begins: no transaction was left open
+
+
+async def test_the_credential_is_never_logged_or_shown(client, caplog):
+    api, secret = await _vendor(client, retries=0)
+    caplog.set_level(logging.DEBUG)
+    async with api:
+        await api.products()
+        with pytest.raises(ApiProblem) as refused:
+            await api.product("nope")
+    assert secret not in caplog.text and secret not in repr(api)
+    assert secret not in str(refused.value) and secret not in repr(refused.value)
+    assert "GET /api/v1/products -> 200" in caplog.text
+
+
+@pytest.mark.parametrize(
+    "base_url",
+    ["http://licenses.example.com", "ftp://127.0.0.1", "https://u:p@x.example", "/api",
+     "https://x.example/?q=1"],
+)  # fmt: skip
+def test_a_base_url_that_would_leak_the_key_is_refused(base_url):
+    with pytest.raises(ValueError, match="base_url"):
+        VendorApi(base_url, "lsk_live_x_y")
+
+
+@pytest.mark.parametrize("base_url", ["https://licenses.example.com/", "http://127.0.0.1:8080",
+                                      "http://localhost", "http://[::1]:80"])  # fmt: skip
+def test_https_and_loopback_base_urls_are_accepted(base_url):
+    assert "***" in repr(VendorApi(base_url, "lsk_live_x_y"))
+
+
+def test_a_key_with_a_line_break_is_refused():
+    with pytest.raises(ValueError, match="api_key"):
+        VendorApi("https://x.example", "lsk_live_x\r\nX-Evil: 1")
