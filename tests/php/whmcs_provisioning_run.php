@@ -11,7 +11,8 @@
  *   fail_update  (optional) UpdateClientProduct fails
  *   license, key, show   (renderLicense only)
  * Prints one JSON line: result (what the function returned), service (after the call),
- * module_log and api_calls (the localAPI calls).
+ * module_log (each entry with hides_key: whether the API key was given to WHMCS to hide) and
+ * api_calls (the localAPI calls).
  */
 
 error_reporting(E_ALL);
@@ -41,9 +42,19 @@ if ($function === 'renderLicense') {
         : $name($params);
 }
 
+// The values the module asked WHMCS to hide are not printed (they are the API key): only
+// whether the key was among them.
+$apiKey = (string) ($input['params']['serverpassword'] ?? '');
+$log = [];
+foreach ($GLOBALS['whmcs_stub']['module_log'] as $entry) {
+    $entry['hides_key'] = $apiKey !== '' && in_array($apiKey, $entry['replace'], true);
+    unset($entry['replace']);
+    $log[] = $entry;
+}
+
 echo json_encode([
     'result' => $result,
     'service' => $GLOBALS['whmcs_stub']['service'],
-    'module_log' => $GLOBALS['whmcs_stub']['module_log'],
+    'module_log' => $log,
     'api_calls' => $GLOBALS['whmcs_stub']['api_calls'],
 ], JSON_UNESCAPED_SLASHES | JSON_UNESCAPED_UNICODE | JSON_PARTIAL_OUTPUT_ON_ERROR), "\n";

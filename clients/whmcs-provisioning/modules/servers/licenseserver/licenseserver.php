@@ -418,7 +418,7 @@ final class LicenseServerWhmcs_Module
             '/api/v1/licenses?key=' . rawurlencode($key) . '&limit=1',
             null,
             '',
-            '/api/v1/licenses?key=' . rawurlencode(LicenseServerWhmcs_Api::maskKey($key)) . '&limit=1'
+            '/api/v1/licenses?key=' . LicenseServerWhmcs_Api::maskKey($key) . '&limit=1'
         );
         if ($answer->status !== 200) {
             throw new LicenseServerWhmcs_Error(LicenseServerWhmcs_Api::problem($answer, 'find the license of this service'));
@@ -448,14 +448,42 @@ final class LicenseServerWhmcs_Module
         return $answer->json;
     }
 
-    /** A lifecycle action (suspend, unsuspend, revoke, reissue, renew) on the license. */
-    public static function act(LicenseServerWhmcs_Api $api, array $license, string $action, string $idempotencyKey, ?array $body = null): array
-    {
-        $answer = $api->request('POST', '/api/v1/licenses/' . (int) $license['id'] . '/' . $action, $body, $idempotencyKey);
+    /**
+     * A lifecycle action (suspend, unsuspend, revoke, reissue, renew) on the license; the
+     * license after it. `$inEffect` tells from a license whether the action has taken effect:
+     * when the server replays an earlier answer for the Idempotency-Key (a retry of a request
+     * that did run) but the license has changed since (suspended, unsuspended and suspended
+     * again within one second of `updated_at`), the action is sent again under a fresh key.
+     */
+    public static function act(
+        LicenseServerWhmcs_Api $api,
+        array $license,
+        string $action,
+        string $idempotencyKey,
+        callable $inEffect,
+        ?array $body = null
+    ): array {
+        $path = '/api/v1/licenses/' . (int) $license['id'] . '/' . $action;
+        $answer = $api->request('POST', $path, $body, $idempotencyKey);
+        if ($answer->status === 200 && $answer->replayed) {
+            $now = self::getLicense($api, (int) $license['id']);
+            if ($inEffect($now)) {
+                return $now;
+            }
+            $answer = $api->request('POST', $path, $body, $idempotencyKey . '-' . bin2hex(random_bytes(6)));
+        }
         if ($answer->status !== 200) {
             throw new LicenseServerWhmcs_Error(LicenseServerWhmcs_Api::problem($answer, $action . ' license ' . (int) $license['id']));
         }
         return $answer->json;
+    }
+
+    /** A test of a license's status, for act(). */
+    public static function statusIs(string ...$statuses): callable
+    {
+        return function (array $license) use ($statuses) {
+            return in_array($license['status'] ?? '', $statuses, true);
+        };
     }
 
     /**
@@ -531,7 +559,10 @@ final class LicenseServerWhmcs_Module
             return $license;
         }
         $key = self::idempotencyKey(self::serviceId($params), 'renew', $license, $wanted ?? 'none');
-        return self::act($api, $license, 'renew', $key, ['expires' => $wanted]);
+        $renewed = function (array $now) use ($wanted) {
+            return self::lastValidDay($now) === $wanted;
+        };
+        return self::act($api, $license, 'renew', $key, $renewed, ['expires' => $wanted]);
     }
 
     public static function licensee(array $params): array
@@ -605,7 +636,8 @@ final class LicenseServerWhmcs_Module
         if ($license['status'] === 'revoked') {
             throw new LicenseServerWhmcs_Error('License ' . (int) $license['id'] . ' is revoked; there is nothing to suspend.');
         }
-        self::act($api, $license, 'suspend', self::idempotencyKey(self::serviceId($params), 'suspend', $license, (string) $license['updated_at']));
+        $key = self::idempotencyKey(self::serviceId($params), 'suspend', $license, (string) $license['updated_at']);
+        self::act($api, $license, 'suspend', $key, self::statusIs('suspended'));
         return 'success';
     }
 
@@ -618,7 +650,8 @@ final class LicenseServerWhmcs_Module
             throw new LicenseServerWhmcs_Error('License ' . (int) $license['id'] . ' is revoked; it cannot be unsuspended. Terminate and create the service anew.');
         }
         if ($license['status'] === 'suspended') {
-            $license = self::act($api, $license, 'unsuspend', self::idempotencyKey(self::serviceId($params), 'unsuspend', $license, (string) $license['updated_at']));
+            $key = self::idempotencyKey(self::serviceId($params), 'unsuspend', $license, (string) $license['updated_at']);
+            $license = self::act($api, $license, 'unsuspend', $key, self::statusIs('active', 'pending', 'expired'));
         }
         $license = self::syncExpiry($api, $params, $service, $license);
         if ($license['status'] === 'expired') {
@@ -634,7 +667,8 @@ final class LicenseServerWhmcs_Module
         $api = LicenseServerWhmcs_Api::fromParams($params, 'TerminateAccount');
         $license = self::requireLicense($api, self::service($params));
         if ($license['status'] !== 'revoked') {
-            self::act($api, $license, 'revoke', self::idempotencyKey(self::serviceId($params), 'terminate', $license, 'revoke'));
+            $key = self::idempotencyKey(self::serviceId($params), 'terminate', $license, 'revoke');
+            self::act($api, $license, 'revoke', $key, self::statusIs('revoked'));
         }
         return 'success';
     }
@@ -669,7 +703,11 @@ final class LicenseServerWhmcs_Module
         if (empty($license['bindings'])) {
             return 'success'; // nothing bound: the next check binds anyway
         }
-        self::act($api, $license, 'reissue', self::idempotencyKey(self::serviceId($params), 'reissue', $license, (string) $license['reissue_count']));
+        $key = self::idempotencyKey(self::serviceId($params), 'reissue', $license, (string) $license['reissue_count']);
+        $count = (int) $license['reissue_count'];
+        self::act($api, $license, 'reissue', $key, function (array $now) use ($count) {
+            return (int) ($now['reissue_count'] ?? 0) > $count;
+        });
         return 'success';
     }
 
