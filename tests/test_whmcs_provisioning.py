@@ -622,3 +622,12 @@ def test_client_area_without_a_server_tells_the_customer_nothing_internal(server
     assert html == (
         '<p class="licenseserver-unavailable">The license details are not available right now.</p>'
     )
+
+
+def test_the_readme_lists_exactly_the_scopes_the_tests_give_the_module():
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## WHMCS provisioning module", 1)[1].split("\n## ", 1)[0]
+    [listed] = re.findall(r"create-api-key --name \"WHMCS\" --scopes '([^']+)'", section)
+    assert tuple(listed.split(",")) == MODULE_SCOPES
+    for name in ("License Key", "License ID", "Product Code", "Show Key to Customer"):
+        assert name in section
