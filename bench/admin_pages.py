@@ -1,4 +1,5 @@
-"""Page load times of the staff admin's pages at 10,000 and 1,000,000 licenses (#12).
+"""Page load times of the staff admin's pages and the vendor API's license list at 10,000 and
+1,000,000 licenses (#12, #13).
 
 Uses bench/verify.py's seeded datasets (cached by size) and its server runner; adds a staff
 session straight into the database (the sign-in is not what is measured), starts the real
@@ -36,6 +37,17 @@ import verify as vb
 
 REQUESTS = 20
 PORT = 18091
+
+
+async def _api_key(settings) -> str:
+    from license_server.licensing.actors import CLI
+    from license_server.runtime import open_runtime
+    from license_server.staff.api_keys import ApiKeys, NewApiKey
+
+    async with open_runtime(settings) as runtime:
+        new = NewApiKey(name="bench", scopes=("license:read",), expires=None)
+        _, secret = await ApiKeys(runtime.licenses).create(CLI, new)
+    return secret
 
 
 async def _staff_session(settings) -> str:
@@ -110,10 +122,15 @@ async def _fold_and_rotate(settings, now: int) -> None:
         await keys.activate(new.kid, CLI)
 
 
-def _timed_get(path: str, cookie: str) -> tuple[int, float]:
+def _timed_get(path: str, cookie: str, api_key: str = "") -> tuple[int, float]:
     conn = http.client.HTTPConnection("127.0.0.1", PORT, timeout=30)
     started = time.perf_counter()
-    conn.request("GET", path, headers={"Cookie": f"__Host-staff-session={cookie}"})
+    headers = (
+        {"Authorization": f"Bearer {api_key}"}
+        if path.startswith("/api/")
+        else {"Cookie": f"__Host-staff-session={cookie}"}
+    )
+    conn.request("GET", path, headers=headers)
     response = conn.getresponse()
     response.read()
     elapsed = (time.perf_counter() - started) * 1000
@@ -132,6 +149,7 @@ def measure(count: int, cache_dir: Path, attempts: int) -> dict[str, tuple[float
         asyncio.run(_fold_and_rotate(vb._settings(env), now))
         print(f"  {attempts:,} attempts added and folded in {time.perf_counter() - started:.0f} s")
     cookie = asyncio.run(_staff_session(vb._settings(env)))
+    api_key = asyncio.run(_api_key(vb._settings(env)))
     server = vb.Server("license server", [sys.executable, "run.py", "serve"], env,
                        workdir / "server.log")  # fmt: skip
     try:
@@ -160,6 +178,11 @@ def measure(count: int, cache_dir: Path, attempts: int) -> dict[str, tuple[float
             "expires after": f"/admin/licenses?expires_from={late}",
             "expiry + status": f"/admin/licenses?expires_to={soon}&status=active",
             "a license": f"/admin/licenses/{license_id}",
+            # The vendor API's list (issue #13): 100 a page by keyset, an opaque cursor.
+            "API list": "/api/v1/licenses?limit=100",
+            "API list, status": "/api/v1/licenses?limit=100&status=active",
+            "API list, product": "/api/v1/licenses?limit=100&product=bench",
+            "API license": f"/api/v1/licenses/{license_id}",
         }
         if attempts:
             pages["dashboard"] = "/admin"
@@ -168,7 +191,7 @@ def measure(count: int, cache_dir: Path, attempts: int) -> dict[str, tuple[float
         for name, path in pages.items():
             times = []
             for _ in range(REQUESTS):
-                status, ms = _timed_get(path, cookie)
+                status, ms = _timed_get(path, cookie, api_key)
                 if status != 200:
                     raise vb.BenchError(f"{path} answered {status}")
                 times.append(ms)
