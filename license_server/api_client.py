@@ -386,10 +386,16 @@ class VendorApi:
         body = BanIn(kind=kind, value=value, reason=reason)
         return await self._call("POST", "/api/v1/bans", BanOut, body, idempotency_key)
 
-    async def lift_ban(self, ban_id: int) -> None:
-        """Lift a ban (404: no such ban). If the answer to a first try was lost and the retry
-        finds the ban gone, that is success: the ban is lifted, as asked."""
-        await self._call("DELETE", f"/api/v1/bans/{int(ban_id)}", None)
+    async def lift_ban(self, ban_id: int, *, missing_ok: bool = False) -> None:
+        """Lift a ban; 404 if there is none with this id. A DELETE is sent again after a lost
+        answer (by this client, or by aiohttp itself on a dropped keep-alive connection), so
+        a 404 may mean that this call's own first try lifted it: `missing_ok=True` takes a
+        404 as success (the ban is gone either way)."""
+        try:
+            await self._call("DELETE", f"/api/v1/bans/{int(ban_id)}", None)
+        except ApiProblem as problem:
+            if not (missing_ok and problem.status == 404):
+                raise
 
     async def create_token(self, refresh_token: str | None = None) -> TokenAnswer:
         """`POST /api/v1/tokens`: the API key (no `refresh_token`) or a refresh token for an
@@ -511,7 +517,6 @@ class VendorApi:
         )
         attempt = 0
         renewed = False  # token mode: renewed once after a 401 invalid_token
-        lost = False  # an earlier try's answer was lost (it may have been applied)
         while True:
             attempt += 1
             access = await self._access() if tokens else None
@@ -527,7 +532,6 @@ class VendorApi:
             except (aiohttp.ClientConnectionError, TimeoutError) as exc:
                 if not resend or attempt > self._retries:
                     raise
-                lost = True
                 wait = min(self._max_wait, 0.25 * 2 ** (attempt - 1)) * _jitter()
                 log.info("%s %s: %s; retry %d in %.2f s", method, path, type(exc).__name__,
                          attempt, wait)  # fmt: skip
@@ -536,9 +540,6 @@ class VendorApi:
             log.debug("%s %s -> %d", method, path, status)
             if 200 <= status < 300:
                 return raw
-            if status == 404 and method == "DELETE" and lost:
-                log.info("%s %s: gone after a lost answer; done", method, path)
-                return b""
             if tokens and status == 401 and not renewed and 'error="invalid_token"' in challenge:
                 renewed = True  # expired or revoked: renew once and send again
                 log.info("%s %s: access token refused; renewing it", method, path)

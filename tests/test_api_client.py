@@ -15,9 +15,11 @@ from types import SimpleNamespace
 import aiohttp
 import pytest
 from aiohttp import web
+from pydantic import ValidationError
 
 from license_server.api_client import (
     ApiProblem,
+    LicensePatch,
     LicenseSpec,
     ProductChanges,
     ProductSpec,
@@ -29,6 +31,8 @@ from license_server.licensing.models import Status
 from license_server.web.api import AFTER_CLAIM_HOOK
 from tests.api_helpers import make_key
 from tests.conftest import with_sections
+from tests.test_admin_attempts import T0, attempt, store
+from tests.verify_helpers import nonce
 
 SPEC = LicenseSpec(product="mymod", licensee="Smith & Sons", email="ops@smith.example")
 
@@ -419,3 +423,176 @@ def test_https_and_loopback_base_urls_are_accepted(base_url):
 def test_a_key_with_a_line_break_is_refused():
     with pytest.raises(ValueError, match="api_key"):
         VendorApi("https://x.example", "lsk_live_x\r\nX-Evil: 1")
+
+
+# -- the operations added since: license terms, reissues, bindings, attempts, bans -----------
+
+
+async def _check(client, key: str, domain: str) -> dict:
+    response = await client.post(
+        "/api/v1/verify", json={"license_key": key, "domain": domain, "nonce": nonce()}
+    )
+    return await response.json()
+
+
+async def test_update_license_sends_only_the_fields_set(client, vendor):
+    created = await vendor.create_license(
+        SPEC.model_copy(update={"company": "Smith Ltd", "domains": ("shop.example.com",)})
+    )
+    changed = await vendor.update_license(
+        created.id, LicensePatch(licensee="Jones", seats=5, domains=("other.example.com",))
+    )
+    assert changed.licensee == "Jones" and changed.company == "Smith Ltd"
+    assert changed.seats == 5 and changed.rules.domains == ["other.example.com"]
+    assert (await _check(client, created.license_key, "shop.example.com"))["reason"] == (
+        "domain_not_allowed"
+    )  # in force at the next check
+    # `seats` set to None is sent as null: the product's seats again; the rest unchanged.
+    changed = await vendor.update_license(created.id, LicensePatch(seats=None))
+    assert changed.seats == 2 and changed.licensee == "Jones"
+
+    before = await vendor.license(created.id)
+    with pytest.raises(ApiProblem) as refused:
+        await vendor.update_license(created.id, LicensePatch())
+    assert refused.value.status == 400
+    # Built unchecked to reach the server's checks: refused field by field, nothing written.
+    for bad, field in ((LicensePatch.model_construct(seats=0), "seats"),
+                       (LicensePatch.model_construct(licensee="   "), "licensee"),
+                       (LicensePatch.model_construct(ips=("300.1.1.1",)), "ips")):  # fmt: skip
+        with pytest.raises(ApiProblem) as refused:
+            await vendor.update_license(created.id, bad)
+        assert refused.value.status == 400 and refused.value.fields() == {field}
+    assert await vendor.license(created.id) == before
+    with pytest.raises(ApiProblem) as refused:
+        await vendor.update_license(999, LicensePatch(notes="x"))
+    assert refused.value.status == 404
+    with pytest.raises(ValidationError):  # refused here first, nothing sent
+        LicensePatch(seats=0)
+
+
+async def test_reset_reissues_and_its_replay(client, vendor):
+    created = await vendor.create_license(SPEC)
+    await vendor.reissue(created.id)
+    assert (await vendor.reissue(created.id)).reissue_count == 2
+    reset = await vendor.reset_reissues(created.id, idempotency_key="reset-1")
+    assert reset.reissue_count == 0
+    await vendor.reissue(created.id)
+    assert await vendor.reset_reissues(created.id, idempotency_key="reset-1") == reset  # replayed
+    assert (await vendor.license(created.id)).reissue_count == 1
+    with pytest.raises(ApiProblem) as refused:
+        await vendor.reset_reissues(999)
+    assert refused.value.status == 404
+
+
+async def test_bindings_are_listed_and_one_is_released(client, vendor):
+    created = await vendor.create_license(SPEC)
+    assert await vendor.bindings(created.id) == []
+    for domain in ("one.example.com", "two.example.com"):
+        assert (await _check(client, created.license_key, domain))["status"] == "active"
+    assert (await _check(client, created.license_key, "three.example.com"))["reason"] == (
+        "seat_limit"
+    )
+    bound = await vendor.bindings(created.id)
+    assert {b.value for b in bound if b.kind == "domain"} == {"one.example.com", "two.example.com"}
+    released = await vendor.release_binding(created.id, "domain", "one.example.com")
+    assert "one.example.com" not in [b.value for b in released.bindings]
+    assert (await _check(client, created.license_key, "three.example.com"))["status"] == "active"
+    with pytest.raises(ApiProblem) as refused:
+        await vendor.release_binding(created.id, "domain", "one.example.com")
+    assert refused.value.status == 404 and "holds no domain binding" in refused.value.detail
+    with pytest.raises(ApiProblem) as refused:
+        await vendor.bindings(999)
+    assert refused.value.status == 404
+    with pytest.raises(ValidationError):
+        await vendor.release_binding(created.id, "site", "x")  # type: ignore[arg-type]
+
+
+async def test_attempts_are_walked_and_filtered(client, vendor):
+    rows = [attempt(at_ms=T0 + i * 1000, reason=f"r{i}", license_id=7 if i % 2 else None,
+                    source_ip=f"203.0.113.{i}", result="active" if i % 3 else "invalid")
+            for i in range(10)]  # fmt: skip
+    await store(client, *rows)
+    first = await vendor.attempt_page(limit=4)
+    assert [a.reason for a in first.items] == ["r9", "r8", "r7", "r6"]
+    assert first.items[0].at == "2026-03-01T12:00:09.000Z" and first.next_cursor is not None
+    walked = [a.reason async for a in vendor.attempts(page_size=4)]
+    assert walked == [f"r{i}" for i in range(9, -1, -1)]
+
+    async def reasons(**filters) -> list[str]:
+        return [a.reason async for a in vendor.attempts(page_size=3, **filters)]
+
+    assert await reasons(license_id=7) == ["r9", "r7", "r5", "r3", "r1"]
+    assert await reasons(result="invalid") == ["r9", "r6", "r3", "r0"]
+    assert await reasons(ip="203.0.113.4") == ["r4"]
+    assert len(await reasons(ip="203.0.113.0/24")) == 10
+    noon = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.UTC)
+    assert await reasons(since=noon + dt.timedelta(seconds=8),
+                         until=noon + dt.timedelta(seconds=10)) == ["r9", "r8"]  # fmt: skip
+    # An offset with a '+' survives the query string (not read as a space).
+    plus_two = dt.timezone(dt.timedelta(hours=2))
+    assert await reasons(since=dt.datetime(2026, 3, 1, 14, 0, 9, tzinfo=plus_two)) == ["r9"]
+    for filters, field in (({"since": dt.datetime(2026, 3, 1)}, "since"),  # no time zone
+                           ({"result": "bogus"}, "result"), ({"ip": "not-an-ip"}, "ip"),
+                           ({"cursor": "nonsense"}, "cursor"),
+                           ({"limit": 201}, "limit")):  # fmt: skip
+        with pytest.raises(ApiProblem) as refused:
+            await vendor.attempt_page(**filters)
+        assert refused.value.status == 400 and refused.value.fields() == {field}, filters
+
+
+async def test_bans_are_added_walked_and_lifted_with_a_204(client, vendor):
+    created = await vendor.create_license(SPEC)
+    ban = await vendor.ban("domain", "HTTPS://Shop.Example.com/x", "chargeback",
+                           idempotency_key="ban-1")  # fmt: skip
+    assert ban.value == "shop.example.com" and ban.reason == "chargeback"
+    assert ban.created_by.startswith("api:lsk_live_")
+    assert (await _check(client, created.license_key, "shop.example.com"))["status"] == "suspended"
+    replay = await vendor.ban("domain", "HTTPS://Shop.Example.com/x", "chargeback",
+                              idempotency_key="ban-1")  # fmt: skip
+    assert replay == ban
+    with pytest.raises(ApiProblem) as refused:
+        await vendor.ban("domain", "shop.example.com")
+    assert refused.value.status == 409 and "banned already" in refused.value.detail
+    with pytest.raises(ApiProblem) as refused:
+        await vendor.ban("ip", "999.1.1.1")
+    assert refused.value.status == 400 and refused.value.fields() == {"value"}
+    with pytest.raises(ValidationError):
+        await vendor.ban("email", "x")  # type: ignore[arg-type]
+    for i in range(4):
+        await vendor.ban("ip", f"198.51.100.{i}")
+    first = await vendor.ban_page(limit=2)
+    assert len(first.items) == 2 and first.next_cursor is not None
+    walked = [b.value async for b in vendor.bans(page_size=2)]
+    assert walked == [f"198.51.100.{i}" for i in range(3, -1, -1)] + ["shop.example.com"]
+
+    assert await vendor.lift_ban(ban.id) is None  # a 204: no body
+    assert (await _check(client, created.license_key, "shop.example.com"))["status"] == "active"
+    with pytest.raises(ApiProblem) as refused:
+        await vendor.lift_ban(ban.id)  # not a retry of a lost answer: a plain 404
+    assert refused.value.status == 404
+    assert len([b async for b in vendor.bans()]) == 4
+
+
+async def test_a_delete_is_sent_again_after_a_lost_answer(aiohttp_client, settings):
+    """DELETE is idempotent: resent after a connection error like a GET (here aiohttp itself
+    resends it on the dropped keep-alive connection). The first try lifted the ban, so the
+    resent one is told 404; `missing_ok` takes that as done."""
+    seen: list[tuple[str, str | None]] = []
+    app = create_app(settings)
+    app.middlewares.append(_drop_first("DELETE", seen))
+    client = await aiohttp_client(app)
+    secret, _ = await make_key(client)
+    async with VendorApi(_base(client), secret, sleep=Sleeps()) as api:
+        ban = await api.ban("ip", "203.0.113.9")
+        with pytest.raises(ApiProblem) as refused:
+            await api.lift_ban(ban.id)
+        assert refused.value.status == 404 and len(seen) == 2  # sent twice, lifted once
+        assert [b async for b in api.bans()] == []
+        again = await api.ban("ip", "203.0.113.9")
+        seen.clear()
+        assert await api.lift_ban(again.id, missing_ok=True) is None
+        assert len(seen) == 2 and [b async for b in api.bans()] == []
+        assert await api.lift_ban(again.id, missing_ok=True) is None
+    async with client.app[RUNTIME].db.read() as conn:
+        actions = await conn.fetch_all("SELECT action FROM audit_log WHERE action = 'ban.lift'")
+    assert len(actions) == 2  # each ban lifted once
