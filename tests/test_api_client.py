@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import json
 import logging
 from types import SimpleNamespace
 
@@ -27,8 +28,11 @@ from license_server.api_client import (
 )  # fmt: skip
 from license_server.app import create_app
 from license_server.appkeys import RATE_LIMITER, RUNTIME
+from license_server.db import api_tokens as token_rows
+from license_server.licensing.actors import CLI
 from license_server.licensing.models import Status
-from license_server.web.api import AFTER_CLAIM_HOOK
+from license_server.staff.api_tokens import ACCESS_SECONDS, looks_like_access_token
+from license_server.web.api import AFTER_CLAIM_HOOK, API_KEYS
 from tests.api_helpers import make_key
 from tests.conftest import with_sections
 from tests.test_admin_attempts import T0, attempt, store
@@ -596,3 +600,195 @@ async def test_a_delete_is_sent_again_after_a_lost_answer(aiohttp_client, settin
     async with client.app[RUNTIME].db.read() as conn:
         actions = await conn.fetch_all("SELECT action FROM audit_log WHERE action = 'ban.lift'")
     assert len(actions) == 2  # each ban lifted once
+
+
+# -- token mode: the API key once per family, access tokens on every call --------------------
+
+
+class TokenTraffic:
+    """A middleware recording the vendor API traffic a token-mode client makes: each grant
+    sent to the token endpoint (with the refresh token spent), and for every other call its
+    status and whether its bearer credential was an access token (a JWT)."""
+
+    def __init__(self) -> None:
+        self.grants: list[str] = []
+        self.spent: list[str] = []
+        self.calls: list[tuple[int, bool]] = []
+        self.drop_next_refresh = False
+
+    def middleware(self):
+        async def record(request: web.Request, handler):
+            return await self.handle(request, handler)
+
+        return web.middleware(record)
+
+    async def handle(self, request: web.Request, handler):
+        if request.path == "/api/v1/tokens" and request.method == "POST":
+            body = json.loads(await request.read())  # cached: the handler reads it again
+            self.grants.append(body["grant_type"])
+            if "refresh_token" in body:
+                self.spent.append(body["refresh_token"])
+            response = await handler(request)
+            if body["grant_type"] == "refresh_token" and self.drop_next_refresh:
+                self.drop_next_refresh = False  # spent on the server, the answer lost
+                request.transport.close()
+                raise ConnectionResetError("dropped by the test")
+            return response
+        bearer = request.headers.get("Authorization", "").removeprefix("Bearer ")
+        response = await handler(request)
+        self.calls.append((response.status, looks_like_access_token(bearer)))
+        return response
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def _token_client(aiohttp_client, settings, **options):
+    traffic = TokenTraffic()
+    app = create_app(settings)
+    app.middlewares.append(traffic.middleware())
+    client = await aiohttp_client(app)
+    secret, _ = await make_key(client)
+    api = VendorApi(_base(client), secret, use_tokens=True, sleep=Sleeps(), **options)
+    return client, api, traffic, secret
+
+
+def _shift_server_clock(client, seconds: int) -> None:
+    service = client.app[RUNTIME].licenses
+    original = service.clock
+    service.clock = lambda: original() + seconds
+
+
+async def _families(client) -> list[dict]:
+    async with client.app[RUNTIME].db.read() as conn:
+        return await conn.fetch_all(
+            "SELECT id, revoked_at, revoked_reason FROM api_token_families ORDER BY id"
+        )
+
+
+async def test_token_mode_presents_the_api_key_once_and_access_tokens_after(
+    aiohttp_client, settings
+):
+    client, api, traffic, _ = await _token_client(aiohttp_client, settings)
+    async with api:
+        await asyncio.gather(*(api.products() for _ in range(4)))  # concurrent: one exchange
+        await api.create_product(ProductSpec(code="mymod", name="My Module"))
+        assert (await api.create_license(SPEC)).product == "mymod"
+    assert traffic.grants == ["api_key"]
+    assert traffic.calls == [(200, True)] * 4 + [(201, True)] * 2
+    [family] = await _families(client)
+    assert family["revoked_at"] is None
+
+
+async def test_concurrent_calls_refused_as_expired_share_one_refresh(aiohttp_client, settings):
+    """The server's clock passes the access token's expiry (the client's own has not moved):
+    five concurrent calls are each refused 401 invalid_token; one refresh serves them all and
+    each is sent again, once."""
+    client, api, traffic, _ = await _token_client(aiohttp_client, settings)
+    async with api:
+        await api.products()
+        _shift_server_clock(client, ACCESS_SECONDS + 30)
+        answers = await asyncio.gather(*(api.products() for _ in range(5)))
+        assert answers == [[]] * 5
+        assert traffic.grants == ["api_key", "refresh_token"]
+        assert traffic.calls == [(200, True)] + [(401, True)] * 5 + [(200, True)] * 5
+        await api.products()  # the new token serves on
+    assert traffic.grants == ["api_key", "refresh_token"]
+    [family] = await _families(client)
+    assert family["revoked_at"] is None  # no refresh token was presented twice
+
+
+async def test_a_token_about_to_expire_is_refreshed_before_it_is_sent(aiohttp_client, settings):
+    clock = Clock()
+    client, api, traffic, _ = await _token_client(aiohttp_client, settings, clock=clock)
+    async with api:
+        await api.products()
+        clock.now += ACCESS_SECONDS - 61  # still more than the margin (60 s) left
+        await api.products()
+        assert traffic.grants == ["api_key"]
+        clock.now += 1  # inside the margin: refreshed first, by one of the three
+        await asyncio.gather(api.products(), api.products(), api.products())
+        assert traffic.grants == ["api_key", "refresh_token"]
+        clock.now += ACCESS_SECONDS - 60  # and again, from the new token's own expiry
+        await api.products()
+    assert traffic.grants == ["api_key", "refresh_token", "refresh_token"]
+    assert all(status == 200 for status, _ in traffic.calls)  # never refused: no 401
+    assert len(set(traffic.spent)) == len(traffic.spent) == 2
+    [family] = await _families(client)
+    assert family["revoked_at"] is None
+
+
+async def test_a_revoked_family_falls_back_to_the_api_key_once(aiohttp_client, settings):
+    client, api, traffic, _ = await _token_client(aiohttp_client, settings)
+    async with api:
+        await api.products()
+        [family] = await _families(client)
+        async with client.app[RUNTIME].db.write() as conn:
+            await token_rows.revoke_family(conn, family["id"], 0, "test")
+        assert await api.products() == []  # 401 revoked, refresh refused, a new family
+        assert traffic.grants == ["api_key", "refresh_token", "api_key"]
+        assert [status for status, _ in traffic.calls] == [200, 401, 200]
+    assert [f["revoked_at"] is None for f in await _families(client)] == [False, True]
+
+
+async def test_a_revoked_api_key_is_raised_not_retried_for_ever(aiohttp_client, settings):
+    client, api, traffic, _ = await _token_client(aiohttp_client, settings)
+    async with api:
+        await api.products()
+        [key] = await client.app[API_KEYS].all()
+        await client.app[API_KEYS].revoke(CLI, key.id)  # its families end with it
+        with pytest.raises(ApiProblem) as refused:
+            await api.products()
+        assert refused.value.status == 401 and "revoked" in refused.value.detail
+    # The access token refused, the refresh refused, the key refused: once each, then raised.
+    assert traffic.grants == ["api_key", "refresh_token", "api_key"]
+    assert [status for status, _ in traffic.calls] == [200, 401]
+
+
+async def test_a_refresh_whose_answer_is_lost_is_never_sent_again(aiohttp_client, settings):
+    """The refresh token was spent on the server but the answer never came: sending it again
+    would revoke the family (reuse). The client forgets it and exchanges the API key."""
+    client, api, traffic, _ = await _token_client(aiohttp_client, settings)
+    async with api:
+        await api.products()
+        _shift_server_clock(client, ACCESS_SECONDS + 30)
+        traffic.drop_next_refresh = True
+        assert await api.products() == []
+    assert traffic.grants == ["api_key", "refresh_token", "api_key"]
+    assert len(traffic.spent) == 1
+    families = await _families(client)
+    assert len(families) == 2 and all(f["revoked_at"] is None for f in families)
+
+
+async def test_create_token_by_hand_and_token_secrets_kept_out_of_logs(
+    aiohttp_client, settings, caplog
+):
+    caplog.set_level(logging.DEBUG)
+    client, api, traffic, secret = await _token_client(aiohttp_client, settings)
+    async with api:
+        pair = await api.create_token()
+        assert pair.token_type == "Bearer" and pair.expires_in == ACCESS_SECONDS
+        following = await api.create_token(pair.refresh_token)
+        assert following.refresh_token != pair.refresh_token
+        with pytest.raises(ApiProblem) as refused:  # spent: the family is revoked
+            await api.create_token(pair.refresh_token)
+        assert refused.value.status == 401 and "already used" in refused.value.detail
+        assert traffic.grants == ["api_key", "refresh_token", "refresh_token"]
+
+        _shift_server_clock(client, ACCESS_SECONDS + 30)
+        await api.products()  # token mode's own pair: exchanged, then refreshed after a 401
+        await api.products()
+        _shift_server_clock(client, ACCESS_SECONDS + 30)
+        await api.products()
+        access = api._VendorApi__access  # the test looks inside; nothing else can
+        refresh = api._VendorApi__refresh
+        assert access and refresh
+    secrets = [secret, access, refresh, pair.access_token, pair.refresh_token]
+    assert not any(s in caplog.text for s in secrets)
+    assert not any(s in repr(api) for s in secrets) and "use_tokens=True" in repr(api)
+    assert "access token refused; renewing it" in caplog.text
