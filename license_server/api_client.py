@@ -20,12 +20,23 @@ Behaviour a caller can rely on:
 - Retries, bounded by `retries`: a 429 (and a 409 "request in progress" of its own earlier try)
   waits what `Retry-After` says, up to `max_wait` seconds (longer: raised at once, not slept);
   a connection error or timeout is retried with exponential back-off only on an idempotent
-  call: a GET, or a POST (it always has an Idempotency-Key). A PATCH is never re-sent after a
-  connection error: the first may have been applied.
-- Lists page through `next_cursor` with an async iterator (`licenses()`).
+  call: a GET, a DELETE, or a POST (it always has an Idempotency-Key). A PATCH is never
+  re-sent after a connection error: the first may have been applied. Nor is a refresh-token
+  grant (it may have been spent: see token mode).
+- Lists page through `next_cursor` with async iterators (`licenses()`, `attempts()`, `bans()`).
+- Token mode (`use_tokens=True`, staff/api_tokens.py has the server's side): the API key is
+  presented only to `POST /api/v1/tokens`, once per token family; every other call carries
+  the 15-minute access token it bought. The client refreshes it `refresh_margin` seconds
+  before it expires by its own clock, and once more on a 401 whose WWW-Authenticate says
+  `invalid_token` (expired, or its family revoked), then sends the call again, once.
+  Renewals run under a lock, so concurrent calls that found the token stale share one
+  refresh; a refresh token is taken out of the client before it is sent, so it is never sent
+  twice (a reuse would revoke the family, RFC 9700 §4.14). A refresh refused or lost on the
+  way falls back to exchanging the API key, once; that failing is raised.
 - Timeouts: `timeout` seconds per attempt (connect, send, read the whole answer).
-- The credential is sent in the Authorization header only (RFC 6750) and never logged, shown
-  in `repr()` or put into an exception (ASVS 4.0.3 V7.1.1: no credentials in logs; V9.1.1: a
+- The credential (API key, access and refresh tokens) is sent in the Authorization header or
+  the token request's body only (RFC 6750) and never logged, shown in `repr()` or put into an
+  exception (ASVS 4.0.3 V7.1.1: no credentials in logs; V9.1.1: a
   plain-http base URL is refused unless it is the loopback, where no network sees it).
 
 No synchronous wrapper: a correct one needs an event loop and a session per thread; a

@@ -3,6 +3,9 @@ loopback HTTP, on either store: every method, problem documents mapped to `ApiPr
 retried after Retry-After (the limit set low in settings; the test's `sleep` records the wait
 and empties the window instead of waiting), pages walked across boundaries, a retried POST
 keeping its Idempotency-Key and getting the first answer, and the credential kept out of logs.
+The later operations (PATCH license, reset reissues, bindings, attempts, bans with a 204
+DELETE) each against the server; token mode with the server's settable clock (never a sleep):
+one exchange, one refresh shared by concurrent calls, no refresh token sent twice.
 """
 
 from __future__ import annotations
