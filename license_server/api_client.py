@@ -464,7 +464,9 @@ class VendorApi:
             if pair is None:
                 pair = await self.create_token()
             self.__access, self.__refresh = pair.access_token, pair.refresh_token
-            self._access_until = started + pair.expires_in - self._refresh_margin
+            # A token cut short by its key's expiry still serves half its life.
+            margin = min(self._refresh_margin, pair.expires_in / 2)
+            self._access_until = started + pair.expires_in - margin
             log.debug("access token renewed, valid %d s", pair.expires_in)
 
     # -- what every call shares -------------------------------------------------------------

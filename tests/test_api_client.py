@@ -795,3 +795,22 @@ async def test_create_token_by_hand_and_token_secrets_kept_out_of_logs(
     assert not any(s in caplog.text for s in secrets)
     assert not any(s in repr(api) for s in secrets) and "use_tokens=True" in repr(api)
     assert "access token refused; renewing it" in caplog.text
+
+
+async def test_a_token_cut_short_by_its_keys_expiry_serves_half_its_life(aiohttp_client, settings):
+    traffic = TokenTraffic()
+    app = create_app(settings)
+    app.middlewares.append(traffic.middleware())
+    client = await aiohttp_client(app)
+    secret, _ = await make_key(client, expires=dt.date.today() + dt.timedelta(days=2))
+    [key] = await client.app[API_KEYS].all()
+    client.app[RUNTIME].licenses.clock = lambda: key.expires_at - 100  # the key's last 100 s
+    clock = Clock()
+    async with VendorApi(_base(client), secret, use_tokens=True, clock=clock) as api:
+        await api.products()
+        clock.now += 49  # the margin is 50 s, not 60 s (that would renew on every call)
+        await api.products()
+        assert traffic.grants == ["api_key"]
+        clock.now += 2
+        await api.products()
+    assert traffic.grants == ["api_key", "refresh_token"]
