@@ -20,12 +20,23 @@ Behaviour a caller can rely on:
 - Retries, bounded by `retries`: a 429 (and a 409 "request in progress" of its own earlier try)
   waits what `Retry-After` says, up to `max_wait` seconds (longer: raised at once, not slept);
   a connection error or timeout is retried with exponential back-off only on an idempotent
-  call: a GET, or a POST (it always has an Idempotency-Key). A PATCH is never re-sent after a
-  connection error: the first may have been applied.
-- Lists page through `next_cursor` with an async iterator (`licenses()`).
+  call: a GET, a DELETE, or a POST (it always has an Idempotency-Key). A PATCH is never
+  re-sent after a connection error: the first may have been applied. Nor is a refresh-token
+  grant (it may have been spent: see token mode).
+- Lists page through `next_cursor` with async iterators (`licenses()`, `attempts()`, `bans()`).
+- Token mode (`use_tokens=True`, staff/api_tokens.py has the server's side): the API key is
+  presented only to `POST /api/v1/tokens`, once per token family; every other call carries
+  the 15-minute access token it bought. The client refreshes it `refresh_margin` seconds
+  before it expires by its own clock, and once more on a 401 whose WWW-Authenticate says
+  `invalid_token` (expired, or its family revoked), then sends the call again, once.
+  Renewals run under a lock, so concurrent calls that found the token stale share one
+  refresh; a refresh token is taken out of the client before it is sent, so it is never sent
+  twice (a reuse would revoke the family, RFC 9700 §4.14). A refresh refused or lost on the
+  way falls back to exchanging the API key, once; that failing is raised.
 - Timeouts: `timeout` seconds per attempt (connect, send, read the whole answer).
-- The credential is sent in the Authorization header only (RFC 6750) and never logged, shown
-  in `repr()` or put into an exception (ASVS 4.0.3 V7.1.1: no credentials in logs; V9.1.1: a
+- The credential (API key, access and refresh tokens) is sent in the Authorization header or
+  the token request's body only (RFC 6750) and never logged, shown in `repr()` or put into an
+  exception (ASVS 4.0.3 V7.1.1: no credentials in logs; V9.1.1: a
   plain-http base URL is refused unless it is the loopback, where no network sees it).
 
 No synchronous wrapper: a correct one needs an event loop and a session per thread; a
@@ -41,10 +52,12 @@ import ipaddress
 import json
 import logging
 import random
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from enum import Enum
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 from urllib.parse import quote, urlsplit
 
 import aiohttp
@@ -53,29 +66,47 @@ from pydantic import BaseModel, ValidationError
 from license_server.licensing.models import Status
 from license_server.licensing.specs import LicenseSpec, ProductChanges, ProductSpec
 from license_server.web.api.models import (
+    AttemptOut,
+    AttemptPage,
+    BanIn,
+    BanOut,
+    BanPage,
+    BindingList,
+    BindingOut,
+    BindingRelease,
     FieldProblem,
     LicenseCreated,
     LicenseOut,
     LicensePage,
+    LicensePatch,
     LicenseSummary,
     Problem,
     ProductList,
     ProductOut,
     RenewRequest,
+    TokenAnswer,
+    TokenRequest,
 )  # fmt: skip
 
 __all__ = [
     "ApiProblem",
+    "AttemptOut",
+    "AttemptPage",
+    "BanOut",
+    "BanPage",
+    "BindingOut",
     "FieldProblem",
     "LicenseCreated",
     "LicenseOut",
     "LicensePage",
+    "LicensePatch",
     "LicenseSpec",
     "LicenseSummary",
     "ProductChanges",
     "ProductOut",
     "ProductSpec",
     "RenewRequest",
+    "TokenAnswer",
     "VendorApi",
 ]
 
@@ -83,10 +114,15 @@ log = logging.getLogger(__name__)
 
 Answer = TypeVar("Answer", bound=BaseModel)
 IDEMPOTENCY_HEADER = "Idempotency-Key"
-# Methods that may be sent again after a connection error: safe ones, and POST because this
-# client sends every POST with an Idempotency-Key (the server answers a repeat with the first
-# answer and does nothing again).
-RETRY_AFTER_CONNECTION_ERROR = frozenset({"GET", "HEAD", "OPTIONS", "POST"})
+# Methods that may be sent again after a connection error: safe ones, DELETE (idempotent:
+# lifting a ban twice leaves it lifted), and POST because this client sends every POST with an
+# Idempotency-Key (the server answers a repeat with the first answer and does nothing again).
+# The token endpoint keeps no Idempotency-Key record: its refresh grant is never re-sent.
+RETRY_AFTER_CONNECTION_ERROR = frozenset({"GET", "HEAD", "OPTIONS", "POST", "DELETE"})
+TOKENS_PATH = "/api/v1/tokens"
+# Where a call's credential comes from: the API key itself, the access token of token mode
+# (the API key when token mode is off), or none (the refresh grant carries its own in the body).
+Auth = Literal["key", "access", "none"]
 _PROBLEM_TYPES = ("application/problem+json", "application/json")
 
 
@@ -138,7 +174,10 @@ class ApiProblem(Exception):
 
 class VendorApi:
     """The vendor API at `base_url`, as the holder of `api_key`. Use `async with`, or call
-    `close()`; pass `session` to share an aiohttp session (it is then left open)."""
+    `close()`; pass `session` to share an aiohttp session (it is then left open).
+
+    `use_tokens=True`: the API key is presented only to `POST /api/v1/tokens`, once per token
+    family; every other call carries the short-lived access token it buys (see `_access`)."""
 
     def __init__(
         self,
@@ -150,6 +189,9 @@ class VendorApi:
         max_wait: float = 60.0,
         session: aiohttp.ClientSession | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        use_tokens: bool = False,
+        refresh_margin: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._base = _checked_base_url(base_url)
         if not api_key or any(c in api_key for c in "\r\n "):
@@ -161,13 +203,27 @@ class VendorApi:
         self._session = session
         self._own_session = session is None
         self._sleep = sleep
+        self._use_tokens = use_tokens
+        self._refresh_margin = refresh_margin
+        self._clock = clock
+        # Token mode's state: the current access token, when this client stops using it (its
+        # own clock, `refresh_margin` before the server's expiry), and the one refresh token
+        # not yet spent. Name-mangled like the key: never in repr, logs or exceptions.
+        self.__access: str | None = None
+        self.__refresh: str | None = None
+        self._access_until = 0.0
+        self._renewing = asyncio.Lock()
 
-    def _credential(self) -> dict[str, str]:
+    def _credential(self, auth: Auth, access: str | None) -> dict[str, str]:
         # Added at the last moment: no argument or log line of this module holds it.
-        return {"Authorization": f"Bearer {self.__api_key}"}
+        if auth == "none":
+            return {}
+        secret = access if auth == "access" and access is not None else self.__api_key
+        return {"Authorization": f"Bearer {secret}"}
 
     def __repr__(self) -> str:
-        return f"VendorApi({self._base!r}, api_key='***')"
+        tokens = ", use_tokens=True" if self._use_tokens else ""
+        return f"VendorApi({self._base!r}, api_key='***'{tokens})"
 
     async def __aenter__(self) -> VendorApi:
         return self
@@ -241,6 +297,12 @@ class VendorApi:
             )
         )
 
+    async def update_license(self, license_id: int, changes: LicensePatch) -> LicenseOut:
+        """Change licensee, company, notes, seats, rules: only the fields set in `changes` are
+        sent (`seats=None` set explicitly: follow the product's seats). Never re-sent."""
+        path = f"/api/v1/licenses/{int(license_id)}"
+        return await self._call("PATCH", path, LicenseOut, changes)
+
     async def suspend(self, license_id: int, *, idempotency_key: str | None = None) -> LicenseOut:
         return await self._action(license_id, "suspend", idempotency_key)
 
@@ -254,6 +316,12 @@ class VendorApi:
         """Free the license's bindings: its next check binds again."""
         return await self._action(license_id, "reissue", idempotency_key)
 
+    async def reset_reissues(
+        self, license_id: int, *, idempotency_key: str | None = None
+    ) -> LicenseOut:
+        """Set the license's reissue count back to 0."""
+        return await self._action(license_id, "reset-reissues", idempotency_key)
+
     async def renew(
         self, license_id: int, expires: dt.date | None, *, idempotency_key: str | None = None
     ) -> LicenseOut:
@@ -262,11 +330,144 @@ class VendorApi:
             license_id, "renew", idempotency_key, RenewRequest(expires=expires)
         )
 
+    async def bindings(self, license_id: int) -> list[BindingOut]:
+        """The domains, IPs and directories the license is bound to."""
+        path = f"/api/v1/licenses/{int(license_id)}/bindings"
+        return (await self._call("GET", path, BindingList)).items
+
+    async def release_binding(
+        self,
+        license_id: int,
+        kind: Literal["domain", "ip", "directory"],
+        value: str,
+        *,
+        idempotency_key: str | None = None,
+    ) -> LicenseOut:
+        """Free one binding (`value` as `bindings()` lists it): its seat is free for the next
+        check."""
+        body = BindingRelease(kind=kind, value=value)
+        return await self._action(license_id, "bindings/release", idempotency_key, body)
+
+    async def attempt_page(
+        self,
+        *,
+        license_id: int | None = None,
+        result: str | None = None,
+        reason: str | None = None,
+        product: str | None = None,
+        ip: str | None = None,
+        domain: str | None = None,
+        since: dt.datetime | None = None,
+        until: dt.datetime | None = None,
+        cursor: str | None = None,
+        limit: int | None = None,
+    ) -> AttemptPage:
+        """One page of the verification attempt log, newest first; `ip` may be an IPv4 range,
+        `since` (inclusive) and `until` (exclusive) must carry a time zone."""
+        query = {"license": license_id, "result": result, "reason": reason, "product": product,
+                 "ip": ip, "domain": domain, "since": since, "until": until, "cursor": cursor,
+                 "limit": limit}  # fmt: skip
+        return await self._call("GET", "/api/v1/attempts", AttemptPage, query=query)
+
+    def attempts(self, *, page_size: int = 100, **filters: Any) -> AsyncIterator[AttemptOut]:
+        """Every attempt matching `filters` (those of `attempt_page`), page after page."""
+        return self._walk(
+            lambda cursor: self.attempt_page(cursor=cursor, limit=page_size, **filters)
+        )
+
+    async def ban_page(self, *, cursor: str | None = None, limit: int | None = None) -> BanPage:
+        """One page of bans, newest first."""
+        query = {"cursor": cursor, "limit": limit}
+        return await self._call("GET", "/api/v1/bans", BanPage, query=query)
+
+    def bans(self, *, page_size: int = 100) -> AsyncIterator[BanOut]:
+        """Every ban, page after page."""
+        return self._walk(lambda cursor: self.ban_page(cursor=cursor, limit=page_size))
+
+    async def ban(
+        self,
+        kind: Literal["domain", "ip"],
+        value: str,
+        reason: str = "",
+        *,
+        idempotency_key: str | None = None,
+    ) -> BanOut:
+        """Ban a domain or an IP / range: its checks answer suspended. A value banned already
+        is a 409."""
+        body = BanIn(kind=kind, value=value, reason=reason)
+        return await self._call("POST", "/api/v1/bans", BanOut, body, idempotency_key)
+
+    async def lift_ban(self, ban_id: int, *, missing_ok: bool = False) -> None:
+        """Lift a ban; 404 if there is none with this id. A DELETE is sent again after a lost
+        answer (by this client, or by aiohttp itself on a dropped keep-alive connection), so
+        a 404 may mean that this call's own first try lifted it: `missing_ok=True` takes a
+        404 as success (the ban is gone either way)."""
+        try:
+            await self._call("DELETE", f"/api/v1/bans/{int(ban_id)}", None)
+        except ApiProblem as problem:
+            if not (missing_ok and problem.status == 404):
+                raise
+
+    async def create_token(self, refresh_token: str | None = None) -> TokenAnswer:
+        """`POST /api/v1/tokens`: the API key (no `refresh_token`) or a refresh token for an
+        access token and the next refresh token. Token mode calls this itself; a caller that
+        manages tokens of its own must spend each refresh token once only."""
+        if refresh_token is None:
+            request = TokenRequest(grant_type="api_key")
+            return await self._call("POST", TOKENS_PATH, TokenAnswer, request, auth="key")
+        request = TokenRequest(grant_type="refresh_token", refresh_token=refresh_token)
+        return await self._call("POST", TOKENS_PATH, TokenAnswer, request, auth="none")
+
     async def _action(
         self, license_id: int, name: str, key: str | None, body: BaseModel | None = None
     ) -> LicenseOut:
         path = f"/api/v1/licenses/{int(license_id)}/{name}"
         return await self._call("POST", path, LicenseOut, body, key)
+
+    # -- token mode ---------------------------------------------------------------------------
+
+    async def _access(self) -> str:
+        """The access token to send now: the current one, or a new one when there is none or
+        this client's clock says it is about to expire."""
+        access = self.__access
+        if access is None or self._clock() >= self._access_until:
+            await self._renew(access)
+            access = self.__access
+        assert access is not None  # _renew stores one or raises
+        return access
+
+    async def _renew(self, stale: str | None) -> None:
+        """Replace the access token `stale` (None: there is none yet). Under a lock, so that
+        concurrent calls that all found it stale share one renewal: whoever comes second sees
+        a new token and uses it. The refresh token is taken out before it is sent, so it is
+        never sent twice, whatever the outcome (RFC 9700 §4.14: a refresh token presented
+        twice revokes its whole family). A refresh refused (family revoked, token reused or
+        expired) or lost on the way falls back to exchanging the API key, once; that failing
+        raises. (ASVS 4.0.3 V3.5.2: short-lived tokens; V7.1.1: none of them logged.)"""
+        async with self._renewing:
+            if self.__access is not stale and self._clock() < self._access_until:
+                return  # another call renewed it meanwhile
+            refresh, self.__refresh = self.__refresh, None
+            self.__access = None
+            started = self._clock()
+            pair = None
+            if refresh is not None:
+                try:
+                    pair = await self.create_token(refresh)
+                except ApiProblem as problem:
+                    if problem.status != 401:
+                        raise
+                    log.info("refresh refused (%s); exchanging the API key again", problem.slug)
+                except (aiohttp.ClientConnectionError, TimeoutError) as exc:
+                    log.info("refresh lost (%s); exchanging the API key again",
+                             type(exc).__name__)  # fmt: skip
+            if pair is None:
+                pair = await self.create_token()
+            self.__access, self.__refresh = pair.access_token, pair.refresh_token
+            # A token cut short by its key's expiry still serves half its life.
+            margin = min(self._refresh_margin, pair.expires_in / 2)
+            self._access_until = started + pair.expires_in - margin
+            log.debug("access token renewed, valid %d s", pair.expires_in)
 
     # -- what every call shares -------------------------------------------------------------
 
@@ -286,46 +487,63 @@ class VendorApi:
         self,
         method: str,
         path: str,
-        answer: type[Answer],
+        answer: type[Answer] | None,
         body: BaseModel | None = None,
         idempotency_key: str | None = None,
         *,
         query: Mapping[str, object] | None = None,
+        auth: Auth = "access",
     ) -> Answer:
+        """`answer` None: an answer without a body (204), and the call returns None."""
         headers = {"Accept": "application/json"}
-        if method == "POST":
+        if method == "POST" and path != TOKENS_PATH:  # the token endpoint keeps no record
             headers[IDEMPOTENCY_HEADER] = idempotency_key or str(uuid.uuid4())
         data = None
         if body is not None:
             data = json.dumps(body.model_dump(mode="json", exclude_unset=True)).encode()
             headers["Content-Type"] = "application/json"
         params = {
-            name: value.value if isinstance(value, Status) else str(value)
-            for name, value in (query or {}).items()
-            if value is not None
+            name: _query_value(value) for name, value in (query or {}).items() if value is not None
         }
-        return answer.model_validate_json(await self._send(method, path, headers, data, params))
+        raw = await self._send(method, path, headers, data, params, auth)
+        if answer is None:
+            return None  # type: ignore[return-value]
+        return answer.model_validate_json(raw)
 
     async def _send(
-        self, method: str, path: str, headers: dict[str, str], data: bytes | None, params: dict
+        self,
+        method: str,
+        path: str,
+        headers: dict[str, str],
+        data: bytes | None,
+        params: dict,
+        auth: Auth,
     ) -> bytes:
         """The body of a 2xx answer, after the retries this call allows."""
         if self._session is None:
             self._session = aiohttp.ClientSession()
         url = self._base + path
+        tokens = auth == "access" and self._use_tokens
+        # The refresh grant is never re-sent: the first may have spent the token.
+        resend = method in RETRY_AFTER_CONNECTION_ERROR and not (
+            path == TOKENS_PATH and auth == "none"
+        )
         attempt = 0
+        renewed = False  # token mode: renewed once after a 401 invalid_token
         while True:
             attempt += 1
+            access = await self._access() if tokens else None
             try:
                 async with self._session.request(
-                    method, url, headers=headers | self._credential(), data=data,
+                    method, url, headers=headers | self._credential(auth, access), data=data,
                     params=params, timeout=self._timeout, allow_redirects=False,
                 ) as response:  # fmt: skip
                     raw = await response.read()
                     status = response.status
                     retry_after = _retry_after(response.headers.get("Retry-After"))
+                    challenge = response.headers.get("WWW-Authenticate", "")
             except (aiohttp.ClientConnectionError, TimeoutError) as exc:
-                if method not in RETRY_AFTER_CONNECTION_ERROR or attempt > self._retries:
+                if not resend or attempt > self._retries:
                     raise
                 wait = min(self._max_wait, 0.25 * 2 ** (attempt - 1)) * _jitter()
                 log.info("%s %s: %s; retry %d in %.2f s", method, path, type(exc).__name__,
@@ -335,6 +553,11 @@ class VendorApi:
             log.debug("%s %s -> %d", method, path, status)
             if 200 <= status < 300:
                 return raw
+            if tokens and status == 401 and not renewed and 'error="invalid_token"' in challenge:
+                renewed = True  # expired or revoked: renew once and send again
+                log.info("%s %s: access token refused; renewing it", method, path)
+                await self._renew(access)
+                continue
             problem = ApiProblem.of(status, raw, retry_after)
             if not self._may_retry(problem, method) or attempt > self._retries:
                 raise problem
@@ -353,6 +576,15 @@ class VendorApi:
         return (
             problem.status == 409 and method == "POST" and problem.slug == "idempotency-key-in-use"
         )
+
+
+def _query_value(value: object) -> str:
+    """A query parameter as the server parses it (RFC 3339 for a time)."""
+    if isinstance(value, Enum):
+        return str(value.value)
+    if isinstance(value, dt.datetime):
+        return value.isoformat()
+    return str(value)
 
 
 def _jitter() -> float:
