@@ -556,11 +556,11 @@ def test_the_license_list_filters_and_bulk_issue(page, screenshot, settings):
         page.get_by_label("Search", exact=True).fill("orders@reseller.example")
         page.get_by_label("Status").select_option("pending")
         page.get_by_label("Product").select_option("mymod")
-        page.get_by_label("Expires on or after").fill("2020-01-01")
+        page.get_by_label("Valid through, on or after").fill("2020-01-01")
         page.get_by_label("Search", exact=True).press("Enter")  # keyboard submits
         expect(page.get_by_text("Searched by e-mail")).to_be_visible()
         expect(page.get_by_text("No license matches.")).to_be_visible()  # none expires
-        page.get_by_label("Expires on or after").fill("")
+        page.get_by_label("Valid through, on or after").fill("")
         page.get_by_role("button", name="Search").click()
         expect(page.locator("tbody tr")).to_have_count(5)
         look(page, screenshot, "admin-licenses-filtered")

@@ -7,9 +7,9 @@ the API, the admin and the CLI. Answers never carry a full license key, except
 from __future__ import annotations
 
 import time
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from license_server.licensing.lifecycle import effective_status
 from license_server.licensing.models import License, Product, Status
@@ -102,6 +102,18 @@ class BindingRelease(BaseModel):
     value: str = Field(min_length=1, max_length=1000, description="As listed in `value`.")
 
 
+def _rfc3339_only(value: object) -> object:
+    # pydantic also reads a number as Unix time; the document promises RFC 3339 date-times,
+    # and schemathesis holds the API to it (tests/test_api_schema.py).
+    if not isinstance(value, str) or not value[:4].isdigit() or "T" not in value.upper():
+        raise ValueError("an RFC 3339 date-time, e.g. 2026-12-04T10:00:00Z")
+    return value
+
+
+# A date-time with its offset, in the RFC 3339 form the OpenAPI document gives (format: date-time).
+Rfc3339 = Annotated[AwareDatetime, BeforeValidator(_rfc3339_only)]
+
+
 class AttemptQuery(BaseModel):
     model_config = _REQUEST
 
@@ -113,8 +125,8 @@ class AttemptQuery(BaseModel):
         None, min_length=1, max_length=64, description="An address, or an IPv4 range (/8../32)."
     )
     domain: str | None = Field(None, min_length=1, max_length=253)
-    since: AwareDatetime | None = Field(None, description="RFC 3339, inclusive.")
-    until: AwareDatetime | None = Field(None, description="RFC 3339, exclusive.")
+    since: Rfc3339 | None = Field(None, description="RFC 3339, inclusive.")
+    until: Rfc3339 | None = Field(None, description="RFC 3339, exclusive.")
     cursor: str | None = Field(None, min_length=1, max_length=80)
     limit: int = Field(50, ge=1, le=200)
 
