@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from license_server.db.connection import Connection, Row
+from license_server.db.where import Where
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,36 +25,17 @@ class AuditFilter:
 async def audit_rows(
     conn: Connection, where: AuditFilter, before_id: int | None, limit: int
 ) -> list[Row]:
-    clauses, params = [], []
-    if before_id is not None:
-        clauses.append("id < ?")
-        params.append(before_id)
+    where_ = Where().keyset(before_id)
     if where.actor_kind is not None:
-        clauses.append("actor_kind = ?")
-        params.append(where.actor_kind)
-        if where.actor_id is not None:
-            clauses.append("actor_id = ?")
-            params.append(where.actor_id)
-    if where.action is not None:
-        if where.action.endswith("."):
-            # substr, not LIKE (no wildcards to escape) nor a range (PostgreSQL's collation
-            # may not sort "." and "/" bytewise): the same answer on both engines.
-            clauses.append("substr(action, 1, ?) = ?")
-            params += [len(where.action), where.action]
-        else:
-            clauses.append("action = ?")
-            params.append(where.action)
-    if where.target is not None:
-        clauses.append("target = ?")
-        params.append(where.target)
-    if where.since is not None:
-        clauses.append("at >= ?")
-        params.append(where.since)
-    if where.until is not None:
-        clauses.append("at < ?")
-        params.append(where.until)
+        where_.equal("actor_kind", where.actor_kind).equal("actor_id", where.actor_id)
+    if where.action is not None and where.action.endswith("."):
+        # substr, not LIKE (no wildcards to escape) nor a range (PostgreSQL's collation
+        # may not sort "." and "/" bytewise): the same answer on both engines.
+        where_.add("substr(action, 1, ?) = ?", len(where.action), where.action)
+    else:
+        where_.equal("action", where.action)
+    where_.equal("target", where.target).time_range("at", where.since, where.until)
     sql = "SELECT id, at, actor_kind, actor_id, action, target, detail, source_ip FROM audit_log"
-    if clauses:
-        sql += " WHERE " + " AND ".join(clauses)  # fixed clauses only; values are parameters
-    params.append(limit)
-    return await conn.fetch_all(sql + " ORDER BY id DESC LIMIT ?", tuple(params))
+    return await conn.fetch_all(
+        sql + where_.sql() + " ORDER BY id DESC LIMIT ?", (*where_.params, limit)
+    )

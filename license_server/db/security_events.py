@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from license_server.db.connection import Connection, Row
+from license_server.db.where import Where
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,37 +48,14 @@ async def events_page(
     conn: Connection, where: EventFilter, before_id: int | None, limit: int
 ) -> list[Row]:
     """Newest first, `limit` rows with id < `before_id` matching every filter given."""
-    clauses, params = [], []
-    if before_id is not None:
-        clauses.append("id < ?")
-        params.append(before_id)
-    if where.kind is not None:
-        clauses.append("kind = ?")
-        params.append(where.kind)
-    who = []
-    if where.account_id is not None:
-        who.append("account_id = ?")
-        params.append(where.account_id)
-    if where.email_hash is not None:
-        who.append("email_hash = ?")
-        params.append(where.email_hash)
-    if who:
-        clauses.append("(" + " OR ".join(who) + ")")
-    if where.source_ip is not None:
-        clauses.append("source_ip = ?")
-        params.append(where.source_ip)
-    if where.since is not None:
-        clauses.append("at >= ?")
-        params.append(where.since)
-    if where.until is not None:
-        clauses.append("at < ?")
-        params.append(where.until)
-    sql = "SELECT * FROM security_events"
-    if clauses:
-        # Only the fixed clauses above are joined; every value is a parameter.
-        sql += " WHERE " + " AND ".join(clauses)
-    params.append(limit)
-    rows = await conn.fetch_all(sql + " ORDER BY id DESC LIMIT ?", tuple(params))
+    where_ = Where().keyset(before_id).equal("kind", where.kind)
+    who = Where().equal("account_id", where.account_id).equal("email_hash", where.email_hash)
+    if who.clauses:  # the account's events OR those of the text typed for it
+        where_.add("(" + " OR ".join(who.clauses) + ")", *who.params)
+    where_.equal("source_ip", where.source_ip).time_range("at", where.since, where.until)
+    # ruff S608 / bandit B608: only db/where.py's fixed fragments are joined.
+    sql = f"SELECT * FROM security_events{where_.sql()} ORDER BY id DESC LIMIT ?"  # noqa: S608 # nosec B608
+    rows = await conn.fetch_all(sql, (*where_.params, limit))
     for row in rows:
         if row["email_hash"] is not None:
             row["email_hash"] = bytes(row["email_hash"])
