@@ -457,6 +457,38 @@ async def test_a_failed_batch_fails_its_callers_and_the_log_keeps_running(db, mo
     assert [row["at_ms"] for row in await rows(db)] == [2]
 
 
+async def test_observers_see_committed_batches_and_a_broken_one_fails_nothing(db, monkeypatch):
+    """AttemptLog.observe: the anomaly detectors' and metrics' view of the attempt stream."""
+    log = AttemptLog(db, max_delay=0)
+    seen: list[int] = []
+    committed_when_seen: list[int] = []
+
+    def observer(batch):
+        seen.extend(a.at_ms for a in batch)
+
+    def broken(batch):
+        raise ValueError("a detector bug")
+
+    log.observe(broken)
+    log.observe(observer)
+    log.start()
+    try:
+        await asyncio.gather(*(log.append(attempt(n)) for n in range(1, 4)))
+        committed_when_seen.append(len(await rows(db)))
+
+        async def refused(batch, seen_):
+            raise DatabaseError("disk I/O error")
+
+        monkeypatch.setattr(db.attempts, "write", refused)
+        with pytest.raises(DatabaseError):
+            await log.append(attempt(9))  # never committed: never observed
+        monkeypatch.undo()
+        await log.append(attempt(4))
+    finally:
+        await log.stop()
+    assert sorted(seen) == [1, 2, 3, 4] and committed_when_seen == [3]
+
+
 HOUR_MS = 3_600_000
 DAY = 86_400
 NOW = 1_749_999_600  # on the hour

@@ -144,6 +144,16 @@ async def _fill(settings: Settings) -> dict[str, str]:
             await token_rows.insert_refresh_token(
                 conn, family, b"\x09" * 32, 1_800_000_008, 1_800_604_808
             )
+            # Alerts (migration 15): one raised twice (bumped), with non-ASCII evidence.
+            from license_server.licensing.alerts import AlertSignal, Severity, raise_alert
+
+            for at in (1_800_000_009_000, 1_800_000_010_000):
+                await raise_alert(
+                    conn,
+                    AlertSignal("key_sharing", "license:1", Severity.HIGH, "Shared ✓",
+                                {"domains": ["a.example", "ü.example"]}, license_id=1),
+                    at,
+                )  # fmt: skip
     return keys
 
 

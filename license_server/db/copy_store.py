@@ -82,6 +82,7 @@ TABLES: tuple[Table, ...] = (
     Table("api_idempotency", ("id",), "id"),
     Table("api_token_families", ("id",), "id"),
     Table("api_refresh_tokens", ("id",), "id"),
+    Table("alerts", ("id",), "id"),
 )
 # Tables that hold no data to copy: each end keeps its own.
 NOT_COPIED = frozenset({"schema_version"})

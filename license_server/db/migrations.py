@@ -418,6 +418,38 @@ MIGRATIONS: tuple[Migration, ...] = (
             "(expires_at)",
         ),
     ),
+    Migration(
+        15,
+        "alerts: what the anomaly detectors and the webhook deliveries raise for staff",
+        (
+            # One row per alert. (detector, subject) is its identity while it is not resolved:
+            # a detector that fires again for the same subject bumps `occurrences` and
+            # `last_seen_ms` of the open (or acknowledged) alert instead of adding one
+            # (licensing/alerts.py); once resolved, the next firing opens a new alert.
+            # `evidence` is JSON (counts, window, sample attempt ids).
+            """CREATE TABLE IF NOT EXISTS alerts (
+                id {pk},
+                detector TEXT NOT NULL,
+                subject TEXT NOT NULL,
+                severity TEXT NOT NULL,
+                summary TEXT NOT NULL,
+                evidence TEXT NOT NULL,
+                license_id {bigint},
+                state TEXT NOT NULL DEFAULT 'open',
+                occurrences {bigint} NOT NULL DEFAULT 1,
+                first_seen_ms {bigint} NOT NULL,
+                last_seen_ms {bigint} NOT NULL,
+                state_changed_ms {bigint},
+                state_changed_by TEXT NOT NULL DEFAULT ''
+            )""",
+            # At most one unresolved alert per (detector, subject), also with several
+            # instances raising at once: the upsert's conflict target.
+            "CREATE UNIQUE INDEX IF NOT EXISTS alerts_unresolved ON alerts (detector, subject) "
+            "WHERE state <> 'resolved'",
+            "CREATE INDEX IF NOT EXISTS alerts_state_seen ON alerts (state, last_seen_ms)",
+            "CREATE INDEX IF NOT EXISTS alerts_license ON alerts (license_id)",
+        ),
+    ),
 )
 
 LATEST = MIGRATIONS[-1].version

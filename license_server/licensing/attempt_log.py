@@ -24,6 +24,7 @@ import functools
 import logging
 import re
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from license_server.db import attempts as attempt_rows
@@ -103,6 +104,15 @@ class AttemptLog:
         self._stopping = False
         # Set when waiting for more rows is pointless: a full batch, or stopping.
         self._flush_now = asyncio.Event()
+        self._observers: list[Callable[[Sequence[Attempt]], None]] = []
+
+    def observe(self, observer: Callable[[Sequence[Attempt]], None]) -> None:
+        """Call `observer` with every batch of attempts once it has committed, on the event
+        loop, before their callers are answered. For in-memory consumers of the attempt stream
+        (the anomaly detectors, metrics): it must be cheap and must not block, since the next
+        batch waits for it. An observer that raises is logged and never fails the batch: the
+        attempts are durable by then, and a broken consumer must not refuse checks."""
+        self._observers.append(observer)
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="attempt-log-writer")
@@ -192,8 +202,14 @@ class AttemptLog:
         rows = [attempt.row() for attempt, _ in batch]
         await self._db.attempts.write(rows, list(seen.items()))
 
-    @staticmethod
-    def _succeed(batch: list[tuple[Attempt, asyncio.Future[None]]]) -> None:
+    def _succeed(self, batch: list[tuple[Attempt, asyncio.Future[None]]]) -> None:
+        if self._observers:
+            committed = [attempt for attempt, _ in batch]
+            for observer in self._observers:
+                try:
+                    observer(committed)
+                except Exception:
+                    log.exception("an attempt-log observer failed; the attempts are logged")
         for _, future in batch:
             if not future.done():
                 future.set_result(None)
