@@ -16,6 +16,7 @@ from license_server.crypto.fields import FieldCipher, LookupHasher, load_data_ke
 from license_server.crypto.keystore import KeyringReloader, KeyStore, load_keyring
 from license_server.crypto.signing import Keyring
 from license_server.db.database import Database, open_database
+from license_server.licensing.alerts import Alerts
 from license_server.licensing.bans import BanList
 from license_server.licensing.changes import Change, ChangeFeed
 from license_server.licensing.service import LicenseService
@@ -37,6 +38,7 @@ class Runtime:
     changes: ChangeFeed
     # Values accepted once (TOTP codes, set-up links), shared through Redis when configured.
     once: OneTimeValues
+    alerts: Alerts  # what the detectors and the webhook deliveries raise for staff
     # Follows key changes made by other processes; None when the keys come from the environment.
     key_reloader: KeyringReloader | None = None
 
@@ -83,8 +85,9 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
             reloader = KeyringReloader(keyring, KeyStore(settings.keys_dir))
             keyring.set_refresher(reloader.refresh)
         yield Runtime(
-            settings, db, keyring, service, bans, verifier, changes, once, key_reloader=reloader
-        )
+            settings, db, keyring, service, bans, verifier, changes, once,
+            Alerts(db, service.clock), key_reloader=reloader,
+        )  # fmt: skip
     finally:
         await once.close()
         await db.close()

@@ -88,3 +88,22 @@ async def test_long_texts_are_cut_to_the_row(runtime):
         raised = await raise_alert(conn, signal, 1)
         row = await alert_rows.get(conn, raised.alert_id)
     assert len(row["subject"]) == 200 and len(row["summary"]) == 500
+
+
+async def test_the_runtime_raises_alerts_and_tells_listeners_after_the_commit(runtime):
+    heard = []
+
+    def listener(signal, raised):
+        heard.append((signal.detector, raised.new))
+
+    def broken(signal, raised):
+        raise RuntimeError("a listener bug")
+
+    runtime.alerts.subscribe(broken)
+    runtime.alerts.subscribe(listener)
+    first = await runtime.alerts.raise_(SHARING)
+    second = await runtime.alerts.raise_(SHARING)
+    async with runtime.db.read() as conn:
+        row = await alert_rows.get(conn, first.alert_id)
+    assert heard == [("key_sharing", True), ("key_sharing", False)]
+    assert second.alert_id == first.alert_id and row["occurrences"] == 2

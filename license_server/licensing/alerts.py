@@ -15,11 +15,17 @@ whatever it is about (a webhook endpoint being paused) and is never lost once th
 from __future__ import annotations
 
 import json
+import logging
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 
 from license_server.db import alerts as alert_rows
 from license_server.db.connection import Connection
+from license_server.db.database import Database
+
+log = logging.getLogger(__name__)
 
 
 class Severity(StrEnum):
@@ -70,3 +76,40 @@ async def raise_alert(conn: Connection, signal: AlertSignal, now_ms: int) -> Rai
         now_ms=now_ms,
     )
     return RaisedAlert(int(row["id"]), int(row["occurrences"]) == 1)
+
+
+AlertListener = Callable[[AlertSignal, RaisedAlert], None]
+
+
+class Alerts:
+    """Raising alerts from code that has no transaction of its own (the detectors, jobs).
+
+    `raise_` writes the alert in its own short transaction and then tells the listeners
+    (metrics, automatic actions) after the commit. Code that already holds a transaction (the
+    webhook deliveries pausing an endpoint) calls `raise_alert` with its connection instead, so
+    the alert commits with the change it describes."""
+
+    def __init__(self, db: Database, clock: Callable[[], float] = time.time) -> None:
+        self._db = db
+        self._clock = clock
+        self._listeners: list[AlertListener] = []
+
+    def subscribe(self, listener: AlertListener) -> None:
+        self._listeners.append(listener)
+
+    def announce(self, signal: AlertSignal, raised: RaisedAlert) -> None:
+        for listener in self._listeners:
+            try:
+                listener(signal, raised)
+            except Exception:
+                log.exception("an alert listener failed; the alert is stored")
+
+    async def raise_(self, signal: AlertSignal) -> RaisedAlert:
+        now_ms = int(self._clock() * 1000)
+
+        async def work(conn: Connection) -> RaisedAlert:
+            return await raise_alert(conn, signal, now_ms)
+
+        raised = await self._db.transaction(work)
+        self.announce(signal, raised)
+        return raised
