@@ -291,7 +291,7 @@ def serve(
     url = f"{'https' if tls else 'http'}://{settings.host}:{settings.port}"
     # Only one process of several runs the maintenance tasks (the attempt-log pruner) and
     # makes the first run's set-up link.
-    app = create_app(settings, maintenance=not worker_index)
+    app = create_app(settings, maintenance=not worker_index, worker=worker_index)
 
     def first_run() -> None:
         line = first_run_link(app, url)
