@@ -167,6 +167,7 @@ def test_label_values_from_data_are_capped(tmp_path):
         if name == "license_server_verifications_total"
     }
     assert len(reasons) == MAX_LABEL_SETS + 1 and "other" in reasons
+    assert len(metrics._per_attempt) == MAX_LABEL_SETS  # the cache of children stops too
     total = sum(v for (n, _), v in scraped.items() if n == "license_server_verifications_total")
     assert total == MAX_LABEL_SETS + 50
 
@@ -324,3 +325,28 @@ def test_two_worker_processes_each_serve_both_workers_metrics(tmp_path, database
     access = [json.loads(line) for line in lines if '"aiohttp.access"' in line]
     assert access and all(entry["path"] in ("/metrics", "/readyz") for entry in access)
     assert all(entry["remote"] == "127.0.0.0/24" for entry in access)
+
+
+async def test_repeated_authorization_headers_are_refused(aiohttp_client, settings):
+    from multidict import CIMultiDict
+
+    metrics = {"allow_from": [], "token": TOKEN}
+    client = await aiohttp_client(create_app(with_sections(settings, metrics=metrics)))
+    headers = CIMultiDict([("Authorization", "Bearer wrong"), ("Authorization", f"Bearer {TOKEN}")])
+    assert (await client.get("/metrics", headers=headers)).status == 404
+    assert (
+        await client.post("/metrics", headers={"Authorization": f"Bearer {TOKEN}"})
+    ).status == 405
+
+
+async def test_concurrent_checks_are_all_counted(client):
+    _, key = await issue(client)
+    answers = await asyncio.gather(
+        *(verify(client, key) for _ in range(25))
+    )  # under per-key 30/minute
+    assert all(answer.status == 200 for answer in answers)
+    scraped = await scrape(client)
+    requests = "license_server_http_requests_total"
+    assert value(scraped, requests, endpoint="/api/v1/verify", method="POST", status="200") == 25
+    assert total(scraped, "license_server_verifications_total", endpoint="native") == 25
+    assert value(scraped, "license_server_attempt_log_batch_size_sum") == 25

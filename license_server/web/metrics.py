@@ -141,7 +141,7 @@ class Metrics:
             key = (attempt.endpoint, attempt.result, attempt.reason)
             inc = per_attempt.get(key)
             if inc is None:
-                inc = per_attempt[key] = self._capped(self._verifications, per_attempt, key)
+                inc = self._bind_capped(self._verifications, per_attempt, key)
             inc()
 
     def alert_raised(self, signal: AlertSignal, raised: RaisedAlert) -> None:
@@ -149,14 +149,17 @@ class Metrics:
         key = (signal.detector, str(signal.severity))
         inc = self._per_alert.get(key)
         if inc is None:
-            inc = self._per_alert[key] = self._capped(self._alerts, self._per_alert, key)
+            inc = self._bind_capped(self._alerts, self._per_alert, key)
         inc()
 
     @staticmethod
-    def _capped(metric: Counter, bound: dict, key: tuple[str, ...]) -> Callable[[], None]:
+    def _bind_capped(metric: Counter, bound: dict, key: tuple[str, ...]) -> Callable[[], None]:
+        """The child for `key`, kept in `bound`; past MAX_LABEL_SETS keys, the last label is
+        "other" and nothing more is kept (neither the series nor the dict grow any more)."""
         if len(bound) >= MAX_LABEL_SETS:
-            key = (*key[:-1], OTHER)
-        return metric.labels(*(value[:64] for value in key)).inc
+            return metric.labels(*(value[:64] for value in key[:-1]), OTHER).inc
+        inc = bound[key] = metric.labels(*(value[:64] for value in key)).inc
+        return inc
 
     # -- read when scraped ---------------------------------------------------------------------
 
