@@ -24,6 +24,8 @@ from license_server.settings import Settings
 from license_server.staff import security_events
 from license_server.web import admin, api
 from license_server.web.client_ip import ClientIpResolver
+from license_server.web.metrics import Metrics
+from license_server.web.metrics_endpoint import WORKER, metrics_ctx
 from license_server.web.middlewares import answer_middleware
 from license_server.web.rate_limit import NoRateLimiter, RateLimiter
 from license_server.web.routes import setup_routes
@@ -135,8 +137,11 @@ async def _rate_limiter_ctx(app: web.Application) -> AsyncIterator[None]:
     app[appkeys.RATE_LIMITER].close()
 
 
-def create_app(settings: Settings, *, maintenance: bool = True) -> web.Application:
-    """`maintenance=False` for all but one of several worker processes (`workers.py`)."""
+def create_app(
+    settings: Settings, *, maintenance: bool = True, worker: int | None = None
+) -> web.Application:
+    """`maintenance=False` for all but one of several worker processes (`workers.py`);
+    `worker`: this process's index among them (their metrics are served together)."""
     app = web.Application(
         middlewares=[answer_middleware],
         client_max_size=MAX_REQUEST_BYTES,
@@ -150,6 +155,10 @@ def create_app(settings: Settings, *, maintenance: bool = True) -> web.Applicati
     app.cleanup_ctx.append(_rate_limiter_ctx)
     app.cleanup_ctx.append(admin.staff_ctx)
     app.cleanup_ctx.append(api.api_ctx)
+    app[appkeys.METRICS] = Metrics()  # counted by the middleware; GET /metrics shows them
+    if worker is not None:
+        app[WORKER] = worker
+    app.cleanup_ctx.append(metrics_ctx)
     setup_routes(app)
     app.add_subapp("/admin", admin.admin_app())
     # The vendor API; /api/v1/verify (above) is more specific and is matched first.

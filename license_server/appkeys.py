@@ -8,6 +8,7 @@ from license_server.licensing.attempt_log import AttemptLog
 from license_server.runtime import Runtime
 from license_server.settings import Settings
 from license_server.web.client_ip import ClientIpResolver
+from license_server.web.metrics import Metrics
 from license_server.web.rate_limit import RateLimiter
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -15,5 +16,6 @@ RUNTIME = web.AppKey("runtime", Runtime)
 ATTEMPT_LOG = web.AppKey("attempt_log", AttemptLog)
 RATE_LIMITER = web.AppKey("rate_limiter", RateLimiter)
 CLIENT_IP = web.AppKey("client_ip", ClientIpResolver)
+METRICS = web.AppKey("metrics", Metrics)
 # False in all but one of several worker processes: they skip the maintenance tasks.
 MAINTENANCE = web.AppKey("maintenance", bool)

@@ -13,7 +13,6 @@ import argparse
 import asyncio
 import datetime as dt
 import errno
-import logging
 import os
 import re
 import socket
@@ -25,7 +24,7 @@ from urllib.parse import quote
 
 from pydantic import ValidationError
 
-from license_server import log_masking
+from license_server import log_format, log_masking
 from license_server.crypto.keyfiles import KeyFileError
 from license_server.crypto.keystore import KeyStore
 from license_server.db.copy_store import (
@@ -234,10 +233,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"run.py: settings error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    logging.basicConfig(
-        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    log_masking.install()  # keys and e-mails masked in every log line (ASVS 4.0.3 V7.1.1)
+    # Text or JSON lines; keys, e-mails and addresses masked in every one (ASVS 4.0.3 V7.1.1).
+    log_format.configure(settings.log_level, settings.logging.format)
     command = args.command or "serve"
     try:
         if command == "serve":
@@ -294,7 +291,7 @@ def serve(
     url = f"{'https' if tls else 'http'}://{settings.host}:{settings.port}"
     # Only one process of several runs the maintenance tasks (the attempt-log pruner) and
     # makes the first run's set-up link.
-    app = create_app(settings, maintenance=not worker_index)
+    app = create_app(settings, maintenance=not worker_index, worker=worker_index)
 
     def first_run() -> None:
         line = first_run_link(app, url)
@@ -312,7 +309,7 @@ def serve(
             port=settings.port,
             reuse_port=worker_index is not None,
             ssl_context=tls,
-            **runner_options(),
+            **runner_options(log_format.resolved_format(settings.logging.format)),
             # The supervisor announced the workers; worker 0 prints the set-up link, if any.
             print=announce if worker_index is None else lambda _: first_run(),
             loop=_new_event_loop(settings),

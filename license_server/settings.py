@@ -167,6 +167,33 @@ class StaffSettings(_Section):
         return value
 
 
+class MetricsSettings(_Section):
+    # Who may read GET /metrics: client addresses (after the trusted-proxy rule) in these
+    # networks, or anyone with the bearer token (LICENSE_SERVER_METRICS_TOKEN, env only).
+    allow_from: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
+    token: SecretStr | None = Field(None, min_length=32)
+    # workers > 1: where each worker leaves its metrics for the others to serve ("" = a fresh
+    # temporary directory made by the supervisor), and how often it writes them.
+    directory: str = ""
+    snapshot_seconds: float = Field(1.0, ge=0.1, le=60)
+
+    @field_validator("allow_from", mode="before")
+    @classmethod
+    def _split(cls, value: Any) -> Any:
+        return ProxySettings._split(value)  # the same list syntax as trusted_proxies
+
+    @field_validator("allow_from")
+    @classmethod
+    def _networks(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return ProxySettings._networks(value)
+
+
+class LoggingSettings(_Section):
+    # "text": one line per record (the default); "json": one JSON object per line; "auto":
+    # text when stderr is a terminal, JSON otherwise.
+    format: str = Field("text", pattern=r"^(auto|text|json)$")
+
+
 class Settings(_Section):
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=1, le=65535)
@@ -198,6 +225,8 @@ class Settings(_Section):
     attempt_log: AttemptLogSettings = AttemptLogSettings()
     proxy: ProxySettings = ProxySettings()
     staff: StaffSettings = StaffSettings()
+    metrics: MetricsSettings = MetricsSettings()
+    logging: LoggingSettings = LoggingSettings()
 
     @model_validator(mode="after")
     def _tls_both_or_neither(self) -> Settings:
@@ -228,6 +257,7 @@ class Settings(_Section):
 
 # Settings that may only come from the environment, never from the file.
 ENV_ONLY = frozenset({"signing_keys", "data_key"})
+ENV_ONLY_IN_SECTIONS = frozenset({("metrics", "token")})
 
 
 DEFAULT_FILE = Path("settings.toml")
@@ -276,6 +306,12 @@ def _reject_secrets_in_file(data: dict[str, Any], path: Path) -> None:
     for name in ENV_ONLY & data.keys():
         var = ENV_PREFIX + name.upper()
         raise SettingsError(f"{path}: '{name}' is a secret; set it with {var}, not in the file")
+    for section, name in ENV_ONLY_IN_SECTIONS:
+        if isinstance(data.get(section), dict) and name in data[section]:
+            var = f"{ENV_PREFIX}{section}_{name}".upper()
+            raise SettingsError(
+                f"{path}: '{section}.{name}' is a secret; set it with {var}, not in the file"
+            )
 
 
 def _environment_overrides(environ: Mapping[str, str]):

@@ -18,11 +18,14 @@ through their shared storage, which is why more than one worker needs a shared o
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
+import shutil
 import signal
 import subprocess  # nosec B404
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -59,7 +62,27 @@ def serve_workers(settings: Settings, workers: int, config: Path | None) -> int:
     supervisor = _Supervisor(workers, config)
     url = f"http://{settings.host}:{settings.port}"
     print(f"License server listening on {url} with {workers} workers (Ctrl+C to stop)", flush=True)
-    return supervisor.run()
+    with _metrics_directory(settings) as directory:
+        supervisor.env = {**os.environ, "LICENSE_SERVER_METRICS_DIRECTORY": str(directory)}
+        return supervisor.run()
+
+
+@contextlib.contextmanager
+def _metrics_directory(settings: Settings):
+    """Where the workers leave their metrics for each other (web/metrics_endpoint.py): the
+    configured directory without the snapshots of an earlier run, or a fresh temporary one."""
+    if settings.metrics.directory:
+        directory = Path(settings.metrics.directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        for stale in directory.glob("worker-*.prom"):
+            stale.unlink(missing_ok=True)
+        yield directory
+        return
+    directory = Path(tempfile.mkdtemp(prefix="license-server-metrics-"))
+    try:
+        yield directory
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 class _Supervisor:
@@ -70,6 +93,7 @@ class _Supervisor:
         self.started_at: dict[int, float] = {}
         self.fast_crashes = 0
         self.stopping = False
+        self.env: dict[str, str] | None = None  # the workers' environment (None: ours)
 
     def command(self, index: int) -> list[str]:
         args = [sys.executable, "-m", "license_server"]
@@ -80,7 +104,7 @@ class _Supervisor:
     def start(self, index: int) -> None:
         # Our own interpreter and module with fixed arguments, no shell.
         command = self.command(index)
-        self.children[index] = subprocess.Popen(command, stdin=subprocess.DEVNULL)  # noqa: S603  # nosec B603
+        self.children[index] = subprocess.Popen(command, stdin=subprocess.DEVNULL, env=self.env)  # noqa: S603  # nosec B603
         self.started_at[index] = time.monotonic()
 
     def stop_all(self, signum: int = signal.SIGTERM) -> None:

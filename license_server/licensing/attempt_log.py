@@ -114,6 +114,11 @@ class AttemptLog:
         attempts are durable by then, and a broken consumer must not refuse checks."""
         self._observers.append(observer)
 
+    @property
+    def pending(self) -> int:
+        """Attempts waiting for their commit (the metrics' queue depth)."""
+        return len(self._pending)
+
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="attempt-log-writer")
 

@@ -34,6 +34,7 @@ class TtlCache(Generic[K, V]):
         self._tag = tag
         self._items: dict[K, tuple[float, V, Hashable]] = {}
         self._by_tag: dict[Hashable, set[K]] = {}
+        self.hits = self.misses = 0  # read by the metrics (web/metrics.py)
 
     def __len__(self) -> int:
         return len(self._items)
@@ -41,11 +42,14 @@ class TtlCache(Generic[K, V]):
     def get(self, key: K) -> V | None:
         item = self._items.get(key, _MISSING)
         if item is _MISSING:
+            self.misses += 1
             return None
         expires, value, _ = item  # type: ignore[misc]
         if expires < self._clock():
             self._remove(key)
+            self.misses += 1
             return None
+        self.hits += 1
         return value
 
     def put(self, key: K, value: V) -> None:

@@ -116,6 +116,13 @@ class Verifier:
             return
         self._licenses.discard_tag(license_id)
 
+    def cache_stats(self) -> dict[str, tuple[int, int]]:
+        """(hits, misses) of the license and local-key caches since start (for the metrics)."""
+        return {
+            "license": (self._licenses.hits, self._licenses.misses),
+            "local_key": (self._local_keys.hits, self._local_keys.misses),
+        }
+
     def forget_refusals(self) -> None:
         """Forget remembered refusals: call when the keyring changes (a key whose hint was
         unknown may be genuine under the new keyring)."""

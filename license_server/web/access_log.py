@@ -6,7 +6,9 @@ for abuse detection) never goes. IPv4 keeps its /24, IPv6 its /48: enough to see
 misbehave, not enough to name a customer. License keys never appear: they travel in bodies,
 the line has the path without its query string (an admin search `?q=<key or e-mail>` is not
 logged), and a key or address in a path is masked (log_masking.py; ASVS V7.1.1, V8.3.4).
-Text a client controls (the User-Agent) is escaped, so it cannot forge log lines (V7.3.1).
+Text a client controls (the User-Agent) is masked the same way and escaped, so it cannot
+forge log lines (V7.3.1). With `[logging] format = "json"` the line is a JSON object with its
+parts as fields (log_format.py's shape).
 
 Cost: the access log is on for every check, so it must cost a few microseconds, not the
 50-odd a `logging` record with a flushed write per request cost on the verify path (issue
@@ -19,7 +21,7 @@ the transport. The line format is the one the rest of the log uses
 from __future__ import annotations
 
 import asyncio
-import ipaddress
+import json
 import logging
 import sys
 import time
@@ -29,25 +31,19 @@ from typing import TextIO
 from aiohttp.abc import AbstractAccessLogger
 from aiohttp.web import BaseRequest, StreamResponse
 
-from license_server.log_masking import mask_text
-
-
-@lru_cache(maxsize=65536)  # a busy server sees the same addresses over and over
-def mask_ip(address: str | None) -> str:
-    try:
-        ip = ipaddress.ip_address(address or "")
-    except ValueError:
-        return "-"
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    prefix = 24 if ip.version == 4 else 48
-    return str(ipaddress.ip_network(f"{ip}/{prefix}", strict=False))
+from license_server.log_masking import mask_ip, mask_text
 
 
 @lru_cache(maxsize=4096)  # the same few paths over and over
 def _logged_path(path: str) -> str:
     # Keys and e-mails masked should a path ever carry one (license_server/log_masking.py).
     return _printable(mask_text(path))
+
+
+@lru_cache(maxsize=4096)  # modules send the same few User-Agents
+def _logged_agent(agent: str) -> str:
+    # A client may put anything here, an e-mail address or a key too.
+    return _printable(mask_text(agent[:300])[:120])  # masked before it is cut
 
 
 def _printable(text: str) -> str:
@@ -64,6 +60,8 @@ class BatchedLineWriter:
         self._lines: list[str] = []
         self._second = -1
         self._stamp = ""
+        self._utc_second = -1
+        self._utc_stamp = ""
 
     def timestamp(self) -> str:
         """`logging`'s default asctime (`2026-12-03 06:20:01,123`), formatted once a second."""
@@ -73,6 +71,15 @@ class BatchedLineWriter:
             self._second = second
             self._stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(second))
         return f"{self._stamp},{int((now - second) * 1000):03d}"
+
+    def utc_timestamp(self) -> str:
+        """RFC 3339 in UTC (`2026-12-03T06:20:01.123Z`), for JSON lines; formatted once a second."""
+        now = time.time()
+        second = int(now)
+        if second != self._utc_second:
+            self._utc_second = second
+            self._utc_stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        return f"{self._utc_stamp}.{int((now - second) * 1000):03d}Z"
 
     def write(self, line: str) -> None:
         if not self._lines:
@@ -97,17 +104,50 @@ class BatchedLineWriter:
 _WRITER = BatchedLineWriter()
 
 
+# `access_log_format` value (web/serving.py) that makes the access log write JSON lines.
+JSON_FORMAT = "json"
+
+
 class MaskedAccessLogger(AbstractAccessLogger):
     writer = _WRITER
 
+    def __init__(self, logger: logging.Logger, log_format: str) -> None:
+        super().__init__(logger, log_format)
+        self._json = log_format == JSON_FORMAT
+
     def log(self, request: BaseRequest, response: StreamResponse, time: float) -> None:
         writer = self.writer
-        agent = _printable(request.headers.get("User-Agent", "-")[:120])
+        agent = _logged_agent(request.headers.get("User-Agent", "-"))
+        if self._json:
+            writer.write(self._json_line(request, response, time, agent))
+            return
         writer.write(
             f"{writer.timestamp()} INFO {self.logger.name}: {mask_ip(request.remote)} "
             f'"{request.method} {_logged_path(request.path)}" {response.status} '
             f'{response.body_length} {time * 1000:.1f}ms "{agent}"\n'
         )
+
+    def _json_line(
+        self, request: BaseRequest, response: StreamResponse, time: float, agent: str
+    ) -> str:
+        """The same line as a JSON object (log_format.py's shape), its parts as fields."""
+        remote, path = mask_ip(request.remote), _logged_path(request.path)
+        status, size, ms = response.status, response.body_length, round(time * 1000, 1)
+        message = f'{remote} "{request.method} {path}" {status} {size} {ms}ms "{agent}"'
+        fields = {
+            "time": self.writer.utc_timestamp(),
+            "level": "INFO",
+            "logger": self.logger.name,
+            "message": message,
+            "remote": remote,
+            "method": request.method,
+            "path": path,
+            "status": status,
+            "bytes": size,
+            "duration_ms": ms,
+            "user_agent": agent,
+        }
+        return json.dumps(fields, ensure_ascii=False) + "\n"
 
     @property
     def enabled(self) -> bool:

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import logging
 import secrets
+import time
 
 from aiohttp import web
 
+from license_server import appkeys
 from license_server.web.problems import problem_response
 from license_server.web.signing import sign_answer
 
@@ -37,11 +39,13 @@ async def answer_middleware(request: web.Request, handler) -> web.StreamResponse
     One layer instead of three: on the verify path each middleware layer was measurable
     (issue #16), and these only add to the response in a fixed order.
     """
+    started = time.perf_counter()  # the metrics' latency (web/metrics.py)
     try:
         response = await handler(request)
     except web.HTTPException as exc:
         if exc.status < 400:
             _apply(exc)
+            _count(request, exc.status, started)
             raise
         # Plain aiohttp errors (404, 405, 413) become problem documents too.
         response = problem_response(exc.status, exc.reason, exc.text or exc.reason)
@@ -59,7 +63,15 @@ async def answer_middleware(request: web.Request, handler) -> web.StreamResponse
         )
     _apply(response, request.transport is not None and request.secure)
     sign_answer(request, response)
+    _count(request, response.status, started)
     return response
+
+
+def _count(request: web.Request, status: int, started: float) -> None:
+    """The metrics' hook: counted here, in the middleware every answer passes anyway."""
+    metrics = request.app.get(appkeys.METRICS)
+    if metrics is not None:
+        metrics.request_done(request, status, time.perf_counter() - started)
 
 
 # Only over TLS (RFC 6797 section 7.2: a host must not send it over plain HTTP); behind a

@@ -19,6 +19,7 @@ import logging
 import math
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -67,6 +68,7 @@ class RateLimiter:
     enabled = True
 
     def __init__(self, settings: RateLimitSettings) -> None:
+        self.refused: Counter[str] = Counter()  # refusals per policy (the metrics read it)
         self._strategy = moving_window(settings.storage_uri)
         self._items = {
             PER_IP: limits.parse(settings.per_ip),
@@ -145,6 +147,7 @@ class RateLimiter:
         self._storage_failures = 0
 
     async def _limited(self, policy: str, identifier: str) -> Limited:
+        self.refused[policy] += 1
         item = self._items[policy]
         try:
             stats = await self._strategy.get_window_stats(item, policy, identifier)
@@ -223,7 +226,7 @@ class NoRateLimiter(RateLimiter):
     enabled = False
 
     def __init__(self) -> None:  # no storage at all
-        pass
+        self.refused: Counter[str] = Counter()
 
     async def hit(self, policy: str, identifier: str) -> Limited | None:
         return None

@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from license_server.web import health, jwks, verify, whmcs
+from license_server.web.metrics_endpoint import metrics_page
 
 
 def setup_routes(app: web.Application) -> None:
@@ -15,3 +16,4 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_post(
         "/modules/servers/licensing/verify.php", whmcs.verify_php, name="whmcs_verify"
     )
+    app.router.add_get("/metrics", metrics_page, name="metrics")  # Prometheus (metrics.py)

@@ -19,7 +19,7 @@ from typing import Any
 
 from aiohttp.http_exceptions import HttpProcessingError
 
-from license_server.web.access_log import MaskedAccessLogger
+from license_server.web.access_log import JSON_FORMAT, MaskedAccessLogger
 
 MAX_HEADERS = 128  # aiohttp's parser limit; the pipeline refuses more than 48 (431)
 MAX_LINE = 8190
@@ -37,11 +37,13 @@ class ProtocolErrorLogger(logging.LoggerAdapter):
         self.error(msg, *args, exc_info=exc_info, **kwargs)
 
 
-def runner_options() -> dict[str, Any]:
-    """Keyword arguments for `web.run_app` and `web.AppRunner`: the access logger, and the
-    request handler's own (its logger and parser limits), which both pass on as **kwargs."""
+def runner_options(log_format: str = "text") -> dict[str, Any]:
+    """Keyword arguments for `web.run_app` and `web.AppRunner`: the access logger (JSON lines
+    when `log_format` is "json", log_format.py), and the request handler's own (its logger and
+    parser limits), which both pass on as **kwargs."""
     return {
         "access_log_class": MaskedAccessLogger,
+        **({"access_log_format": JSON_FORMAT} if log_format == "json" else {}),
         "logger": ProtocolErrorLogger(logging.getLogger("aiohttp.server"), {}),
         "max_headers": MAX_HEADERS,
         "max_line_size": MAX_LINE,

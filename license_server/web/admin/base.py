@@ -24,6 +24,7 @@ import logging
 import math
 import secrets
 import time
+from collections import Counter
 from pathlib import Path
 
 import jinja2
@@ -235,6 +236,7 @@ class SignInLimiter:
     def __init__(self, storage_uri: str) -> None:
         self._limiter = moving_window(storage_uri)
         self._item = limits.parse(SIGN_IN_RATE)
+        self.refused: Counter[str] = Counter()  # {"sign-in": refusals} for the metrics
 
     def close(self) -> None:
         if isinstance(self._limiter, InMemoryMovingWindow):
@@ -246,6 +248,7 @@ class SignInLimiter:
         waits = {}
         for identity in identities:
             if not await self._limiter.hit(self._item, "sign-in", identity):
+                self.refused["sign-in"] += 1
                 stats = await self._limiter.get_window_stats(self._item, "sign-in", identity)
                 waits[identity] = max(1, math.ceil(stats.reset_time - time.time()))
         return waits

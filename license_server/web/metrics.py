@@ -1,0 +1,216 @@
+"""Prometheus metrics: what the server counts, and `GET /metrics` in the text format.
+
+Names (all `license_server_`-prefixed; README "Monitoring" lists them):
+- `http_requests_total{endpoint,method,status}`: `endpoint` is the route's template
+  (`/admin/licenses/{license_id}`), never the raw path, and `unmatched` for every path no route
+  has, so a scanner's odd paths cannot add series (bounded label cardinality);
+- `http_request_duration_seconds{area}`: verify, whmcs, admin, api, other;
+- `verifications_total{endpoint,result,reason}`: from the attempt log's committed batches;
+- `attempt_log_batch_size` (histogram) and `attempt_log_pending` (rows waiting, read at scrape);
+- `rate_limited_total{limit}`: refusals per policy (verify and API limits, staff sign-in);
+- `alerts_raised_total{detector,severity}`: every raise, new or bumped (a `runtime.alerts`
+  listener);
+- `cache_lookups_total{cache,result}`: hits and misses of the verifier's caches;
+- `build_info{version,python}` and the usual `process_*` metrics.
+
+Cost on the verify path (issue #16 counts every microsecond): the request counter and the
+latency histogram are counted in the one existing middleware, through label children bound
+once per (route, status) and kept in a dict (`.labels()` takes a lock and builds a key);
+verification results are counted from committed batches, off the request; rate-limit refusals,
+cache lookups and the queue depth are plain integers the server keeps anyway, read only when
+scraped. Label values that come from data (reasons, detectors) are capped: past
+`MAX_LABEL_SETS` distinct sets a metric counts under "other".
+
+Workers (`workers = N`): see `metrics_workers.py`.
+"""
+
+from __future__ import annotations
+
+import platform
+from collections import Counter as Tally
+from collections.abc import Callable, Iterable, Sequence
+from importlib import metadata
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry, Counter, Histogram, Info, ProcessCollector
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+from license_server.licensing.alerts import AlertSignal, RaisedAlert
+from license_server.licensing.attempt_log import Attempt
+
+PREFIX = "license_server_"
+MAX_LABEL_SETS = 200  # per metric, for label values taken from data
+OTHER = "other"
+# Seconds: a verify answer takes a few milliseconds; an admin page up to a second or so.
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+
+
+def area_of(endpoint: str) -> str:
+    """The latency histogram's `area` of a route template."""
+    if endpoint == "/api/v1/verify":
+        return "verify"
+    if endpoint == "/modules/servers/licensing/verify.php":
+        return "whmcs"
+    if endpoint.startswith("/admin"):
+        return "admin"
+    if endpoint.startswith("/api/"):
+        return "api"
+    return OTHER
+
+
+class Metrics:
+    """One application's metrics, in a registry of its own (no process-global state)."""
+
+    def __init__(self) -> None:
+        self.registry = registry = CollectorRegistry()
+        self._requests = Counter(
+            f"{PREFIX}http_requests",
+            "HTTP requests answered, by route template, method and status.",
+            ["endpoint", "method", "status"],
+            registry=registry,
+        )
+        self._latency = Histogram(
+            f"{PREFIX}http_request_duration_seconds",
+            "Time from the request reaching the app to its answer, by area.",
+            ["area"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self._verifications = Counter(
+            f"{PREFIX}verifications",
+            "Verification attempts logged, by endpoint (native, whmcs), result and reason.",
+            ["endpoint", "result", "reason"],
+            registry=registry,
+        )
+        self._batch_sizes = Histogram(
+            f"{PREFIX}attempt_log_batch_size",
+            "Attempts committed per attempt-log transaction (group commit).",
+            buckets=BATCH_BUCKETS,
+            registry=registry,
+        )
+        self._alerts = Counter(
+            f"{PREFIX}alerts_raised",
+            "Alerts raised (opened or bumped), by detector and severity.",
+            ["detector", "severity"],
+            registry=registry,
+        )
+        Info(f"{PREFIX}build", "Version of the server and of Python.", registry=registry).info(
+            {"version": _version(), "python": platform.python_version()}
+        )
+        ProcessCollector(registry=registry)
+        self._sources = _ScrapeTimeValues()
+        registry.register(self._sources)
+        self._per_route: dict[tuple[object, int], tuple[Callable[[], None], Callable]] = {}
+        self._per_attempt: dict[tuple[str, str, str], Callable[[], None]] = {}
+        self._per_alert: dict[tuple[str, str], Callable[[], None]] = {}
+
+    # -- the hot path ------------------------------------------------------------------------
+
+    def request_done(self, request: web.Request, status: int, seconds: float) -> None:
+        """One answered request (web/middlewares.py): a dict lookup, an inc and an observe."""
+        route = request.match_info.route
+        # A 404's route is made per request: all of them share one key.
+        key = (route if route.resource is not None else None, status)
+        bound = self._per_route.get(key)
+        if bound is None:
+            bound = self._bind_route(*key)
+        bound[0]()
+        bound[1](seconds)
+
+    def _bind_route(self, route: object, status: int) -> tuple[Callable, Callable]:
+        resource = getattr(route, "resource", None)
+        if resource is None:  # no route matched (404, 405): one series for all such paths
+            endpoint, method = "unmatched", "-"
+        else:
+            endpoint, method = resource.canonical, getattr(route, "method", "-")
+        bound = (
+            self._requests.labels(endpoint, method, str(status)).inc,
+            self._latency.labels(area_of(endpoint)).observe,
+        )
+        self._per_route[(route, status)] = bound
+        return bound
+
+    # -- committed attempts, raised alerts ----------------------------------------------------
+
+    def attempts_committed(self, attempts: Sequence[Attempt]) -> None:
+        """An `AttemptLog.observe` observer: one batch, after its commit."""
+        self._batch_sizes.observe(len(attempts))
+        per_attempt = self._per_attempt
+        for attempt in attempts:
+            key = (attempt.endpoint, attempt.result, attempt.reason)
+            inc = per_attempt.get(key)
+            if inc is None:
+                inc = self._bind_capped(self._verifications, per_attempt, key)
+            inc()
+
+    def alert_raised(self, signal: AlertSignal, raised: RaisedAlert) -> None:
+        """A `runtime.alerts` listener (licensing/alerts.py)."""
+        key = (signal.detector, str(signal.severity))
+        inc = self._per_alert.get(key)
+        if inc is None:
+            inc = self._bind_capped(self._alerts, self._per_alert, key)
+        inc()
+
+    @staticmethod
+    def _bind_capped(metric: Counter, bound: dict, key: tuple[str, ...]) -> Callable[[], None]:
+        """The child for `key`, kept in `bound`; past MAX_LABEL_SETS keys, the last label is
+        "other" and nothing more is kept (neither the series nor the dict grow any more)."""
+        if len(bound) >= MAX_LABEL_SETS:
+            return metric.labels(*(value[:64] for value in key[:-1]), OTHER).inc
+        inc = bound[key] = metric.labels(*(value[:64] for value in key)).inc
+        return inc
+
+    # -- read when scraped ---------------------------------------------------------------------
+
+    def watch_pending(self, pending: Callable[[], int]) -> None:
+        self._sources.pending = pending
+
+    def watch_refusals(self, refusals: Callable[[], Tally[str]]) -> None:
+        self._sources.refusals.append(refusals)
+
+    def watch_caches(self, stats: Callable[[], dict[str, tuple[int, int]]]) -> None:
+        self._sources.caches = stats
+
+
+class _ScrapeTimeValues:
+    """Values the server keeps anyway, turned into metrics only when scraped."""
+
+    def __init__(self) -> None:
+        self.pending: Callable[[], int] | None = None
+        self.refusals: list[Callable[[], Tally[str]]] = []
+        self.caches: Callable[[], dict[str, tuple[int, int]]] | None = None
+
+    def collect(self) -> Iterable[Metric]:
+        pending = GaugeMetricFamily(
+            f"{PREFIX}attempt_log_pending", "Attempts waiting to be committed to the attempt log."
+        )
+        pending.add_metric([], self.pending() if self.pending else 0)
+        yield pending
+        limited = CounterMetricFamily(
+            f"{PREFIX}rate_limited",
+            "Requests refused by a rate limit, by limit (policy).",
+            labels=["limit"],
+        )
+        total: Tally[str] = Tally()
+        for refusals in self.refusals:
+            total.update(refusals())
+        for policy, count in sorted(total.items()):
+            limited.add_metric([policy], count)
+        yield limited
+        lookups = CounterMetricFamily(
+            f"{PREFIX}cache_lookups",
+            "Lookups in the verifier's caches, by cache and result (hit, miss).",
+            labels=["cache", "result"],
+        )
+        for name, (hits, misses) in sorted((self.caches() if self.caches else {}).items()):
+            lookups.add_metric([name, "hit"], hits)
+            lookups.add_metric([name, "miss"], misses)
+        yield lookups
+
+
+def _version() -> str:
+    try:
+        return metadata.version("license-server")
+    except metadata.PackageNotFoundError:
+        return "unknown"
