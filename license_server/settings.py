@@ -167,6 +167,37 @@ class StaffSettings(_Section):
         return value
 
 
+class PortalSettings(_Section):
+    """The customer page /activate (web/portal/)."""
+
+    # Keys that are not genuine, per IP and hour, before the page answers 429.
+    guesses_per_hour: int = Field(10, ge=1, le=10_000)
+    # A customer session ends after this many idle minutes, and at the latest after max_hours.
+    session_idle_minutes: int = Field(30, ge=1, le=24 * 60)
+    session_max_hours: int = Field(8, ge=1, le=72)
+    # The page's address as customers reach it (https://licenses.example.com): the base of the
+    # links in confirmation e-mails (never taken from the request's Host header).
+    public_url: str = Field("", max_length=300, pattern=r"^(https?://[^/?#\s]+)?$")
+    # E-mail confirmation of a release or reissue: on when smtp_host is set.
+    smtp_host: str = Field("", max_length=253)
+    smtp_port: int = Field(587, ge=1, le=65535)
+    smtp_starttls: bool = True
+    smtp_from: str = Field("", max_length=254)
+    smtp_username: str = Field("", max_length=254)
+    smtp_password: SecretStr | None = None  # env only: LICENSE_SERVER_PORTAL_SMTP_PASSWORD
+    smtp_timeout_seconds: float = Field(20.0, gt=0, le=120)
+
+    @model_validator(mode="after")
+    def _mail_needs(self) -> PortalSettings:
+        if self.smtp_host and not (self.smtp_from and self.public_url):
+            raise ValueError("smtp_host: set smtp_from and public_url as well")
+        return self
+
+    @property
+    def confirms_by_mail(self) -> bool:
+        return bool(self.smtp_host)
+
+
 class Settings(_Section):
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=1, le=65535)
@@ -198,6 +229,7 @@ class Settings(_Section):
     attempt_log: AttemptLogSettings = AttemptLogSettings()
     proxy: ProxySettings = ProxySettings()
     staff: StaffSettings = StaffSettings()
+    portal: PortalSettings = PortalSettings()
 
     @model_validator(mode="after")
     def _tls_both_or_neither(self) -> Settings:
@@ -228,6 +260,8 @@ class Settings(_Section):
 
 # Settings that may only come from the environment, never from the file.
 ENV_ONLY = frozenset({"signing_keys", "data_key"})
+# The same, in a section: (section, name).
+ENV_ONLY_IN_SECTIONS = frozenset({("portal", "smtp_password")})
 
 
 DEFAULT_FILE = Path("settings.toml")
@@ -276,6 +310,12 @@ def _reject_secrets_in_file(data: dict[str, Any], path: Path) -> None:
     for name in ENV_ONLY & data.keys():
         var = ENV_PREFIX + name.upper()
         raise SettingsError(f"{path}: '{name}' is a secret; set it with {var}, not in the file")
+    for section, name in ENV_ONLY_IN_SECTIONS:
+        if isinstance(data.get(section), dict) and name in data[section]:
+            var = f"{ENV_PREFIX}{section}_{name}".upper()
+            raise SettingsError(
+                f"{path}: '{section}.{name}' is a secret; set it with {var}, not in the file"
+            )
 
 
 def _environment_overrides(environ: Mapping[str, str]):
