@@ -583,3 +583,189 @@ async def test_the_cooldown_in_the_admin_product_form(client):
     response, _ = await browser.post("/admin/products/mymod", {"csrf": browser.csrf, **form})
     assert response.status == 400  # a form without the field is never "no cooldown"
     assert (await client.app[RUNTIME].licenses.product("mymod")).reissue_cooldown_hours == 12
+
+
+# -- e-mail confirmation (aiosmtpd on loopback) -----------------------------------------------
+
+
+class Inbox:
+    def __init__(self) -> None:
+        self.messages: list = []
+
+    async def handle_DATA(self, server, session, envelope):  # aiosmtpd's handler hook
+        from email import message_from_bytes
+        from email.policy import default
+
+        self.messages.append(message_from_bytes(envelope.content, policy=default))
+        return "250 OK"
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def smtp():
+    from aiosmtpd.controller import Controller
+
+    inbox = Inbox()
+    controller = Controller(inbox, hostname="127.0.0.1", port=_free_port())
+    controller.start()
+    inbox.port = controller.port
+    try:
+        yield inbox
+    finally:
+        controller.stop()
+
+
+def _mail_settings(settings, port: int, **more):
+    portal = {"smtp_host": "127.0.0.1", "smtp_port": port, "smtp_starttls": False,
+              "smtp_from": "licenses@vendor.example",
+              "public_url": "https://licenses.vendor.example", **more}  # fmt: skip
+    return with_sections(settings, portal=portal)
+
+
+@pytest.fixture
+async def mail_client(aiohttp_client, settings, smtp):
+    client = await aiohttp_client(create_app(_mail_settings(settings, smtp.port)))
+    now = [T0]
+    client.app[RUNTIME].licenses.clock = lambda: now[0]
+    client.now = now
+    return client
+
+
+def _link(message) -> str:
+    body = message.get_content()
+    found = re.search(r"https://licenses\.vendor\.example(/activate/confirm/[A-Za-z0-9_%-]+)", body)
+    return found.group(1)
+
+
+async def test_a_release_waits_for_the_e_mailed_link(mail_client, smtp):
+    client = mail_client
+    license_id, key = await issue(client)
+    await verify(client, key, "shop.example.com")
+    customer = Customer(client)
+    await customer.sign_in(key)
+    assert "confirmed through a link we e-mail to o***@smith.example" in customer.page
+    response, page = await customer.post("/activate/release", {"domain": "shop.example.com"})
+    assert response.status == 200 and "We sent a link to o***@smith.example" in page
+    assert await bound(client, license_id) == ["shop.example.com"]  # not yet
+    [message] = smtp.messages
+    assert message["To"] == "ops@smith.example"
+    assert message["From"] == "licenses@vendor.example"
+    assert "release the domain shop.example.com" in message.get_content()
+    assert key not in message.get_content()
+    link = _link(message)
+    async with client.app[RUNTIME].db.read() as conn:
+        rows = await conn.fetch_all("SELECT * FROM portal_confirmations")
+    assert link.rsplit("/", 1)[1] not in str(rows)  # only its hash is stored
+
+    # Opened in another browser (a mail client): GET shows a button and changes nothing.
+    reader = Customer(client)
+    response, page = await reader.get(link)
+    assert response.status == 200 and "Release shop.example.com" in page
+    await reader.get(link)  # mail scanners open links too
+    assert await bound(client, license_id) == ["shop.example.com"]
+    response, _ = await reader.post(link, csrf=False)
+    assert response.status == 403
+    response, _ = await reader.post(link, origin="https://evil.example")
+    assert response.status == 403
+    response, page = await reader.post(link)
+    assert response.status == 200 and "shop.example.com is released" in page
+    assert await bound(client, license_id) == []
+    [row] = [r for r in await audit_rows(client) if r["action"] == "license.release"]
+    assert (row["actor_kind"], row["actor_id"]) == ("customer", str(license_id))
+    response, page = await reader.post(link)  # single use
+    assert response.status == 404 and "cannot be used" in page
+    response, _ = await reader.get(link)
+    assert response.status == 404
+    reasons = [a["reason"] for a in await portal_attempts(client)]
+    assert "confirm_release_sent" in reasons and "released" in reasons
+
+
+async def test_a_reissue_by_link_keeps_the_limit_and_the_link_expires(mail_client, smtp):
+    client = mail_client
+    product = ProductSpec(code="capped", name="Capped", max_reissues=1)
+    license_id, key = await issue(client, product=product)
+    customer = Customer(client)
+    await customer.sign_in(key)
+    await customer.post("/activate/reissue")
+    await customer.post("/activate/reissue")  # two links for one remaining reissue
+    first, second = (_link(message) for message in smtp.messages)
+    reader = Customer(client)
+    await reader.get(first)
+    response, page = await reader.post(first)
+    assert response.status == 200 and "reissued" in page
+    await reader.get(second)
+    response, page = await reader.post(second)
+    assert response.status == 409 and "as often as this product allows" in page
+    assert (await client.app[RUNTIME].licenses.license_by_id(license_id)).reissue_count == 1
+
+    # A release link opened after 30 minutes does nothing.
+    await verify(client, key, "shop.example.com")
+    await customer.sign_in(key)
+    await customer.post("/activate/release", {"domain": "shop.example.com"})
+    late = _link(smtp.messages[-1])
+    await reader.get(late)
+    client.now[0] += 30 * 60
+    response, _ = await reader.get(late)
+    assert response.status == 404
+    response, _ = await reader.post(late)
+    assert response.status == 404
+    assert await bound(client, license_id) == ["shop.example.com"]
+    response, _ = await reader.get("/activate/confirm/" + "A" * 43)
+    assert response.status == 404
+    response, _ = await reader.get("/activate/confirm/" + "%C3%A9" * 60)
+    assert response.status == 404
+
+
+async def test_a_link_used_twice_at_once_acts_once(mail_client, smtp):
+    client = mail_client
+    license_id, key = await issue(client)
+    customer = Customer(client)
+    await customer.sign_in(key)
+    await customer.post("/activate/reissue")
+    link = _link(smtp.messages[-1])
+    readers = [Customer(client) for _ in range(4)]
+    for reader in readers:
+        await reader.get(link)
+    answers = await asyncio.gather(*(reader.post(link) for reader in readers))
+    assert sorted(response.status for response, _ in answers) == [200, 404, 404, 404]
+    assert (await client.app[RUNTIME].licenses.license_by_id(license_id)).reissue_count == 1
+
+
+async def test_no_starttls_or_no_server_sends_nothing_and_changes_nothing(
+    aiohttp_client, settings, smtp
+):
+    for portal in ({"smtp_starttls": True}, {"smtp_port": _free_port()}):
+        app = create_app(_mail_settings(settings, smtp.port, **portal))
+        client = await aiohttp_client(app)
+        license_id, key = await issue(client)
+        await verify(client, key, "shop.example.com")
+        customer = Customer(client)
+        await customer.sign_in(key)
+        response, page = await customer.post("/activate/release", {"domain": "shop.example.com"})
+        assert response.status == 503 and "could not be sent" in page
+        assert await bound(client, license_id) == ["shop.example.com"]
+        await client.close()
+    assert smtp.messages == []
+
+
+def test_mail_settings_need_a_sender_and_a_public_url_and_the_password_is_env_only(tmp_path):
+    from license_server.settings import SettingsError, load_settings
+
+    with pytest.raises(SettingsError, match="smtp_from and public_url"):
+        load_settings(None, {"LICENSE_SERVER_PORTAL_SMTP_HOST": "mail.example"})
+    with pytest.raises(SettingsError, match="public_url"):
+        load_settings(None, {"LICENSE_SERVER_PORTAL_PUBLIC_URL": "https://x.example/path"})
+    file = tmp_path / "settings.toml"
+    file.write_text('[portal]\nsmtp_password = "hunter2"\n')
+    with pytest.raises(SettingsError, match="LICENSE_SERVER_PORTAL_SMTP_PASSWORD") as refused:
+        load_settings(file, {})
+    assert "hunter2" not in str(refused.value)
+    loaded = load_settings(None, {"LICENSE_SERVER_PORTAL_SMTP_PASSWORD": "hunter2"})
+    assert "hunter2" not in repr(loaded.portal)
