@@ -22,6 +22,7 @@ from license_server.web.portal.sessions import COOKIE, token_hash
 from license_server.web.portal.views import NOT_ACCEPTED
 from tests.conftest import with_sections
 from tests.test_admin_license_edit import audit_rows, verify
+from tests.test_cli import run  # noqa: F401 - the fixture running run.py
 
 T0 = 1_900_000_000  # 2030-03-17 17:46:40 UTC
 
@@ -769,3 +770,15 @@ def test_mail_settings_need_a_sender_and_a_public_url_and_the_password_is_env_on
     assert "hunter2" not in str(refused.value)
     loaded = load_settings(None, {"LICENSE_SERVER_PORTAL_SMTP_PASSWORD": "hunter2"})
     assert "hunter2" not in repr(loaded.portal)
+
+
+async def test_the_cooldown_from_the_command_line(run, tmp_path, database_url):  # noqa: F811
+    from license_server.runtime import open_runtime
+    from license_server.settings import Settings
+
+    run("create-product", "--code", "c", "--name", "C", "--reissue-cooldown-hours", "5")
+    run("update-product", "--code", "c", "--reissue-cooldown-hours", "7")
+    failed = run("update-product", "--code", "c", "--reissue-cooldown-hours", "-1", check=False)
+    assert failed.returncode != 0
+    async with open_runtime(Settings(database=database_url, keys_dir=tmp_path / "keys")) as rt:
+        assert (await rt.licenses.product("c")).reissue_cooldown_hours == 7
