@@ -22,7 +22,7 @@ from license_server.licensing.attempt_log import AttemptLog
 from license_server.runtime import open_runtime
 from license_server.settings import Settings
 from license_server.staff import security_events
-from license_server.web import admin, api
+from license_server.web import admin, api, portal
 from license_server.web.client_ip import ClientIpResolver
 from license_server.web.metrics import Metrics
 from license_server.web.metrics_endpoint import WORKER, metrics_ctx
@@ -159,8 +159,11 @@ def create_app(
     if worker is not None:
         app[WORKER] = worker
     app.cleanup_ctx.append(metrics_ctx)
+    app.cleanup_ctx.append(portal.portal_ctx)
     setup_routes(app)
     app.add_subapp("/admin", admin.admin_app())
     # The vendor API; /api/v1/verify (above) is more specific and is matched first.
     app.add_subapp("/api", api.api_app())
+    # The customer page (issue #14).
+    app.add_subapp("/activate", portal.portal_app())
     return app

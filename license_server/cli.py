@@ -89,6 +89,10 @@ def build_parser() -> argparse.ArgumentParser:
     product.add_argument("--feature", action="append", default=[], dest="features")
     product.add_argument("--whmcs-secret", help="secret of the WHMCS-compatible md5hash")
     product.add_argument("--max-reissues", type=int, help="reissue limit (default unlimited)")
+    product.add_argument(
+        "--reissue-cooldown-hours", type=int, default=0,
+        help="hours between two customer reissues on /activate (default 0: none)",
+    )  # fmt: skip
     product.add_argument("--free-trial", action="store_true", help="one trial per domain")
     for binding in ("domain", "ip", "directory"):
         product.add_argument(
@@ -108,6 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     reissues = update.add_mutually_exclusive_group()
     reissues.add_argument("--max-reissues", type=int)
     reissues.add_argument("--unlimited-reissues", action="store_true")
+    update.add_argument("--reissue-cooldown-hours", type=int)
     for flag in ("free-trial", "allow-domain-conflict", "allow-ip-conflict",
                  "allow-directory-conflict"):  # fmt: skip
         update.add_argument(f"--{flag}", action=argparse.BooleanOptionalAction)
@@ -509,6 +514,7 @@ async def _create_product(runtime: Runtime, args: argparse.Namespace) -> int:
         features=tuple(args.features),
         whmcs_secret=args.whmcs_secret,
         max_reissues=args.max_reissues,
+        reissue_cooldown_hours=args.reissue_cooldown_hours,
         free_trial=args.free_trial,
         allow_domain_conflict=args.allow_domain_conflict,
         allow_ip_conflict=args.allow_ip_conflict,
@@ -529,6 +535,7 @@ async def _update_product(runtime: Runtime, args: argparse.Namespace) -> int:
         whmcs_secret=args.whmcs_secret,
         max_reissues=args.max_reissues,
         unlimited_reissues=args.unlimited_reissues,
+        reissue_cooldown_hours=args.reissue_cooldown_hours,
         free_trial=args.free_trial,
         allow_domain_conflict=args.allow_domain_conflict,
         allow_ip_conflict=args.allow_ip_conflict,

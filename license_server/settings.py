@@ -194,6 +194,37 @@ class LoggingSettings(_Section):
     format: str = Field("text", pattern=r"^(auto|text|json)$")
 
 
+class PortalSettings(_Section):
+    """The customer page /activate (web/portal/)."""
+
+    # Keys that are not genuine, per IP and hour, before the page answers 429.
+    guesses_per_hour: int = Field(10, ge=1, le=10_000)
+    # A customer session ends after this many idle minutes, and at the latest after max_hours.
+    session_idle_minutes: int = Field(30, ge=1, le=24 * 60)
+    session_max_hours: int = Field(8, ge=1, le=72)
+    # The page's address as customers reach it (https://licenses.example.com): the base of the
+    # links in confirmation e-mails (never taken from the request's Host header).
+    public_url: str = Field("", max_length=300, pattern=r"^(https?://[^/?#\s]+)?$")
+    # E-mail confirmation of a release or reissue: on when smtp_host is set.
+    smtp_host: str = Field("", max_length=253)
+    smtp_port: int = Field(587, ge=1, le=65535)
+    smtp_starttls: bool = True
+    smtp_from: str = Field("", max_length=254)
+    smtp_username: str = Field("", max_length=254)
+    smtp_password: SecretStr | None = None  # env only: LICENSE_SERVER_PORTAL_SMTP_PASSWORD
+    smtp_timeout_seconds: float = Field(20.0, gt=0, le=120)
+
+    @model_validator(mode="after")
+    def _mail_needs(self) -> PortalSettings:
+        if self.smtp_host and not (self.smtp_from and self.public_url):
+            raise ValueError("smtp_host: set smtp_from and public_url as well")
+        return self
+
+    @property
+    def confirms_by_mail(self) -> bool:
+        return bool(self.smtp_host)
+
+
 class Settings(_Section):
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=1, le=65535)
@@ -227,6 +258,7 @@ class Settings(_Section):
     staff: StaffSettings = StaffSettings()
     metrics: MetricsSettings = MetricsSettings()
     logging: LoggingSettings = LoggingSettings()
+    portal: PortalSettings = PortalSettings()
 
     @model_validator(mode="after")
     def _tls_both_or_neither(self) -> Settings:
@@ -257,7 +289,8 @@ class Settings(_Section):
 
 # Settings that may only come from the environment, never from the file.
 ENV_ONLY = frozenset({"signing_keys", "data_key"})
-ENV_ONLY_IN_SECTIONS = frozenset({("metrics", "token")})
+# The same, in a section: (section, name).
+ENV_ONLY_IN_SECTIONS = frozenset({("metrics", "token"), ("portal", "smtp_password")})
 
 
 DEFAULT_FILE = Path("settings.toml")

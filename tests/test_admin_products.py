@@ -21,7 +21,7 @@ from tests.test_whmcs import check, sample_parse
 FORM = {
     "name": "My Module", "seats": "2", "local_key_days": "7", "grace_days": "14",
     "dev_host_allowance": "3", "max_reissues": "", "features": "", "whmcs_action": "keep",
-    "whmcs_secret": "",
+    "whmcs_secret": "", "reissue_cooldown_hours": "0",
 }  # fmt: skip
 
 

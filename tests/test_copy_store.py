@@ -154,6 +154,25 @@ async def _fill(settings: Settings) -> dict[str, str]:
                                 {"domains": ["a.example", "ü.example"]}, license_id=1),
                     at,
                 )  # fmt: skip
+            # The customer page (migration 16): a session and a confirmation link, one spent.
+            from license_server.db import portal as portal_rows
+
+            await portal_rows.insert_session(
+                conn, b"\x0a" * 32, license.id, "lkh-\u00fc", 1_800_000_011
+            )
+            await portal_rows.insert_confirmation(
+                conn,
+                b"\x0b" * 32,
+                license.id,
+                "release",
+                "shop1.example",
+                1_800_000_012,
+                1_800_001_812,
+            )
+            await portal_rows.insert_confirmation(
+                conn, b"\x0c" * 32, license.id, "reissue", "", 1_800_000_013, 1_800_001_813
+            )
+            await portal_rows.spend_confirmation(conn, b"\x0c" * 32, 1_800_000_014)
     return keys
 
 

@@ -83,6 +83,8 @@ TABLES: tuple[Table, ...] = (
     Table("api_token_families", ("id",), "id"),
     Table("api_refresh_tokens", ("id",), "id"),
     Table("alerts", ("id",), "id"),
+    Table("portal_sessions", ("id",), "id"),
+    Table("portal_confirmations", ("id",), "id"),
 )
 # Tables that hold no data to copy: each end keeps its own.
 NOT_COPIED = frozenset({"schema_version"})

@@ -151,12 +151,14 @@ async def update_state(
     expires_at: int | None,
     reissue_count: int,
     now: int,
+    reissued_at: int | None = None,
 ) -> None:
+    """`reissued_at`: set `last_reissued_at` (a reissue); None keeps it."""
     # revision lets in-process caches notice that the row changed.
     await conn.execute(
         "UPDATE licenses SET status = ?, expires_at = ?, reissue_count = ?, updated_at = ?, "
-        "revision = revision + 1 WHERE id = ?",
-        (status, expires_at, reissue_count, now, license_id),
+        "last_reissued_at = COALESCE(?, last_reissued_at), revision = revision + 1 WHERE id = ?",
+        (status, expires_at, reissue_count, now, reissued_at, license_id),
     )
 
 

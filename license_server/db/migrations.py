@@ -450,6 +450,42 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX IF NOT EXISTS alerts_license ON alerts (license_id)",
         ),
     ),
+    Migration(
+        16,
+        "customer page: reissue cooldown, customer sessions, e-mailed confirmation links",
+        (
+            # Hours a customer waits between two reissues of one license (0: no cooldown), and
+            # when a license was last reissued (NULL: never).
+            "ALTER TABLE products ADD COLUMN reissue_cooldown_hours {bigint} NOT NULL DEFAULT 0",
+            "ALTER TABLE licenses ADD COLUMN last_reissued_at {bigint}",
+            # A customer signed in at /activate with a license key (web/portal/sessions.py):
+            # only a SHA-256 of the cookie's token; `lkh` is the key's local-key hash (the
+            # key itself is never stored); idle and absolute timeouts from the two times.
+            """CREATE TABLE IF NOT EXISTS portal_sessions (
+                id {pk},
+                token_hash {blob} NOT NULL UNIQUE,
+                license_id {bigint} NOT NULL REFERENCES licenses(id) ON DELETE CASCADE,
+                lkh TEXT NOT NULL,
+                created_at {bigint} NOT NULL,
+                last_seen_at {bigint} NOT NULL
+            )""",
+            "CREATE INDEX IF NOT EXISTS portal_sessions_seen ON portal_sessions (last_seen_at)",
+            # A release or reissue waiting for the licensee to open the e-mailed link: only a
+            # SHA-256 of the link's token; single use (used_at), valid until expires_at.
+            """CREATE TABLE IF NOT EXISTS portal_confirmations (
+                id {pk},
+                token_hash {blob} NOT NULL UNIQUE,
+                license_id {bigint} NOT NULL REFERENCES licenses(id) ON DELETE CASCADE,
+                action TEXT NOT NULL,
+                value TEXT NOT NULL DEFAULT '',
+                created_at {bigint} NOT NULL,
+                expires_at {bigint} NOT NULL,
+                used_at {bigint}
+            )""",
+            "CREATE INDEX IF NOT EXISTS portal_confirmations_expires ON portal_confirmations "
+            "(expires_at)",
+        ),
+    ),
 )
 
 LATEST = MIGRATIONS[-1].version

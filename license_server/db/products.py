@@ -9,7 +9,7 @@ from license_server.db.connection import Connection, Row
 _COLUMNS = (
     "code, name, key_prefix, local_key_days, grace_days, seats, dev_host_allowance, features, "
     "whmcs_secret, allow_domain_conflict, allow_ip_conflict, allow_directory_conflict, "
-    "free_trial, max_reissues, created_at, updated_at"
+    "free_trial, max_reissues, reissue_cooldown_hours, created_at, updated_at"
 )
 
 
@@ -58,6 +58,7 @@ UPDATABLE = frozenset(
         "allow_directory_conflict",
         "free_trial",
         "max_reissues",
+        "reissue_cooldown_hours",
         "updated_at",
     }
 )

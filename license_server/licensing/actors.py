@@ -17,6 +17,7 @@ class ActorKind(StrEnum):
     STAFF = "staff"  # a staff account in the admin pages (id: the account)
     API = "api"  # the vendor's billing system (id: the API credential)
     SYSTEM = "system"  # the server itself: jobs, imports run from code
+    CUSTOMER = "customer"  # the licensee on the customer page /activate (id: the license)
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +32,12 @@ class Actor:
 CLI = Actor(ActorKind.CLI)
 MODULE = Actor(ActorKind.MODULE)
 SYSTEM = Actor(ActorKind.SYSTEM)
+
+
+def customer_actor(license_id: int) -> Actor:
+    """The holder of a license's key on the customer page: named by the license it signed
+    in with (a key is never written down, and it reaches that one license only)."""
+    return Actor(ActorKind.CUSTOMER, str(license_id))
 
 
 def api_actor(key_prefix: str) -> Actor:

@@ -84,18 +84,29 @@ def decide(
     product = license.product
     if facts.product and facts.product.lower() != product.code.lower():  # codes ignore case
         return refused("product_mismatch")
+    # The domain is judged before IP and directory: a module on a foreign site hears
+    # "Domain Invalid" (as from WHMCS), not a message about its server address.
+    domain_verdict = decide_domain(
+        license, facts.domain, now=now, dev_patterns=dev_patterns, banned=banned
+    )
+    if domain_verdict.answer is not Answer.ACTIVE:
+        return domain_verdict
+    mismatch = _address_mismatch(license, facts)
+    return refused(mismatch) if mismatch else domain_verdict
+
+
+def decide_domain(
+    license: License, host: str, *, now: int, dev_patterns: DevHostPatterns, banned: bool
+) -> Verdict:
+    """Status, bans and the domain's rules and seats, without the IP and directory: the part
+    of `decide` that a domain activated on the customer page goes through (it comes from a
+    browser, not from the server the module runs on)."""
     status = effective_status(license.status, license.expires_at, now)
     if status in (Status.REVOKED, Status.SUSPENDED, Status.EXPIRED):
         return Verdict(Answer(status.value), status.value)
     if banned:
         return Verdict(Answer.SUSPENDED, "banned")
-    # The domain is judged before IP and directory: a module on a foreign site hears
-    # "Domain Invalid" (as from WHMCS), not a message about its server address.
-    domain_verdict = _domain_verdict(license, facts.domain, dev_patterns)
-    if domain_verdict.answer is Answer.INVALID:
-        return domain_verdict
-    mismatch = _address_mismatch(license, facts)
-    return refused(mismatch) if mismatch else domain_verdict
+    return _domain_verdict(license, host, dev_patterns)
 
 
 def _dev_host_note(license: License, host: str, patterns: DevHostPatterns) -> str | None:

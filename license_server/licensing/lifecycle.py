@@ -32,6 +32,18 @@ class TransitionRefused(Exception):
     """The action is not allowed from the license's current status; says why in one line."""
 
 
+class ReissueLimitReached(TransitionRefused):
+    """The product's `max_reissues` is used up."""
+
+
+class ReissueCooldown(TransitionRefused):
+    """The last reissue was too recent; `until` is when the next one is allowed (UTC s)."""
+
+    def __init__(self, message: str, until: int) -> None:
+        super().__init__(message)
+        self.until = until
+
+
 @dataclass(frozen=True, slots=True)
 class LicenseState:
     status: Status
@@ -68,6 +80,7 @@ def transition(
     now: int,
     new_expiry: int | object | None = _UNSET,
     max_reissues: int | None = None,
+    reissue_not_before: int | None = None,
 ) -> Transition:
     """The result of `action` on `state`, or TransitionRefused with the reason."""
     if state.status not in _ALLOWED_FROM[action]:
@@ -94,7 +107,9 @@ def transition(
         return Transition(Status.REVOKED, state.expires_at, state.reissue_count)
     # REISSUE
     if max_reissues is not None and state.reissue_count >= max_reissues:
-        raise TransitionRefused(f"the reissue limit ({max_reissues}) has been reached")
+        raise ReissueLimitReached(f"the reissue limit ({max_reissues}) has been reached")
+    if reissue_not_before is not None and now < reissue_not_before:
+        raise ReissueCooldown("the reissue cooldown has not ended", reissue_not_before)
     return Transition(
         Status.PENDING, state.expires_at, state.reissue_count + 1, clear_bindings=True
     )

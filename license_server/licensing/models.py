@@ -37,6 +37,8 @@ class Product:
     allow_directory_conflict: bool = False
     free_trial: bool = False
     max_reissues: int | None = None
+    # Hours between two customer reissues of one license (the customer page); 0: none.
+    reissue_cooldown_hours: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +78,7 @@ class License:
     whmcs_service_id: int | None = None
     billing_cycle: str = ""
     last_access_at: int | None = None
+    last_reissued_at: int | None = None  # the latest reissue (cooldown of the customer page)
 
     def rules_of(self, kind: str) -> tuple[str, ...]:
         return tuple(rule.value for rule in self.rules if rule.kind == kind)

@@ -24,6 +24,7 @@ def product_from_row(row: dict) -> Product:
         allow_directory_conflict=bool(row["allow_directory_conflict"]),
         free_trial=bool(row["free_trial"]),
         max_reissues=row["max_reissues"],
+        reissue_cooldown_hours=row["reissue_cooldown_hours"],
     )
 
 
@@ -60,4 +61,5 @@ def license_from_rows(
         whmcs_service_id=row["whmcs_service_id"],
         billing_cycle=row["billing_cycle"],
         last_access_at=row["last_access_at"],
+        last_reissued_at=row["last_reissued_at"],
     )

@@ -64,7 +64,7 @@ _KEEP = object()
 _PRODUCT_AUDITED = (
     "name", "seats", "local_key_days", "grace_days", "dev_host_allowance", "features",
     "allow_domain_conflict", "allow_ip_conflict", "allow_directory_conflict", "free_trial",
-    "max_reissues",
+    "max_reissues", "reissue_cooldown_hours",
 )  # fmt: skip
 
 
@@ -103,6 +103,8 @@ class FirstUse:
 
 # decide(fresh license) -> FirstUse; may read (bans) but must not write.
 Decide = Callable[[License], Awaitable[FirstUse]]
+# Extra work of the caller inside a write's transaction (runs before the change).
+Within = Callable[[Connection], Awaitable[None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,6 +226,7 @@ class LicenseService:
             "allow_directory_conflict": spec.allow_directory_conflict,
             "free_trial": spec.free_trial,
             "max_reissues": spec.max_reissues,
+            "reissue_cooldown_hours": spec.reissue_cooldown_hours,
             "created_at": now,
             "updated_at": now,
         }
@@ -629,6 +632,7 @@ class LicenseService:
         change = lifecycle.transition(state, action, now=writes.now, **options)
         if change.clear_bindings:
             await license_rows.clear_bindings(writes.conn, license.id)
+        reissued = action is lifecycle.Action.REISSUE
         await license_rows.update_state(
             writes.conn,
             license.id,
@@ -636,6 +640,7 @@ class LicenseService:
             expires_at=change.expires_at,
             reissue_count=change.reissue_count,
             now=writes.now,
+            reissued_at=writes.now if reissued else None,
         )
         before = {"status": license.status.value, "expires_at": license.expires_at,
                   "reissue_count": license.reissue_count}  # fmt: skip
@@ -656,6 +661,7 @@ class LicenseService:
             revision=license.revision + 1,  # update_state bumps it
             updated_at=writes.now,
             bindings=() if change.clear_bindings else license.bindings,
+            last_reissued_at=writes.now if reissued else license.last_reissued_at,
         )
 
     # -- staff's changes to an issued license (the admin; the vendor API later) -------------
@@ -734,13 +740,22 @@ class LicenseService:
         return await self.license_by_id(license_id)
 
     async def release_binding(
-        self, license_id: int, kind: str, value: str, *, actor: Actor = SYSTEM
+        self,
+        license_id: int,
+        kind: str,
+        value: str,
+        *,
+        actor: Actor = SYSTEM,
+        within: Within | None = None,
     ) -> License:
         """Free one binding (the customer moved that site): its seat is free for the next
-        check. NotFound when the license holds no such binding."""
+        check. NotFound when the license holds no such binding. `within(conn)` runs first in
+        the same transaction (the customer page spends its confirmation link there)."""
 
         async def work(writes: _Writes) -> None:
             license = await self._locked(writes.conn, license_id)
+            if within is not None:
+                await within(writes.conn)
             binding = next(
                 (b for b in license.bindings if (b.kind, b.value) == (kind, value)), None
             )
@@ -758,11 +773,40 @@ class LicenseService:
         await self.write(actor, work)
         return await self.license_by_id(license_id)
 
+    async def customer_reissue(
+        self, license_id: int, *, actor: Actor, within: Within | None = None
+    ) -> License:
+        """A reissue asked for by the licensee (the customer page): within the product's
+        `max_reissues` and, since the last reissue, its `reissue_cooldown_hours`; refused with
+        `lifecycle.ReissueLimitReached` / `ReissueCooldown` (which says until when).
+        Staff reissues (`apply`) keep the limit but not the cooldown: staff decide by hand.
+        `within(conn)` runs first in the same transaction."""
+
+        async def work(writes: _Writes) -> License:
+            license = await self._locked(writes.conn, license_id)
+            if within is not None:
+                await within(writes.conn)
+            return await self._transition(
+                writes, license, lifecycle.Action.REISSUE,
+                max_reissues=license.product.max_reissues,
+                reissue_not_before=reissue_available_at(license),
+            )  # fmt: skip
+
+        return await self.write(actor, work)
+
     async def _locked(self, conn: Connection, license_id: int) -> License:
         license = await self.load(conn, license_id)
         if license is None:
             raise NotFound(f"no license with id {license_id}")
         return license
+
+
+def reissue_available_at(license: License) -> int | None:
+    """When the cooldown after the license's last reissue ends (UTC seconds), None if none."""
+    hours = license.product.reissue_cooldown_hours
+    if not hours or license.last_reissued_at is None:
+        return None
+    return license.last_reissued_at + hours * 3600
 
 
 def _terms_of(

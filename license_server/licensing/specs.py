@@ -71,6 +71,8 @@ class ProductSpec(BaseModel):
     allow_directory_conflict: bool = False
     free_trial: bool = False
     max_reissues: int | None = Field(None, ge=0, le=10_000)
+    # Hours a customer waits between two reissues on the customer page (0: no cooldown).
+    reissue_cooldown_hours: int = Field(0, ge=0, le=87_600)
 
     @field_validator("code")
     @classmethod
@@ -110,6 +112,7 @@ class ProductChanges(BaseModel):
     free_trial: bool | None = None
     max_reissues: int | None = Field(None, ge=0, le=10_000)
     unlimited_reissues: bool = False
+    reissue_cooldown_hours: int | None = Field(None, ge=0, le=87_600)
     features: tuple[RequiredText, ...] | None = None
     clear_whmcs_secret: bool = False  # no secret any more: WHMCS answers carry no md5hash
 

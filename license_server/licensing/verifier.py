@@ -19,11 +19,19 @@ import hashlib
 from dataclasses import dataclass
 
 from license_server.crypto.answers import sign_local_key
-from license_server.licensing.actors import MODULE
+from license_server.licensing.actors import MODULE, Actor
 from license_server.licensing.bans import BanList
 from license_server.licensing.caches import TtlCache
 from license_server.licensing.changes import Change
-from license_server.licensing.decision import Answer, Bind, Facts, Verdict, decide, refused
+from license_server.licensing.decision import (
+    Answer,
+    Bind,
+    Facts,
+    Verdict,
+    decide,
+    decide_domain,
+    refused,
+)
 from license_server.licensing.domains import DevHostPatterns
 from license_server.licensing.license_keys import KeyRejected, UnknownKeyHint
 from license_server.licensing.models import License, Product, Status
@@ -255,6 +263,37 @@ class Verifier:
         updated, verdict = await self.service.first_use(license.id, decide_again, actor=MODULE)
         return updated or license, verdict
 
+    async def activate_domain(
+        self, license_id: int, domain: str, *, actor: Actor
+    ) -> tuple[License | None, Verdict]:
+        """Bind `domain` (normalised) as a first check from it would (the customer page): the
+        same seat and development-host rules and the same write (`service.first_use`, which
+        decides again on the license as locked in its transaction, so two activations cannot
+        both take the last seat). The IP and directory are not judged: they are the
+        browser's, not the site's. A verdict without a binding (bound already, a product that
+        does not check domains) writes nothing."""
+
+        current = await self.service.license_by_id(license_id)
+        verdict = await self._decide_domain(current, domain)
+        if verdict.answer is not Answer.ACTIVE or verdict.bind is Bind.NONE:
+            return current, verdict  # nothing to write
+
+        async def decide_again(fresh: License) -> FirstUse:
+            verdict = await self._decide_domain(fresh, domain)
+            if verdict.answer is not Answer.ACTIVE or verdict.bind is Bind.NONE:
+                return FirstUse(verdict)
+            return FirstUse(
+                verdict, (NewBinding("domain", domain, domain, verdict.bind is Bind.DEV),)
+            )
+
+        return await self.service.first_use(license_id, decide_again, actor=actor)
+
+    async def _decide_domain(self, license: License, domain: str) -> Verdict:
+        return decide_domain(
+            license, domain, now=self.service.now(), dev_patterns=self.dev_patterns,
+            banned=await self.bans.is_banned(domain, ""),
+        )  # fmt: skip
+
     async def whmcs_secret(self, product: Product) -> str | None:
         """The product's md5hash secret, decrypted once per cache period, not per check."""
         if not product.has_whmcs_secret:
@@ -268,7 +307,10 @@ class Verifier:
 
     def local_key(self, license: License, facts: Facts, key_text: str) -> str:
         """The signed token a module may cache and trust offline until `exp`."""
-        lkh = license_key_hash(key_text)
+        return self.local_key_with(license, facts, license_key_hash(key_text))
+
+    def local_key_with(self, license: License, facts: Facts, lkh: str) -> str:
+        """`local_key` for a key known only by its `lkh` (the customer page keeps no key)."""
         cache_key = (license.id, license.revision, facts.domain, facts.ip, facts.directory, lkh)
         token = self._local_keys.get(cache_key)
         if token is None:

@@ -33,11 +33,11 @@ from license_server.web.admin.base import (
 _FLAGS = ("free_trial", "allow_domain_conflict", "allow_ip_conflict", "allow_directory_conflict")
 _TEXTS = ("code", "name", "key_prefix", "seats", "local_key_days", "grace_days",
           "dev_host_allowance", "features", "max_reissues", "whmcs_secret",
-          "whmcs_action")  # fmt: skip
+          "whmcs_action", "reissue_cooldown_hours")  # fmt: skip
 _SECRET_ACTIONS = ("keep", "set", "clear")
 # The edit form's fields that are always posted (checkboxes are not when unticked).
 _EDITED = ("name", "seats", "local_key_days", "grace_days", "dev_host_allowance", "features",
-           "max_reissues")  # fmt: skip
+           "max_reissues", "reissue_cooldown_hours")  # fmt: skip
 
 
 class _Refused(ValueError):
@@ -66,6 +66,7 @@ def _options(form: dict[str, str]) -> dict[str, object]:
     options["features"] = _features(form["features"])
     if form["max_reissues"].strip():
         options["max_reissues"] = form["max_reissues"].strip()
+    options["reissue_cooldown_hours"] = form["reissue_cooldown_hours"].strip() or "0"
     return options
 
 
@@ -139,6 +140,7 @@ def _form_of(product: Product) -> dict[str, str]:
         "dev_host_allowance": str(product.dev_host_allowance),
         "features": "\n".join(product.features),
         "max_reissues": "" if product.max_reissues is None else str(product.max_reissues),
+        "reissue_cooldown_hours": str(product.reissue_cooldown_hours),
     }  # fmt: skip
     form.update({name: "on" if getattr(product, name) else "off" for name in _FLAGS})
     return form

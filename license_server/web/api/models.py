@@ -166,6 +166,9 @@ class ProductOut(BaseModel):
     allow_directory_conflict: bool
     free_trial: bool
     max_reissues: int | None
+    reissue_cooldown_hours: int = Field(
+        description="Hours a customer waits between two reissues on /activate (0: none)."
+    )
 
     @classmethod
     def of(cls, product: Product) -> ProductOut:
@@ -178,6 +181,7 @@ class ProductOut(BaseModel):
             allow_ip_conflict=product.allow_ip_conflict,
             allow_directory_conflict=product.allow_directory_conflict,
             free_trial=product.free_trial, max_reissues=product.max_reissues,
+            reissue_cooldown_hours=product.reissue_cooldown_hours,
         )  # fmt: skip
 
 
