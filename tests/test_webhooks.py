@@ -418,3 +418,21 @@ async def test_rows_written_for_the_outbox_are_readable_by_the_db_layer(hooks, r
     await issue(rt)
     async with rt.db.read() as conn:
         assert await webhook_rows.delivery_counts(conn, endpoint.id) == {"pending": 1}
+
+
+async def test_a_private_target_is_refused_at_delivery_when_not_allowed(hooks, receiver):
+    """The SSRF rule is applied again at every delivery (the setting may have changed)."""
+    rt, endpoints, deliverer, clock = hooks
+    await subscribe(endpoints, receiver.url)
+    strict = Deliverer(
+        rt.db, deliverer.settings.model_copy(update={"allow_private_targets": False}),
+        deliverer.key, clock=clock, rand=lambda: 0.5,
+    )  # fmt: skip
+    await issue(rt)
+    try:
+        assert await strict.step() == 1
+    finally:
+        await strict.close()
+    [attempt] = await rows(rt, "SELECT * FROM webhook_delivery_attempts")
+    assert attempt["status"] is None and attempt["error"].startswith("refused:")
+    assert receiver.received == []

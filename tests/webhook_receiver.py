@@ -8,6 +8,7 @@ receiver would (with `cryptography`, independent of the server's own signing cod
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 from collections import deque
@@ -35,16 +36,17 @@ class Received:
 class Receiver:
     url: str = ""
     received: list[Received] = field(default_factory=list)
+    arrived: asyncio.Event = field(default_factory=asyncio.Event)  # set on every request
     answers: deque[int] = field(default_factory=deque)
     runner: web.AppRunner | None = None
 
-    async def start(self) -> Receiver:
+    async def start(self, port: int = 0) -> Receiver:
         app = web.Application()
         app.router.add_post("/hook", self._hook)
         app.router.add_post("/redirect", self._redirect)
         self.runner = web.AppRunner(app, access_log=None)
         await self.runner.setup()
-        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        site = web.TCPSite(self.runner, "127.0.0.1", port)
         await site.start()
         port = self.runner.addresses[0][1]
         self.url = f"http://127.0.0.1:{port}/hook"
@@ -57,6 +59,7 @@ class Receiver:
     async def _hook(self, request: web.Request) -> web.Response:
         body = await request.read()
         self.received.append(Received({k.lower(): v for k, v in request.headers.items()}, body))
+        self.arrived.set()
         status = self.answers.popleft() if self.answers else 200
         return web.Response(status=status, text="x" * 100)
 
@@ -87,3 +90,12 @@ def verify(public_key: str, received: Received) -> bool:
             continue
         return True
     return False
+
+
+async def wait_for(receiver: Receiver, count: int) -> None:
+    """Until `count` requests have arrived (woken by each arrival, never polling on a timer);
+    fails after 30 s instead of hanging."""
+    async with asyncio.timeout(30):
+        while len(receiver.received) < count:
+            receiver.arrived.clear()
+            await receiver.arrived.wait()
