@@ -159,7 +159,9 @@ async def _webhooks_ctx(app: web.Application) -> AsyncIterator[None]:
     runtime.alerts.subscribe(lambda signal, raised: deliverer.wake() if raised.new else None)
     await deliverer.open()
     stop = asyncio.Event()
-    tasks = [asyncio.create_task(deliverer.run(stop), name="webhook-deliveries")]
+    tasks = []
+    if settings.webhooks.send:
+        tasks.append(asyncio.create_task(deliverer.run(stop), name="webhook-deliveries"))
     if app[appkeys.MAINTENANCE]:
         tasks.append(asyncio.create_task(_webhook_upkeep_forever(app, stop), name="webhook-upkeep"))
     yield

@@ -168,6 +168,9 @@ class StaffSettings(_Section):
 
 
 class WebhookSettings(_Section):
+    # false: this instance writes events to the outbox but sends none (another instance
+    # sends them), e.g. instances kept for verification only.
+    send: bool = True
     # A delivery attempt that has not finished (connect, send, answer) in this time failed.
     timeout_seconds: float = Field(10.0, gt=0, le=120)
     # Retries: the n-th waits a random time in [0, min(cap, base * 2^(n-1))] (full jitter);
