@@ -65,6 +65,7 @@ from pydantic import BaseModel, ValidationError
 
 from license_server.licensing.models import Status
 from license_server.licensing.specs import LicenseSpec, ProductChanges, ProductSpec
+from license_server.staff.webhooks import EndpointSpec
 from license_server.web.api.models import (
     AttemptOut,
     AttemptPage,
@@ -74,6 +75,7 @@ from license_server.web.api.models import (
     BindingList,
     BindingOut,
     BindingRelease,
+    DeliveryPageOut,
     FieldProblem,
     LicenseCreated,
     LicenseOut,
@@ -84,8 +86,12 @@ from license_server.web.api.models import (
     ProductList,
     ProductOut,
     RenewRequest,
+    ResumeAnswer,
     TokenAnswer,
     TokenRequest,
+    WebhookList,
+    WebhookOut,
+    WebhookPublicKey,
 )  # fmt: skip
 
 __all__ = [
@@ -407,6 +413,49 @@ class VendorApi:
         except ApiProblem as problem:
             if not (missing_ok and problem.status == 404):
                 raise
+
+    # -- webhooks (issue #14) -------------------------------------------------------------
+
+    async def webhooks(self) -> list[WebhookOut]:
+        return (await self._call("GET", "/api/v1/webhooks", WebhookList)).items
+
+    async def webhook(self, webhook_id: int) -> WebhookOut:
+        return await self._call("GET", f"/api/v1/webhooks/{int(webhook_id)}", WebhookOut)
+
+    async def create_webhook(
+        self, spec: EndpointSpec, *, idempotency_key: str | None = None
+    ) -> WebhookOut:
+        """Register an endpoint; a URL the server refuses (not https, not public) is a 400."""
+        return await self._call("POST", "/api/v1/webhooks", WebhookOut, spec, idempotency_key)
+
+    async def update_webhook(self, webhook_id: int, spec: EndpointSpec) -> WebhookOut:
+        """Replace the endpoint's settings (PUT: every field; `enabled` defaults to true)."""
+        return await self._call("PUT", f"/api/v1/webhooks/{int(webhook_id)}", WebhookOut, spec)
+
+    async def delete_webhook(self, webhook_id: int) -> None:
+        await self._call("DELETE", f"/api/v1/webhooks/{int(webhook_id)}", None)
+
+    async def webhook_deliveries(
+        self, webhook_id: int, *, before: int | None = None, limit: int | None = None
+    ) -> DeliveryPageOut:
+        """One page of an endpoint's deliveries, newest first; `next_before` leads on."""
+        return await self._call(
+            "GET", f"/api/v1/webhooks/{int(webhook_id)}/deliveries", DeliveryPageOut,
+            query={"before": before, "limit": limit},
+        )  # fmt: skip
+
+    async def resume_webhook(
+        self, webhook_id: int, *, idempotency_key: str | None = None
+    ) -> ResumeAnswer:
+        """Unpause the endpoint and send its failed and waiting deliveries again."""
+        return await self._call(
+            "POST", f"/api/v1/webhooks/{int(webhook_id)}/resume", ResumeAnswer, None,
+            idempotency_key,
+        )  # fmt: skip
+
+    async def webhook_public_key(self) -> WebhookPublicKey:
+        """The key receivers verify signatures with (`whpk_...`)."""
+        return await self._call("GET", "/api/v1/webhooks/public-key", WebhookPublicKey)
 
     async def create_token(self, refresh_token: str | None = None) -> TokenAnswer:
         """`POST /api/v1/tokens`: the API key (no `refresh_token`) or a refresh token for an

@@ -19,9 +19,12 @@ from aiohttp import web
 from license_server import appkeys
 from license_server.licensing.attempt_hours import fold_closed_hours
 from license_server.licensing.attempt_log import AttemptLog
+from license_server.licensing.expiry import expire_lapsed
+from license_server.licensing.webhook_events import CHANGE_EVENTS
 from license_server.runtime import open_runtime
 from license_server.settings import Settings
 from license_server.staff import security_events
+from license_server.staff.webhooks import WebhookEndpoints
 from license_server.web import admin, api, portal
 from license_server.web.client_ip import ClientIpResolver
 from license_server.web.metrics import Metrics
@@ -29,6 +32,8 @@ from license_server.web.metrics_endpoint import WORKER, metrics_ctx
 from license_server.web.middlewares import answer_middleware
 from license_server.web.rate_limit import NoRateLimiter, RateLimiter
 from license_server.web.routes import setup_routes
+from license_server.webhooks.delivery import Deliverer
+from license_server.webhooks.signing import load_webhook_key
 
 log = logging.getLogger(__name__)
 
@@ -137,6 +142,59 @@ async def _rate_limiter_ctx(app: web.Application) -> AsyncIterator[None]:
     app[appkeys.RATE_LIMITER].close()
 
 
+async def _webhooks_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Webhook deliveries (webhooks/delivery.py): a task that sends the outbox, woken after a
+    commit that wrote an event; in the maintenance process also the expiry sweep (which sends
+    license.expired) and the pruning of delivered rows."""
+    runtime = app[appkeys.RUNTIME]
+    settings = app[appkeys.SETTINGS]
+    key = load_webhook_key(settings.keys_dir)
+    deliverer = Deliverer(runtime.db, settings.webhooks, key, alerts=runtime.alerts)
+    app[appkeys.WEBHOOK_KEY] = key
+    app[appkeys.DELIVERER] = deliverer
+    app[appkeys.WEBHOOK_ENDPOINTS] = WebhookEndpoints(
+        runtime.licenses, settings.webhooks, deliverer.wake
+    )
+    runtime.changes.subscribe(
+        lambda change: deliverer.wake() if change.kind in CHANGE_EVENTS else None
+    )
+    runtime.alerts.subscribe(lambda signal, raised: deliverer.wake() if raised.new else None)
+    await deliverer.open()
+    stop = asyncio.Event()
+    tasks = []
+    if settings.webhooks.send:
+        tasks.append(asyncio.create_task(deliverer.run(stop), name="webhook-deliveries"))
+    if app[appkeys.MAINTENANCE]:
+        tasks.append(asyncio.create_task(_webhook_upkeep_forever(app, stop), name="webhook-upkeep"))
+    yield
+    stop.set()
+    deliverer.wake()
+    for task in tasks:
+        await task
+    await deliverer.close()
+
+
+async def _webhook_upkeep_forever(app: web.Application, stop: asyncio.Event) -> None:
+    """Every `expiry_sweep_seconds` (the first after one interval, as the hourly fold): mark
+    lapsed licenses expired, and prune delivered webhook rows once an hour."""
+    runtime = app[appkeys.RUNTIME]
+    deliverer = app[appkeys.DELIVERER]
+    while not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), app[appkeys.SETTINGS].webhooks.expiry_sweep_seconds)
+        if stop.is_set():
+            return
+        try:
+            expired = await expire_lapsed(runtime.licenses)
+            if expired:
+                log.info("expiry sweep: %d licenses past their date marked expired", expired)
+            pruned = await deliverer.prune_if_due()
+            if pruned:
+                log.info("webhooks: %d delivered deliveries past retention pruned", pruned)
+        except Exception:
+            log.exception("webhook upkeep failed; will retry")
+
+
 def create_app(
     settings: Settings, *, maintenance: bool = True, worker: int | None = None
 ) -> web.Application:
@@ -160,6 +218,7 @@ def create_app(
         app[WORKER] = worker
     app.cleanup_ctx.append(metrics_ctx)
     app.cleanup_ctx.append(portal.portal_ctx)
+    app.cleanup_ctx.append(_webhooks_ctx)
     setup_routes(app)
     app.add_subapp("/admin", admin.admin_app())
     # The vendor API; /api/v1/verify (above) is more specific and is matched first.

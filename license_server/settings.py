@@ -225,6 +225,38 @@ class PortalSettings(_Section):
         return bool(self.smtp_host)
 
 
+class WebhookSettings(_Section):
+    # false: this instance writes events to the outbox but sends none (another instance
+    # sends them), e.g. instances kept for verification only.
+    send: bool = True
+    # A delivery attempt that has not finished (connect, send, answer) in this time failed.
+    timeout_seconds: float = Field(10.0, gt=0, le=120)
+    # Retries: the n-th waits a random time in [0, min(cap, base * 2^(n-1))] (full jitter);
+    # a delivery that failed max_attempts times is marked failed (redeliver it by hand).
+    retry_base_seconds: float = Field(10.0, gt=0, le=3600)
+    retry_cap_seconds: float = Field(3600.0, gt=0, le=7 * 86400)
+    max_attempts: int = Field(10, ge=1, le=100)
+    # An endpoint that failed this many times in a row is paused and an alert is raised.
+    pause_after_failures: int = Field(15, ge=1, le=100_000)
+    # How often to look for deliveries due (other instances' events, retries); a commit that
+    # wrote an event wakes this process's loop at once.
+    poll_seconds: float = Field(5.0, gt=0, le=600)
+    # Deliveries claimed and sent at once by one instance.
+    batch_size: int = Field(50, ge=1, le=1000)
+    # Delivered deliveries (and their attempt log) older than this are deleted.
+    retention_days: int = Field(30, ge=1, le=3650)
+    # verification.refused: at most this many events per license per minute; the rest are
+    # counted in the next event for that license (data.suppressed).
+    refused_per_license_per_minute: int = Field(5, ge=1, le=10_000)
+    # SSRF protection (ASVS 4.0.3 V5.2.6, V12.6.1): endpoints on loopback, private,
+    # link-local or otherwise non-public addresses are refused unless this is true.
+    allow_private_targets: bool = False
+    # https:// only, unless this is true.
+    allow_http: bool = False
+    # Licenses past their expiry date are marked expired (and license.expired sent) this often.
+    expiry_sweep_seconds: float = Field(60.0, ge=1, le=86400)
+
+
 class Settings(_Section):
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=1, le=65535)
@@ -259,6 +291,7 @@ class Settings(_Section):
     metrics: MetricsSettings = MetricsSettings()
     logging: LoggingSettings = LoggingSettings()
     portal: PortalSettings = PortalSettings()
+    webhooks: WebhookSettings = WebhookSettings()
 
     @model_validator(mode="after")
     def _tls_both_or_neither(self) -> Settings:

@@ -614,3 +614,58 @@ def test_api_keys_page_and_the_api_reference(page, screenshot, settings):
         page.goto(server.url + "/api/docs")
         expect(page.get_by_role("heading", name=re.compile("vendor API"))).to_be_visible()
         look(page, screenshot, "api-docs")
+
+
+def test_the_webhooks_pages(page, screenshot, settings):
+    """Webhooks (issue #14): add an endpoint with the keyboard and mouse, see it paused after
+    its receiver kept failing (warning, reason, alert), resume it; each page scanned by axe."""
+    from license_server import appkeys
+    from license_server.webhooks.delivery import Deliverer
+    from tests.conftest import with_sections
+    from tests.webhook_receiver import Receiver
+
+    hooks = {"allow_private_targets": True, "allow_http": True, "send": False,
+             "pause_after_failures": 2}  # fmt: skip
+    app = create_app(with_sections(settings, webhooks=hooks))
+    with live_server(app) as server:
+        receiver = server.call(Receiver().start())
+        try:
+            _sign_in_as_first_admin(page, server, app)
+            page.goto(server.url + "/admin/webhooks")
+            expect(page.get_by_role("heading", name="Webhooks", exact=True)).to_be_visible()
+            look(page, screenshot, "admin-webhooks-empty")
+            page.get_by_label("URL (https://)").fill(receiver.url)
+            page.get_by_label("Description (optional)").fill("Billing system")
+            page.get_by_label("license.created").check()
+            page.get_by_label("alert.raised").focus()
+            page.keyboard.press("Space")
+            page.get_by_role("button", name="Add the endpoint").click()
+            expect(page.get_by_role("heading", name=re.compile("^Webhook \\d+"))).to_be_visible()
+
+            async def fail_twice():
+                runtime = app[appkeys.RUNTIME]
+                receiver.answers.extend([500, 500])
+                await seed(runtime)
+                await runtime.licenses.issue(
+                    LicenseSpec(product="mymod", licensee="B", email="b@example.org"), actor=CLI
+                )
+                deliverer = Deliverer(runtime.db, app[appkeys.SETTINGS].webhooks,
+                                      app[appkeys.WEBHOOK_KEY], alerts=runtime.alerts)  # fmt: skip
+                await deliverer.step()
+                return deliverer
+
+            deliverer = server.call(fail_twice())
+            page.goto(server.url + "/admin/webhooks")
+            expect(page.get_by_role("alert")).to_contain_text("1 endpoint paused")
+            look(page, screenshot, "admin-webhooks-paused")
+            page.get_by_role("link", name=receiver.url).first.click()
+            expect(page.get_by_text("Paused since")).to_be_visible()
+            look(page, screenshot, "admin-webhook-paused")
+            page.get_by_role("button", name="Resume and redeliver").click()
+            expect(page.get_by_role("status")).to_contain_text("deliveries will be sent again")
+            assert server.call(deliverer.drain()) == 3  # two licenses and the alert
+            page.reload()
+            look(page, screenshot, "admin-webhook")
+            server.call(deliverer.close())
+        finally:
+            server.call(receiver.stop())

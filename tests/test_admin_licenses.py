@@ -150,6 +150,13 @@ ROUTES = [
     ("GET", "/admin/api-keys", "api_key:read"),
     ("POST", "/admin/api-keys", "api_key:create"),
     ("POST", "/admin/api-keys/revoke", "api_key:revoke"),
+    ("GET", "/admin/webhooks", "webhook:read"),
+    ("POST", "/admin/webhooks", "webhook:create"),
+    ("GET", "/admin/webhooks/{id}", "webhook:read"),
+    ("POST", "/admin/webhooks/{id}", "webhook:update"),
+    ("POST", "/admin/webhooks/{id}/resume", "webhook:update"),
+    ("POST", "/admin/webhooks/{id}/redeliver", "webhook:update"),
+    ("POST", "/admin/webhooks/{id}/delete", "webhook:delete"),
 ]
 
 

@@ -173,6 +173,28 @@ async def _fill(settings: Settings) -> dict[str, str]:
                 conn, b"\x0c" * 32, license.id, "reissue", "", 1_800_000_013, 1_800_001_813
             )
             await portal_rows.spend_confirmation(conn, b"\x0c" * 32, 1_800_000_014)
+        # Webhooks (migration 17): an endpoint, an event with its delivery and an attempt,
+        # and the verification.refused cursor with its storm counts.
+        from license_server.db import webhooks as webhook_rows
+        from license_server.staff.webhooks import EndpointSpec, WebhookEndpoints
+
+        hooks = WebhookEndpoints(rt.licenses, rt.settings.webhooks)
+        endpoint = await hooks.create(
+            Actor(ActorKind.STAFF, "1"),
+            EndpointSpec(url="https://hooks.example/in?x=1",
+                         description="Billing ✓", events=("license.revoked",
+                                                         "verification.refused")),
+        )  # fmt: skip
+        await rt.licenses.apply(license.id, Action.REVOKE)
+        async with rt.db.write() as conn:
+            [delivery] = await conn.fetch_all("SELECT id FROM webhook_deliveries")
+            await webhook_rows.record_attempt(
+                conn, delivery["id"], at_ms=1_800_000_011_000, status=None,
+                error="ConnectionRefused ✓", duration_ms=3,
+            )  # fmt: skip
+            await webhook_rows.pause(conn, endpoint.id, "failing ✓", 1_800_000_012_000)
+            await webhook_rows.create_cursor(conn)
+            await webhook_rows.move_cursor(conn, 7, '{"held": {"1": 2}}')
     return keys
 
 

@@ -85,6 +85,11 @@ TABLES: tuple[Table, ...] = (
     Table("alerts", ("id",), "id"),
     Table("portal_sessions", ("id",), "id"),
     Table("portal_confirmations", ("id",), "id"),
+    Table("webhook_endpoints", ("id",), "id"),
+    Table("webhook_events", ("id",), "id"),
+    Table("webhook_deliveries", ("id",), "id"),
+    Table("webhook_delivery_attempts", ("id",), "id"),
+    Table("webhook_cursor", ("id",), "id"),
 )
 # Tables that hold no data to copy: each end keeps its own.
 NOT_COPIED = frozenset({"schema_version"})

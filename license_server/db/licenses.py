@@ -341,3 +341,13 @@ async def delete_binding(
         (now, license_id),
     )
     return True
+
+
+async def lapsed_license_ids(conn: Connection, now: int, limit: int) -> list[int]:
+    """Active or pending licenses whose expiry has passed (the expiry sweep), oldest first."""
+    rows = await conn.fetch_all(
+        "SELECT id FROM licenses WHERE status IN ('active', 'pending')"
+        " AND expires_at IS NOT NULL AND expires_at <= ? ORDER BY expires_at, id LIMIT ?",
+        (now, limit),
+    )
+    return [int(row["id"]) for row in rows]

@@ -486,6 +486,83 @@ MIGRATIONS: tuple[Migration, ...] = (
             "(expires_at)",
         ),
     ),
+    Migration(
+        17,
+        "webhooks: endpoints, the outbox of events, deliveries with leases, attempts",
+        (
+            # An endpoint the vendor registered: `events` is a JSON list of event types.
+            # `enabled` is the staff's switch; `paused_ms` is set by the deliveries after
+            # [webhooks] pause_after_failures failures in a row (and cleared by resume).
+            """CREATE TABLE IF NOT EXISTS webhook_endpoints (
+                id {pk},
+                url TEXT NOT NULL,
+                description TEXT NOT NULL DEFAULT '',
+                events TEXT NOT NULL,
+                enabled {bool} NOT NULL,
+                paused_ms {bigint},
+                paused_reason TEXT NOT NULL DEFAULT '',
+                consecutive_failures {bigint} NOT NULL DEFAULT 0,
+                created_by TEXT NOT NULL,
+                created_ms {bigint} NOT NULL,
+                updated_ms {bigint} NOT NULL
+            )""",
+            # The outbox: written in the transaction of the change it describes, so an event
+            # exists exactly when its change committed. `uid` is the webhook-id header.
+            """CREATE TABLE IF NOT EXISTS webhook_events (
+                id {pk},
+                uid TEXT NOT NULL UNIQUE,
+                type TEXT NOT NULL,
+                payload TEXT NOT NULL,
+                created_ms {bigint} NOT NULL
+            )""",
+            "CREATE INDEX IF NOT EXISTS webhook_events_created ON webhook_events (created_ms)",
+            # One delivery per event and subscribed endpoint. A delivery is claimed by one
+            # instance at a time through its lease (leased_until_ms, leased_by).
+            """CREATE TABLE IF NOT EXISTS webhook_deliveries (
+                id {pk},
+                event_id {bigint} NOT NULL REFERENCES webhook_events(id) ON DELETE CASCADE,
+                endpoint_id {bigint} NOT NULL
+                    REFERENCES webhook_endpoints(id) ON DELETE CASCADE,
+                state TEXT NOT NULL DEFAULT 'pending'
+                    CHECK (state IN ('pending', 'delivered', 'failed')),
+                attempts {bigint} NOT NULL DEFAULT 0,
+                next_attempt_ms {bigint} NOT NULL,
+                leased_until_ms {bigint} NOT NULL DEFAULT 0,
+                leased_by TEXT NOT NULL DEFAULT '',
+                last_status {bigint},
+                last_error TEXT NOT NULL DEFAULT '',
+                created_ms {bigint} NOT NULL,
+                delivered_ms {bigint}
+            )""",
+            "CREATE INDEX IF NOT EXISTS webhook_deliveries_due "
+            "ON webhook_deliveries (state, next_attempt_ms)",
+            "CREATE INDEX IF NOT EXISTS webhook_deliveries_endpoint "
+            "ON webhook_deliveries (endpoint_id, id)",
+            "CREATE INDEX IF NOT EXISTS webhook_deliveries_event ON webhook_deliveries (event_id)",
+            # Every attempt at a delivery: the receiver's status (or the error) and the time.
+            """CREATE TABLE IF NOT EXISTS webhook_delivery_attempts (
+                id {pk},
+                delivery_id {bigint} NOT NULL
+                    REFERENCES webhook_deliveries(id) ON DELETE CASCADE,
+                at_ms {bigint} NOT NULL,
+                status {bigint},
+                error TEXT NOT NULL DEFAULT '',
+                duration_ms {bigint} NOT NULL
+            )""",
+            "CREATE INDEX IF NOT EXISTS webhook_delivery_attempts_delivery "
+            "ON webhook_delivery_attempts (delivery_id, id)",
+            # One row (id 1): how far the verification.refused events have read the attempt
+            # log, and the storm bound's counts (JSON).
+            """CREATE TABLE IF NOT EXISTS webhook_cursor (
+                id {pk},
+                attempt_id {bigint} NOT NULL,
+                state TEXT NOT NULL
+            )""",
+            # The expiry sweep (licensing/expiry.py) finds lapsed licenses without a scan.
+            "CREATE INDEX IF NOT EXISTS licenses_expiry ON licenses (expires_at) "
+            "WHERE status IN ('active', 'pending')",
+        ),
+    ),
 )
 
 LATEST = MIGRATIONS[-1].version

@@ -24,6 +24,7 @@ from enum import StrEnum
 from license_server.db import alerts as alert_rows
 from license_server.db.connection import Connection
 from license_server.db.database import Database
+from license_server.licensing import webhook_events
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +76,17 @@ async def raise_alert(conn: Connection, signal: AlertSignal, now_ms: int) -> Rai
         license_id=signal.license_id,
         now_ms=now_ms,
     )
-    return RaisedAlert(int(row["id"]), int(row["occurrences"]) == 1)
+    raised = RaisedAlert(int(row["id"]), int(row["occurrences"]) == 1)
+    if raised.new:  # the alert.raised webhook event commits with the alert (or neither does)
+        await webhook_events.enqueue(
+            conn, webhook_events.EventType.ALERT_RAISED,
+            {"alert_id": raised.alert_id, "detector": signal.detector,
+             "subject": signal.subject[:SUBJECT_MAX], "severity": str(signal.severity),
+             "summary": signal.summary[:SUMMARY_MAX], "license_id": signal.license_id,
+             "occurred_at": webhook_events.iso_ms(now_ms)},
+            now_ms,
+        )  # fmt: skip
+    return raised
 
 
 AlertListener = Callable[[AlertSignal, RaisedAlert], None]

@@ -31,7 +31,7 @@ from license_server.db.connection import Connection
 from license_server.db.database import Database
 from license_server.db.errors import UniqueViolation
 from license_server.db.licenses import NewLicense
-from license_server.licensing import lifecycle
+from license_server.licensing import lifecycle, webhook_events
 from license_server.licensing.actors import SYSTEM, Actor, ActorKind
 from license_server.licensing.audit import AuditLog
 from license_server.licensing.caches import TtlCache
@@ -127,6 +127,8 @@ class _Writes:
     changes: list[Change] = field(default_factory=list)
     # Per change: the audit row's target and detail ({"before": ..., "after": ...}).
     audit: list[tuple[str, dict | None]] = field(default_factory=list)
+    # Per change: what its webhook event needs beyond the change (the domains bound ...).
+    facts: list[dict | None] = field(default_factory=list)
 
     def changed(
         self,
@@ -135,8 +137,10 @@ class _Writes:
         *,
         target: str | None = None,
         detail: dict | None = None,
+        facts: dict | None = None,
     ) -> None:
         self.changes.append(Change(kind, license_id, self.actor))
+        self.facts.append(facts)
         if target is None:
             target = "" if license_id is None else f"license:{license_id}"
         self.audit.append((target, detail))
@@ -186,6 +190,10 @@ class LicenseService:
         async def unit(conn: Connection) -> T:
             writes = _Writes(conn, actor, self.now())
             result = await work(writes)
+            # The webhook outbox, in this same transaction (licensing/webhook_events.py).
+            await webhook_events.emit_changes(
+                conn, zip(writes.changes, writes.facts, strict=True), writes.now
+            )
             await change_rows.record(
                 conn, [(c.license_id, c.kind) for c in writes.changes], writes.now
             )
@@ -563,6 +571,23 @@ class LicenseService:
 
         return await self.write(actor, work)
 
+    async def expire_if_lapsed(self, license_id: int, *, actor: Actor = SYSTEM) -> bool:
+        """Persist the expiry of a license whose date has passed (the expiry sweep): True
+        when this call expired it. Decided on the row locked in the transaction, so a renewal
+        that got in first is kept, and of several instances sweeping at once one expires it
+        (license.expired is written once)."""
+
+        async def work(writes: _Writes) -> bool:
+            license = await self.load(writes.conn, license_id)
+            if license is None or license.status not in (Status.ACTIVE, Status.PENDING):
+                return False
+            if license.expires_at is None or license.expires_at > writes.now:
+                return False
+            await self._transition(writes, license, lifecycle.Action.EXPIRE)
+            return True
+
+        return await self.write(actor, work)
+
     async def first_use(
         self, license_id: int, decide: Decide, *, actor: Actor
     ) -> tuple[License | None, Verdict]:
@@ -618,7 +643,10 @@ class LicenseService:
                 )
         if not added:
             return license
-        writes.changed(ChangeKind.BIND, license.id)
+        writes.changed(
+            ChangeKind.BIND, license.id,
+            facts={"domains": [b.value for b in added if b.kind == "domain"]},
+        )  # fmt: skip
         return replace(license, bindings=license.bindings + tuple(added))
 
     async def _transition(
@@ -768,6 +796,7 @@ class LicenseService:
                 detail={"before": {"binding": f"{kind} {value}",
                                    "bound_at": binding.created_at},
                         "after": {"binding": None}},
+                facts={"kind": kind, "value": value},
             )  # fmt: skip
 
         await self.write(actor, work)

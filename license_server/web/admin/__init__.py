@@ -34,6 +34,7 @@ from license_server.web.admin import (
     security,
     sign_in,
     staff,
+    webhooks,
 )  # fmt: skip
 from license_server.web.admin.base import (
     CONSOLE,
@@ -65,7 +66,7 @@ __all__ = [
 
 # Each area's module; its `add_routes(router)` adds its pages.
 AREAS = (dashboard, sign_in, staff, products, licenses, license_edit, attempts, bans, audit,
-         security, keys, api_keys)  # fmt: skip
+         security, keys, api_keys, webhooks)  # fmt: skip
 
 
 async def staff_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -353,3 +353,91 @@ class Problem(BaseModel):
     status: int
     detail: str
     errors: list[FieldProblem] | None = None
+
+
+# -- webhooks (issue #14) -------------------------------------------------------------------
+
+
+class WebhookOut(BaseModel):
+    model_config = _ANSWER
+
+    id: int
+    url: str
+    description: str
+    events: list[str]
+    enabled: bool
+    paused: bool
+    paused_at: str | None = Field(description="When it was paused (ISO 8601 UTC), or null.")
+    paused_reason: str
+    consecutive_failures: int
+    created_by: str
+    created_at: str
+
+    @classmethod
+    def of(cls, endpoint) -> WebhookOut:
+        return cls(
+            id=endpoint.id, url=endpoint.url, description=endpoint.description,
+            events=list(endpoint.events), enabled=endpoint.enabled, paused=endpoint.paused,
+            paused_at=None if endpoint.paused_ms is None else iso(endpoint.paused_ms // 1000),
+            paused_reason=endpoint.paused_reason,
+            consecutive_failures=endpoint.consecutive_failures, created_by=endpoint.created_by,
+            created_at=iso(endpoint.created_ms // 1000) or "",
+        )  # fmt: skip
+
+
+class WebhookList(BaseModel):
+    model_config = _ANSWER
+
+    items: list[WebhookOut]
+
+
+class DeliveryQuery(BaseModel):
+    model_config = _REQUEST
+
+    before: int | None = Field(None, ge=1, le=2**63 - 1, description="A delivery id (keyset).")
+    limit: int = Field(50, ge=1, le=200)
+
+
+class DeliveryAttemptOut(BaseModel):
+    model_config = _ANSWER
+
+    at: str
+    status: int | None = Field(description="The receiver's HTTP status, or null (no answer).")
+    error: str
+    duration_ms: int
+
+
+class DeliveryOut(BaseModel):
+    model_config = _ANSWER
+
+    id: int
+    event_id: str = Field(description="The webhook-id header: the same on every retry.")
+    event_type: str
+    state: Literal["pending", "delivered", "failed"]
+    attempts: list[DeliveryAttemptOut]
+    next_attempt_at: str | None
+    created_at: str
+    delivered_at: str | None
+
+
+class DeliveryPageOut(BaseModel):
+    model_config = _ANSWER
+
+    items: list[DeliveryOut]
+    next_before: int | None = Field(description="Pass as `before` for the next (older) page.")
+
+
+class ResumeAnswer(BaseModel):
+    model_config = _ANSWER
+
+    webhook: WebhookOut
+    redelivering: int = Field(description="Deliveries due again (failed or held while paused).")
+
+
+class WebhookPublicKey(BaseModel):
+    model_config = _ANSWER
+
+    public_key: str = Field(description="Standard Webhooks form: whpk_ + base64 of the key.")
+    algorithm: Literal["ed25519"]
+    signature_version: Literal["v1a"]
+    tolerance_seconds: int = Field(description="Reject a webhook-timestamp further off.")

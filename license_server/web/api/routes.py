@@ -6,7 +6,8 @@ from __future__ import annotations
 from aiohttp import web
 
 from license_server.licensing.specs import LicenseSpec, ProductChanges, ProductSpec
-from license_server.web.api import attempts, bans, licenses, products, tokens
+from license_server.staff.webhooks import EndpointSpec
+from license_server.web.api import attempts, bans, licenses, products, tokens, webhooks
 from license_server.web.api.models import (
     AttemptPage,
     AttemptQuery,
@@ -15,6 +16,8 @@ from license_server.web.api.models import (
     BanPage,
     BindingList,
     BindingRelease,
+    DeliveryPageOut,
+    DeliveryQuery,
     LicenseCreated,
     LicenseListQuery,
     LicenseOut,
@@ -25,14 +28,19 @@ from license_server.web.api.models import (
     ProductList,
     ProductOut,
     RenewRequest,
+    ResumeAnswer,
     TokenAnswer,
     TokenRequest,
-)  # fmt: skip
+    WebhookList,
+    WebhookOut,
+    WebhookPublicKey,
+)  # fmt: skip  # fmt: skip
 from license_server.web.api.registry import Operation, dispatch
 
 _CODE = {"type": "string", "minLength": 1, "maxLength": 32, "description": "Product code."}
 _ID = {"type": "integer", "minimum": 1, "maximum": 2**63 - 1, "description": "License id."}
 _BAN_ID = {**_ID, "description": "Ban id."}
+_HOOK_ID = {**_ID, "description": "Webhook endpoint id."}
 
 OPERATIONS: tuple[Operation, ...] = (
     Operation("GET", "/v1/products", "listProducts", "List the products",
@@ -115,6 +123,37 @@ OPERATIONS: tuple[Operation, ...] = (
               "same API-key exchange). Access tokens are EdDSA JWTs; their keys are at "
               "`/api/v1/tokens/jwks.json`. No Idempotency-Key: the answer holds secrets that "
               "are never stored."),
+    # -- webhooks (issue #14) --
+    Operation("GET", "/v1/webhooks", "listWebhooks", "List the webhook endpoints",
+              webhooks.list_webhooks, "webhook:read", {200: WebhookList}, tag="webhooks"),
+    Operation("POST", "/v1/webhooks", "createWebhook",
+              "Register a webhook endpoint (https; public addresses only unless allowed)",
+              webhooks.create_webhook, "webhook:create", {201: WebhookOut}, body=EndpointSpec,
+              tag="webhooks"),
+    Operation("GET", "/v1/webhooks/public-key", "getWebhookPublicKey",
+              "The Ed25519 public key that verifies webhook signatures (Standard Webhooks v1a)",
+              webhooks.public_key, "webhook:read", {200: WebhookPublicKey}, tag="webhooks",
+              public=True),
+    Operation("GET", "/v1/webhooks/{id}", "getWebhook", "Read a webhook endpoint",
+              webhooks.get_webhook, "webhook:read", {200: WebhookOut},
+              path_params={"id": _HOOK_ID}, problems=(404,), tag="webhooks"),
+    Operation("PUT", "/v1/webhooks/{id}", "updateWebhook", "Replace a webhook endpoint's settings",
+              webhooks.update_webhook, "webhook:update", {200: WebhookOut}, body=EndpointSpec,
+              path_params={"id": _HOOK_ID}, problems=(404,), tag="webhooks"),
+    Operation("DELETE", "/v1/webhooks/{id}", "deleteWebhook",
+              "Delete a webhook endpoint and its delivery log", webhooks.delete_webhook,
+              "webhook:delete", {204: None}, path_params={"id": _HOOK_ID}, problems=(404,),
+              tag="webhooks"),
+    Operation("GET", "/v1/webhooks/{id}/deliveries", "listWebhookDeliveries",
+              "An endpoint's deliveries, newest first, with every attempt's status and time",
+              webhooks.list_deliveries, "webhook:read", {200: DeliveryPageOut},
+              query=DeliveryQuery, path_params={"id": _HOOK_ID}, problems=(404,),
+              tag="webhooks"),
+    Operation("POST", "/v1/webhooks/{id}/resume", "resumeWebhook",
+              "Unpause an endpoint, reset its failure count and send its failed and waiting "
+              "deliveries again", webhooks.resume_webhook, "webhook:update", {200: ResumeAnswer},
+              body=NoBody, body_required=False, path_params={"id": _HOOK_ID}, problems=(404,),
+              tag="webhooks"),
 )  # fmt: skip
 
 

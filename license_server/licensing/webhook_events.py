@@ -1,0 +1,212 @@
+"""Webhook events: what happened, written to the outbox in the transaction that made it happen.
+
+The outbox (`webhook_events`, one `webhook_deliveries` row per subscribed endpoint) is written
+with the same connection as the change it announces, by the service's single write path
+(`LicenseService.write` calls `emit_changes`) and by `raise_alert`: the event exists if and
+only if its change committed, so a process that dies between the change and the delivery loses
+nothing (the deliveries are sent after the restart, webhooks/delivery.py). Fan-out happens at
+enqueue, from the small endpoints table; with no endpoint subscribed to a type, nothing is
+written for it.
+
+`verification.refused` is not written on the verification path (that would put a write on
+every refused check): the delivery loop reads the attempt log behind a cursor row
+(`scan_refusals`), only while some endpoint subscribes. A storm is bounded: at most
+`per_minute` events per license (unknown keys count as one subject) per minute of attempt
+time; the refusals held back are counted and reported in the next event sent for that
+license (`data.suppressed`).
+
+Payloads carry ids, the product code, status, domains and times; never a license key, never
+a licensee's name or e-mail (ASVS 4.0.3 V8.3.4: no more personal data than the purpose needs).
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+from enum import StrEnum
+
+from license_server.db import webhooks as webhook_rows
+from license_server.db.connection import Connection
+from license_server.licensing.changes import Change, ChangeKind
+
+
+class EventType(StrEnum):
+    LICENSE_CREATED = "license.created"
+    LICENSE_SUSPENDED = "license.suspended"
+    LICENSE_UNSUSPENDED = "license.unsuspended"
+    LICENSE_REVOKED = "license.revoked"
+    LICENSE_REISSUED = "license.reissued"
+    LICENSE_EXPIRED = "license.expired"
+    DOMAIN_BOUND = "domain.bound"
+    DOMAIN_RELEASED = "domain.released"
+    VERIFICATION_REFUSED = "verification.refused"
+    ALERT_RAISED = "alert.raised"
+
+
+EVENT_TYPES: tuple[str, ...] = tuple(event.value for event in EventType)
+
+CHANGE_EVENTS: dict[str, EventType] = {
+    ChangeKind.ISSUE: EventType.LICENSE_CREATED,
+    ChangeKind.SUSPEND: EventType.LICENSE_SUSPENDED,
+    ChangeKind.UNSUSPEND: EventType.LICENSE_UNSUSPENDED,
+    ChangeKind.REVOKE: EventType.LICENSE_REVOKED,
+    ChangeKind.REISSUE: EventType.LICENSE_REISSUED,
+    ChangeKind.EXPIRE: EventType.LICENSE_EXPIRED,
+    ChangeKind.BIND: EventType.DOMAIN_BOUND,
+    ChangeKind.RELEASE: EventType.DOMAIN_RELEASED,
+}
+
+
+def iso_ms(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
+
+
+def iso_seconds(seconds: int | None) -> str | None:
+    if seconds is None:
+        return None
+    return datetime.fromtimestamp(seconds, UTC).isoformat()[:-6] + "Z"
+
+
+def event_body(event_type: str, data: dict, now_ms: int) -> str:
+    """The JSON body as Standard Webhooks shapes it: type, timestamp, data."""
+    return json.dumps(
+        {"type": event_type, "timestamp": iso_ms(now_ms), "data": data},
+        separators=(",", ":"), ensure_ascii=False,
+    )  # fmt: skip
+
+
+async def subscribers(conn: Connection) -> dict[str, list[int]]:
+    """Event type -> ids of the enabled endpoints subscribed to it."""
+    found: dict[str, list[int]] = {}
+    for row in await webhook_rows.subscriptions(conn):
+        for event_type in json.loads(row["events"]):
+            found.setdefault(event_type, []).append(int(row["id"]))
+    return found
+
+
+async def enqueue(
+    conn: Connection,
+    event_type: str,
+    data: dict,
+    now_ms: int,
+    endpoint_ids: Sequence[int] | None = None,
+) -> int | None:
+    """Write one event and its deliveries in the caller's transaction; None (nothing written)
+    when no endpoint subscribes to `event_type`."""
+    if endpoint_ids is None:
+        endpoint_ids = (await subscribers(conn)).get(event_type, [])
+    if not endpoint_ids:
+        return None
+    event_id = await webhook_rows.insert_event(
+        conn, uid=f"msg_{secrets.token_urlsafe(18)}", type=event_type,
+        payload=event_body(event_type, data, now_ms), now_ms=now_ms,
+    )  # fmt: skip
+    await webhook_rows.insert_deliveries(conn, event_id, endpoint_ids, now_ms)
+    return event_id
+
+
+async def emit_changes(
+    conn: Connection, changes: Iterable[tuple[Change, dict | None]], now: int
+) -> int:
+    """The events of one write transaction's changes (`facts`: what the change record does
+    not say, such as the domains bound); how many events were written."""
+    wanted = [(change, facts) for change, facts in changes if change.kind in CHANGE_EVENTS]
+    if not wanted:
+        return 0
+    subscribed = await subscribers(conn)
+    if not subscribed:
+        return 0
+    now_ms = now * 1000
+    written = 0
+    for change, facts in wanted:
+        event_type = CHANGE_EVENTS[change.kind]
+        expired = change.kind == ChangeKind.UNSUSPEND and subscribed.get(EventType.LICENSE_EXPIRED)
+        if not subscribed.get(event_type) and not expired:
+            continue
+        if change.license_id is None:
+            continue
+        license = await webhook_rows.license_facts(conn, change.license_id)
+        if license is None:
+            continue
+        data = {
+            "license_id": change.license_id,
+            "product": license["product"],
+            "status": license["status"],
+            "expires_at": iso_seconds(license["expires_at"]),
+            "domains": license["domains"],
+            "actor": str(change.actor) if change.actor else "",
+            "occurred_at": iso_seconds(now),
+        }
+        facts = facts or {}
+        items: list[tuple[str, dict]] = []
+        if event_type is EventType.DOMAIN_BOUND:
+            items = [(event_type, {**data, "domain": d}) for d in facts.get("domains", ())]
+        elif event_type is EventType.DOMAIN_RELEASED:
+            if facts.get("kind") == "domain":
+                items = [(event_type, {**data, "domain": facts.get("value", "")})]
+        else:
+            items = [(event_type, data)]
+        if expired and license["status"] == "expired":
+            # Lifting a suspension of a license whose date has passed expires it.
+            items.append((EventType.LICENSE_EXPIRED, data))
+        for item_type, item in items:
+            if await enqueue(conn, item_type, item, now_ms, subscribed.get(item_type, [])):
+                written += 1
+    return written
+
+
+def refusal_data(row: dict, suppressed: int) -> dict:
+    return {
+        "attempt_id": row["id"],
+        "license_id": row["license_id"],
+        "product": row["product"],
+        "result": row["result"],
+        "reason": row["reason"],
+        "domain": row["domain"],
+        "endpoint": row["endpoint"],
+        "occurred_at": iso_ms(row["at_ms"]),
+        "suppressed": suppressed,
+    }
+
+
+async def scan_refusals(conn: Connection, *, per_minute: int, batch: int, now_ms: int) -> int:
+    """Turn refused checks logged since the cursor into verification.refused events (at most
+    `batch` read per call); how many events were written. With no endpoint subscribed, the
+    cursor only follows the log, so subscribing later sends no refusals from before."""
+    cursor = await webhook_rows.lock_cursor(conn)
+    if cursor is None:
+        await webhook_rows.create_cursor(conn)
+        cursor = await webhook_rows.lock_cursor(conn)
+        assert cursor is not None  # just created (or by another instance: same row)
+    newest = await webhook_rows.newest_attempt_id(conn)
+    position = int(cursor["attempt_id"])
+    if newest <= position:
+        return 0
+    targets = (await subscribers(conn)).get(EventType.VERIFICATION_REFUSED, [])
+    if not targets:
+        await webhook_rows.move_cursor(conn, newest, "{}")
+        return 0
+    rows = await webhook_rows.refusals_after(conn, position, newest, batch)
+    state = json.loads(cursor["state"] or "{}")
+    sent_in_minute: dict[str, int] = state.get("sent", {})
+    held: dict[str, int] = state.get("held", {})
+    minute = state.get("minute")
+    written = 0
+    for row in rows:
+        row_minute = row["at_ms"] // 60_000
+        if row_minute != minute:
+            minute, sent_in_minute = row_minute, {}
+        subject = "none" if row["license_id"] is None else str(row["license_id"])
+        if sent_in_minute.get(subject, 0) >= per_minute:
+            held[subject] = held.get(subject, 0) + 1
+            continue
+        sent_in_minute[subject] = sent_in_minute.get(subject, 0) + 1
+        data = refusal_data(row, held.pop(subject, 0))
+        await enqueue(conn, EventType.VERIFICATION_REFUSED, data, now_ms, targets)
+        written += 1
+    position = newest if len(rows) < batch else int(rows[-1]["id"])
+    state = {"minute": minute, "sent": sent_in_minute, "held": held}
+    await webhook_rows.move_cursor(conn, position, json.dumps(state, sort_keys=True))
+    return written
