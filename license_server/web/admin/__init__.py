@@ -17,11 +17,13 @@ from aiohttp import web
 from license_server import appkeys
 from license_server.licensing.actors import SYSTEM
 from license_server.staff.accounts import StaffAccounts
+from license_server.staff.alert_desk import AlertDesk
 from license_server.staff.console import Console
 from license_server.staff.editing import Editing
 from license_server.staff.log_desk import LogDesk
 from license_server.staff.oversight import Oversight
 from license_server.web.admin import (
+    alerts,
     api_keys,
     attempts,
     audit,
@@ -65,7 +67,7 @@ __all__ = [
 
 # Each area's module; its `add_routes(router)` adds its pages.
 AREAS = (dashboard, sign_in, staff, products, licenses, license_edit, attempts, bans, audit,
-         security, keys, api_keys)  # fmt: skip
+         security, keys, api_keys, alerts)  # fmt: skip
 
 
 async def staff_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -84,6 +86,7 @@ async def staff_ctx(app: web.Application) -> AsyncIterator[None]:
     app[attempts.LOG_DESK] = LogDesk(service, runtime.bans, app[STAFF])
     app[OVERSIGHT] = Oversight(runtime.db, service.audit, app[STAFF])
     app[EDITING] = Editing(service)
+    app[alerts.ALERT_DESK] = AlertDesk(service)
     keys.set_up(app, runtime)
     dashboard.set_up(app, runtime)
     if app[appkeys.MAINTENANCE] and await app[STAFF].needs_first_admin():
