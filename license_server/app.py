@@ -23,6 +23,7 @@ from license_server.runtime import open_runtime
 from license_server.settings import Settings
 from license_server.staff import security_events
 from license_server.web import admin, api
+from license_server.web.alert_wiring import alert_actions_ctx
 from license_server.web.client_ip import ClientIpResolver
 from license_server.web.middlewares import answer_middleware
 from license_server.web.rate_limit import NoRateLimiter, RateLimiter
@@ -148,6 +149,7 @@ def create_app(settings: Settings, *, maintenance: bool = True) -> web.Applicati
     app.cleanup_ctx.append(_key_reload_ctx)
     app.cleanup_ctx.append(_attempt_log_ctx)
     app.cleanup_ctx.append(_rate_limiter_ctx)
+    app.cleanup_ctx.append(alert_actions_ctx)  # IP blocks, automatic actions; before staff
     app.cleanup_ctx.append(admin.staff_ctx)
     app.cleanup_ctx.append(api.api_ctx)
     setup_routes(app)

@@ -165,6 +165,15 @@ def _sample(row: dict, sample: object) -> dict:
     return {"text": f"attempt {sample}", "href": None}
 
 
+def flagged_alerts(rows: list[dict]) -> list[dict]:
+    """A license's unresolved alerts for its page, each marked `flagged` when the automatic
+    action flag_license was taken on it (licensing/alert_actions.py)."""
+    return [
+        {**row, "flagged": any(" flagged license " in f" {line} " for line in actions_taken(row))}
+        for row in rows
+    ]
+
+
 @requires("alert:read")
 async def alert_list(request: web.Request, staff: SignedIn) -> web.StreamResponse:
     desk = request.config_dict[ALERT_DESK]
