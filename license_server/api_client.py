@@ -67,6 +67,8 @@ from license_server.licensing.models import Status
 from license_server.licensing.specs import LicenseSpec, ProductChanges, ProductSpec
 from license_server.staff.webhooks import EndpointSpec
 from license_server.web.api.models import (
+    AlertOut,
+    AlertPage,
     AttemptOut,
     AttemptPage,
     BanIn,
@@ -95,6 +97,8 @@ from license_server.web.api.models import (
 )  # fmt: skip
 
 __all__ = [
+    "AlertOut",
+    "AlertPage",
     "ApiProblem",
     "AttemptOut",
     "AttemptPage",
@@ -456,6 +460,45 @@ class VendorApi:
     async def webhook_public_key(self) -> WebhookPublicKey:
         """The key receivers verify signatures with (`whpk_...`)."""
         return await self._call("GET", "/api/v1/webhooks/public-key", WebhookPublicKey)
+
+    async def alert_page(
+        self,
+        *,
+        state: Literal["unresolved", "open", "acknowledged", "resolved", "all"] | None = None,
+        detector: str | None = None,
+        severity: Literal["low", "medium", "high"] | None = None,
+        license_id: int | None = None,
+        since: dt.datetime | None = None,
+        until: dt.datetime | None = None,
+        cursor: str | None = None,
+        limit: int | None = None,
+    ) -> AlertPage:
+        """One page of alerts, newest first; unresolved (open or acknowledged) by default.
+        `since` / `until` (with a time zone) keep the alerts seen within them."""
+        query = {"state": state, "detector": detector, "severity": severity,
+                 "license": license_id, "since": since, "until": until, "cursor": cursor,
+                 "limit": limit}  # fmt: skip
+        return await self._call("GET", "/api/v1/alerts", AlertPage, query=query)
+
+    def alerts(self, *, page_size: int = 100, **filters: Any) -> AsyncIterator[AlertOut]:
+        """Every alert matching `filters` (those of `alert_page`), page after page."""
+        return self._walk(lambda cursor: self.alert_page(cursor=cursor, limit=page_size, **filters))
+
+    async def alert(self, alert_id: int) -> AlertOut:
+        """One alert with its evidence (and the actions the server took on its own)."""
+        return await self._call("GET", f"/api/v1/alerts/{int(alert_id)}", AlertOut)
+
+    async def acknowledge_alert(
+        self, alert_id: int, *, idempotency_key: str | None = None
+    ) -> AlertOut:
+        """Acknowledge an open alert; 409 when it is not open."""
+        path = f"/api/v1/alerts/{int(alert_id)}/acknowledge"
+        return await self._call("POST", path, AlertOut, None, idempotency_key)
+
+    async def resolve_alert(self, alert_id: int, *, idempotency_key: str | None = None) -> AlertOut:
+        """Resolve an open or acknowledged alert; 409 when it is resolved already."""
+        path = f"/api/v1/alerts/{int(alert_id)}/resolve"
+        return await self._call("POST", path, AlertOut, None, idempotency_key)
 
     async def create_token(self, refresh_token: str | None = None) -> TokenAnswer:
         """`POST /api/v1/tokens`: the API key (no `refresh_token`) or a refresh token for an

@@ -26,6 +26,7 @@ from license_server.settings import Settings
 from license_server.staff import security_events
 from license_server.staff.webhooks import WebhookEndpoints
 from license_server.web import admin, api, portal
+from license_server.web.alert_wiring import alert_actions_ctx
 from license_server.web.client_ip import ClientIpResolver
 from license_server.web.metrics import Metrics
 from license_server.web.metrics_endpoint import WORKER, metrics_ctx
@@ -211,6 +212,7 @@ def create_app(
     app.cleanup_ctx.append(_key_reload_ctx)
     app.cleanup_ctx.append(_attempt_log_ctx)
     app.cleanup_ctx.append(_rate_limiter_ctx)
+    app.cleanup_ctx.append(alert_actions_ctx)  # IP blocks, automatic actions; before staff
     app.cleanup_ctx.append(admin.staff_ctx)
     app.cleanup_ctx.append(api.api_ctx)
     app[appkeys.METRICS] = Metrics()  # counted by the middleware; GET /metrics shows them

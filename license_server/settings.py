@@ -18,7 +18,7 @@ import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import limits
 from pydantic import (
@@ -159,6 +159,17 @@ class StaffSettings(_Section):
     # Security events (sign-in, MFA, denied, rate limited) older than this are deleted.
     security_event_retention_days: int = Field(365, ge=1, le=36500)
 
+    # Staff-side detectors (issue #15, seed 003): a sign-in from a network (/24, /48) the
+    # account has not signed in from within new_network_history_days raises an alert.
+    new_network_alerts: bool = True
+    new_network_history_days: int = Field(90, ge=1, le=3650)
+    # More than sign_in_failure_limit failed sign-ins (password or code) from one IP within
+    # sign_in_failure_window_seconds raise an alert and block that IP's admin sign-in for
+    # sign_in_block_minutes (0: alert only).
+    sign_in_failure_limit: int = Field(5, ge=1, le=1000)
+    sign_in_failure_window_seconds: int = Field(300, ge=10, le=86400)
+    sign_in_block_minutes: int = Field(60, ge=0, le=10080)
+
     @field_validator("password_max_age_days")
     @classmethod
     def _rotation(cls, value: int) -> int:
@@ -257,6 +268,30 @@ class WebhookSettings(_Section):
     expiry_sweep_seconds: float = Field(60.0, ge=1, le=86400)
 
 
+AlertAction = Literal["none", "block_ip", "flag_license", "suspend_license"]
+_DETECTOR_NAME = re.compile(r"^[a-z0-9_.-]{1,64}$")
+
+
+class AlertActionSettings(_Section):
+    """What the server does on its own when a detector raises an alert (off by default)."""
+
+    # detector name -> "none" | "block_ip" | "flag_license" | "suspend_license".
+    detectors: dict[str, AlertAction] = {}
+    # How long a block_ip block lasts (verification and the admin sign-in).
+    block_minutes: int = Field(60, ge=1, le=10080)
+
+    @field_validator("detectors")
+    @classmethod
+    def _names(cls, value: dict[str, str]) -> dict[str, str]:
+        for name in value:
+            if not _DETECTOR_NAME.match(name):
+                raise ValueError(f"{name!r} is not a detector name")
+        return value
+
+    def action(self, detector: str) -> str:
+        return self.detectors.get(detector, "none")
+
+
 class Settings(_Section):
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=1, le=65535)
@@ -292,6 +327,7 @@ class Settings(_Section):
     logging: LoggingSettings = LoggingSettings()
     portal: PortalSettings = PortalSettings()
     webhooks: WebhookSettings = WebhookSettings()
+    alert_actions: AlertActionSettings = AlertActionSettings()
 
     @model_validator(mode="after")
     def _tls_both_or_neither(self) -> Settings:

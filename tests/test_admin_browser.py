@@ -669,3 +669,57 @@ def test_the_webhooks_pages(page, screenshot, settings):
             server.call(deliverer.close())
         finally:
             server.call(receiver.stop())
+
+
+async def seed_alerts(runtime) -> int:
+    """A license with a sharing alert (rich evidence) and a few others; returns the first."""
+    from license_server.licensing.alerts import AlertSignal, Severity
+
+    license_id = await seed(runtime)
+    first = await runtime.alerts.raise_(
+        AlertSignal(
+            "key_sharing", f"license:{license_id}", Severity.HIGH,
+            f"License {license_id} was checked from 6 different sites in the last hour; "
+            "it has 2 seats. The key may be shared.",
+            {"sites": 6, "seats": 2, "window_seconds": 3600,
+             "domains": ["shop-a.example", "shop-b.example", "pirate.example"],
+             "sample_attempts": [{"id": 1, "at_ms": int(time.time() * 1000),
+                                  "source_ip": "203.0.113.9", "domain": "pirate.example"}]},
+            license_id,
+        )
+    )  # fmt: skip
+    for n, severity in enumerate((Severity.LOW, Severity.MEDIUM)):
+        await runtime.alerts.raise_(
+            AlertSignal("key_guessing", f"net:198.51.10{n}.0/24", severity,
+                        f"42 unknown keys from 198.51.10{n}.0/24 in 10 minutes.",
+                        {"unknown_keys": 42, "window_seconds": 600})
+        )  # fmt: skip
+    return first.alert_id
+
+
+def test_the_alerts_pages_and_the_dashboard_card(page, screenshot, settings):
+    """Issue #15: the alerts list, one alert's evidence, Acknowledge and Resolve by keyboard."""
+    app = create_app(settings)
+    with live_server(app) as server:
+        _sign_in_as_first_admin(page, server, app)
+        alert_id = server.call(seed_alerts(app[RUNTIME]))
+        page.goto(server.url + "/admin")
+        expect(page.get_by_role("heading", name="Alerts")).to_be_visible()
+        look(page, screenshot, "admin-dashboard-alerts")
+        page.get_by_role("navigation").get_by_role("link", name="Alerts", exact=True).click()
+        expect(page.get_by_role("heading", name="Alerts", exact=True)).to_be_visible()
+        expect(page.locator("tbody tr")).to_have_count(3)
+        look(page, screenshot, "admin-alerts")
+        page.get_by_label("Severity").select_option("high")
+        page.get_by_role("button", name="Filter").click()
+        expect(page.locator("tbody tr")).to_have_count(1)
+        page.get_by_role("link", name=re.compile("was checked from 6 different sites")).click()
+        expect(page.get_by_role("heading", name=f"Alert {alert_id}: key sharing")).to_be_visible()
+        expect(page.get_by_text("shop-a.example, shop-b.example, pirate.example")).to_be_visible()
+        look(page, screenshot, "admin-alert")
+        page.get_by_role("button", name="Acknowledge").focus()
+        page.keyboard.press("Enter")
+        expect(page.get_by_text("acknowledged (by staff:")).to_be_visible()
+        page.get_by_role("button", name="Resolve").click()
+        expect(page.get_by_text("resolve by staff:")).to_be_visible()
+        look(page, screenshot, "admin-alert-resolved")

@@ -80,7 +80,7 @@ async def test_the_chart_counts_what_was_inserted(dashboard):
     assert 'role="img"' in page.split("<svg")[1].split(">")[0]
     assert "<title" in svg and "<desc" in svg and "8 verifications, 4 of them refused" in svg
     assert svg.count("<polyline") == 2 and "<script" not in svg
-    assert "No alerts yet" in page
+    assert "No unresolved alert" in page
 
 
 async def test_folding_is_idempotent_and_the_current_hour_is_live(dashboard):

@@ -157,6 +157,10 @@ ROUTES = [
     ("POST", "/admin/webhooks/{id}/resume", "webhook:update"),
     ("POST", "/admin/webhooks/{id}/redeliver", "webhook:update"),
     ("POST", "/admin/webhooks/{id}/delete", "webhook:delete"),
+    ("GET", "/admin/alerts", "alert:read"),
+    ("GET", "/admin/alerts/{alert}", "alert:read"),
+    ("POST", "/admin/alerts/{alert}/acknowledge", "alert:acknowledge"),
+    ("POST", "/admin/alerts/{alert}/resolve", "alert:acknowledge"),
 ]
 
 
@@ -200,9 +204,10 @@ def test_the_matrix_covers_every_admin_route():
 async def test_every_route_with_every_role(client, role):
     license_id, _ = await issue(client)
     other = await _other_account(client)
+    alert = await _an_alert(client, license_id)
     browser = await staff_session(client, role)
     for method, template, permission in ROUTES:
-        path = template.format(id=license_id, other=other, code="mymod")
+        path = template.format(id=license_id, other=other, code="mymod", alert=alert)
         if method == "GET":
             response, page = await browser.get(path)
         else:
@@ -226,6 +231,14 @@ async def _other_account(client) -> int:
         )
         await staff_rows.set_totp(conn, other, b"enrolled", 1)
     return other
+
+
+async def _an_alert(client, license_id: int) -> int:
+    from license_server.licensing.alerts import AlertSignal, Severity
+
+    signal = AlertSignal("key_sharing", f"license:{license_id}", Severity.LOW, "Shared.",
+                         license_id=license_id)  # fmt: skip
+    return (await client.app[RUNTIME].alerts.raise_(signal)).alert_id
 
 
 async def _reset(client, license_id: int) -> None:

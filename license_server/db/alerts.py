@@ -7,7 +7,10 @@ open one, also when several instances raise the same alert at once.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from license_server.db.connection import Connection, Row
+from license_server.db.where import Where
 
 
 async def upsert(
@@ -69,5 +72,61 @@ async def set_state(
         f"UPDATE alerts SET state = ?, state_changed_ms = ?, state_changed_by = ?"  # noqa: S608 # nosec B608
         f" WHERE id = ? AND state IN ({marks})",
         (state, now_ms, by, alert_id, *only_from),
+    )
+    return changed > 0
+
+
+@dataclass(frozen=True, slots=True)
+class AlertFilter:
+    """The alert list's filters (admin page and API); None filters nothing."""
+
+    states: tuple[str, ...] | None = None  # ("open", "acknowledged") = unresolved
+    detector: str | None = None
+    severity: str | None = None
+    license_id: int | None = None
+    since_ms: int | None = None  # seen at or after (last_seen_ms >= since_ms)
+    until_ms: int | None = None  # seen before (first_seen_ms < until_ms)
+
+
+async def alert_page(
+    conn: Connection, where: AlertFilter, before_id: int | None, limit: int
+) -> list[Row]:
+    """Newest alert first (by id), `limit` rows with id < `before_id` matching every filter.
+    The day range keeps the alerts active in it: first seen before its end, last seen after
+    its start."""
+    where_ = Where().keyset(before_id)
+    if where.states is not None:
+        marks = ", ".join("?" for _ in where.states)
+        where_.add(f"state IN ({marks})", *where.states)
+    where_.equal("detector", where.detector).equal("severity", where.severity)
+    where_.equal("license_id", where.license_id)
+    if where.since_ms is not None:
+        where_.add("last_seen_ms >= ?", where.since_ms)
+    if where.until_ms is not None:
+        where_.add("first_seen_ms < ?", where.until_ms)
+    # ruff S608 / bandit B608: only db/where.py's fixed fragments and placeholders are joined.
+    sql = f"SELECT * FROM alerts{where_.sql()} ORDER BY id DESC LIMIT ?"  # noqa: S608 # nosec B608
+    return await conn.fetch_all(sql, (*where_.params, limit))
+
+
+async def detectors(conn: Connection) -> list[str]:
+    """The detectors that have raised any alert (the filter's choices)."""
+    rows = await conn.fetch_all("SELECT DISTINCT detector FROM alerts ORDER BY detector")
+    return [row["detector"] for row in rows]
+
+
+async def unresolved_for_license(conn: Connection, license_id: int) -> list[Row]:
+    """A license's open and acknowledged alerts, newest first (its page's marker)."""
+    return await conn.fetch_all(
+        "SELECT * FROM alerts WHERE license_id = ? AND state <> 'resolved' ORDER BY id DESC",
+        (license_id,),
+    )
+
+
+async def note_action(conn: Connection, alert_id: int, line: str) -> bool:
+    """Append one line to the alert's `actions_taken` (migration 19) in one statement."""
+    changed = await conn.execute(
+        "UPDATE alerts SET actions_taken = actions_taken || ? WHERE id = ?",
+        (line.replace("\n", " ") + "\n", alert_id),
     )
     return changed > 0

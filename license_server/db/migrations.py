@@ -563,6 +563,17 @@ MIGRATIONS: tuple[Migration, ...] = (
             "WHERE status IN ('active', 'pending')",
         ),
     ),
+    Migration(
+        18,
+        "alerts: the automatic actions taken on an alert",
+        (
+            # One line per action the server took on its own (licensing/alert_actions.py):
+            # "2026-01-31T12:00:00Z blocked 203.0.113.7 for 60 minutes". Kept apart from
+            # `evidence`, which each new firing replaces, so that a bump never erases it;
+            # appended with `||` (one statement, no read) on both engines.
+            "ALTER TABLE alerts ADD COLUMN actions_taken TEXT NOT NULL DEFAULT ''",
+        ),
+    ),
 )
 
 LATEST = MIGRATIONS[-1].version

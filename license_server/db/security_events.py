@@ -69,3 +69,18 @@ async def prune_events(conn: Connection, before: int, limit: int) -> int:
         " (SELECT id FROM security_events WHERE at < ? ORDER BY id LIMIT ?)",
         (before, limit),
     )
+
+
+async def recent_of_kinds(
+    conn: Connection, kinds: tuple[str, ...], since: int, limit: int
+) -> list[Row]:
+    """Events of `kinds` at or after `since`, oldest first, at most `limit` (the newest kept):
+    what the sign-in detectors rebuild their state from at start-up."""
+    marks = ", ".join("?" for _ in kinds)
+    # ruff S608 / bandit B608: only placeholders are joined in.
+    sql = (
+        "SELECT id, at, kind, account_id, source_ip FROM security_events"  # noqa: S608 # nosec B608
+        f" WHERE at >= ? AND kind IN ({marks}) ORDER BY id DESC LIMIT ?"
+    )
+    rows = await conn.fetch_all(sql, (since, *kinds, limit))
+    return list(reversed(rows))

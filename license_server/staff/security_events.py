@@ -35,6 +35,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from contextvars import ContextVar
+from dataclasses import dataclass
 from enum import StrEnum
 
 from license_server.crypto.fields import LookupHasher
@@ -94,6 +95,16 @@ def _clean(text: str, limit: int) -> str:
     return "".join(c if c.isprintable() else "\N{REPLACEMENT CHARACTER}" for c in text)
 
 
+@dataclass(frozen=True, slots=True)
+class RecordedEvent:
+    """What the observers of stored events are told (no e-mail, no user agent)."""
+
+    kind: str
+    at: int  # seconds
+    account_id: int | None
+    source_ip: str
+
+
 class SecurityEvents:
     def __init__(
         self, db: Database, hasher: LookupHasher, clock: Callable[[], float] = time.time
@@ -103,6 +114,12 @@ class SecurityEvents:
         self.clock = clock
         # identity -> end of its rate-limit window: refusals already recorded (bounded).
         self._limited: OrderedDict[str, float] = OrderedDict()
+        # Told of each event after it is stored (the sign-in detectors: staff/sign_in_watch.py).
+        self._observers: list[Callable[[RecordedEvent], None]] = []
+
+    def observe(self, observer: Callable[[RecordedEvent], None]) -> None:
+        """`observer(event)` after each event commits: cheap, synchronous, on the loop."""
+        self._observers.append(observer)
 
     def email_hash(self, typed: str) -> bytes:
         """The keyed hash of an address as typed (trimmed, lower case), as the filter uses."""
@@ -143,6 +160,13 @@ class SecurityEvents:
             await self._db.transaction(lambda conn: event_rows.insert_event(conn, **row))
         except Exception:
             log.exception("a security event (%s) could not be recorded", kind)
+            return
+        event = RecordedEvent(str(kind), at, account_id, source_ip[:64])
+        for observer in self._observers:
+            try:
+                observer(event)
+            except Exception:
+                log.exception("a security event observer failed; the event is stored")
 
     def _log(self, kind, account_id, email, email_hash, source_ip, detail_text) -> None:
         if email:

@@ -15,6 +15,7 @@ grace mode because of an outage of an auxiliary store; the attempt log still rec
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import math
 import threading
@@ -79,8 +80,19 @@ class RateLimiter:
 
     # The three stages of a check, the same for every verification endpoint.
 
+    # Temporary IP blocks (`IpBlocks`, the automatic action `block_ip`): attached by the app
+    # only when some detector's action is block_ip, so that otherwise a check pays nothing.
+    _blocks: IpBlocks | None = None
+
+    def honour_blocks(self, blocks: IpBlocks) -> None:
+        self._blocks = blocks
+
     async def before_reading(self, source_ip: str) -> Limited | None:
-        """Every request counts per IP, before any work."""
+        """A blocked address is refused first; every request counts per IP, before any work."""
+        if self._blocks is not None:
+            blocked = await self._blocks.blocked(source_ip, BLOCK_ALL)
+            if blocked is not None:
+                return blocked
         return await self.hit(PER_IP, source_ip)
 
     async def guessing_exhausted(self, source_ip: str) -> Limited | None:
@@ -239,6 +251,95 @@ class NoRateLimiter(RateLimiter):
 
     def close(self) -> None:
         pass
+
+
+# -- temporary IP blocks ---------------------------------------------------------------------
+
+IP_BLOCK = "ip-block"
+BLOCK_ALL = "all"  # verification and the admin sign-in
+BLOCK_SIGN_IN = "sign-in"  # the admin sign-in only (repeated sign-in failures)
+
+
+def block_identities(ip: str) -> tuple[str, ...]:
+    """What a block on `ip` may have been placed on: the address, its /24 (IPv4), its /64 and
+    /48 (IPv6). An address that does not parse has none (it cannot have been blocked)."""
+    try:
+        address = ipaddress.ip_address(ip)
+    except ValueError:
+        return ()
+    if address.version == 6 and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    if address.version == 4:
+        return (str(address), str(ipaddress.ip_network(f"{address}/24", strict=False)))
+    return (
+        str(address),
+        str(ipaddress.ip_network(f"{address}/64", strict=False)),
+        str(ipaddress.ip_network(f"{address}/48", strict=False)),
+    )
+
+
+def block_target(text: str) -> str | None:
+    """An address, or a network of exactly the sizes `block_identities` looks at (IPv4 /24,
+    IPv6 /64 or /48), canonical; None for anything else (a detector's evidence never blocks
+    a range wider than a /24 or a /48, nor a malformed value)."""
+    try:
+        if "/" not in text:
+            address = ipaddress.ip_address(text)
+            if address.version == 6 and address.ipv4_mapped is not None:
+                address = address.ipv4_mapped
+            return str(address)
+        network = ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        return None
+    allowed = (24,) if network.version == 4 else (48, 64)
+    return str(network) if network.prefixlen in allowed else None
+
+
+class IpBlocks:
+    """Temporary blocks of an address or network, in the rate-limit store: this process's
+    memory, or Redis shared by every instance (so one instance's block holds on all of them).
+
+    A block is one hit on a "1 per N minutes" moving window keyed by scope and target: while
+    it lasts the window is full, so `test` fails; it lifts itself when the window moves on,
+    with nothing to clean up. Scopes: `all` (verification and the admin sign-in: the `block_ip`
+    automatic action) and `sign-in` (the admin sign-in only: repeated sign-in failures, seed
+    003's "brute force -> IP block"). ASVS 4.0.3 V2.2.1 (anti-automation), V11.1.4.
+
+    Failure mode, as the rate limiter's: when the store is down, nothing is blocked (and it is
+    logged by the limiter); a block is a defence in depth, not the only one."""
+
+    def __init__(self, storage_uri: str, minutes: dict[str, int]) -> None:
+        self._strategy = moving_window(storage_uri)
+        self._items = {
+            scope: limits.RateLimitItemPerMinute(1, max(1, n)) for scope, n in minutes.items()
+        }
+
+    async def block(self, target: str, scope: str) -> bool:
+        """Block `target` (an address or network, `block_target`'s canonical form) for the
+        scope's minutes; False when it was blocked already (the block is not lengthened)."""
+        return bool(await self._strategy.hit(self._items[scope], IP_BLOCK, scope, target))
+
+    async def blocked(self, ip: str, scope: str) -> Limited | None:
+        """A `Limited` (with the seconds left) when `ip` is blocked in `scope` or, for the
+        sign-in, in `all`; None otherwise, or when the store fails."""
+        scopes = (scope, BLOCK_ALL) if scope != BLOCK_ALL else (BLOCK_ALL,)
+        try:
+            for name in scopes:
+                item = self._items.get(name)
+                if item is None:
+                    continue
+                for target in block_identities(ip):
+                    if not await self._strategy.test(item, IP_BLOCK, name, target):
+                        stats = await self._strategy.get_window_stats(item, IP_BLOCK, name, target)
+                        wait = max(1, math.ceil(stats.reset_time - time.time()))
+                        return Limited(IP_BLOCK, 0, item.get_expiry(), wait)
+        except Exception:
+            log.exception("IP block storage failed; not blocking")
+        return None
+
+    def close(self) -> None:
+        if isinstance(self._strategy, InMemoryMovingWindow):
+            self._strategy.close()
 
 
 def limited_headers(limited: Limited) -> dict[str, str]:

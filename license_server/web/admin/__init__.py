@@ -17,11 +17,14 @@ from aiohttp import web
 from license_server import appkeys
 from license_server.licensing.actors import SYSTEM
 from license_server.staff.accounts import StaffAccounts
+from license_server.staff.alert_desk import AlertDesk
 from license_server.staff.console import Console
 from license_server.staff.editing import Editing
 from license_server.staff.log_desk import LogDesk
 from license_server.staff.oversight import Oversight
+from license_server.staff.sign_in_watch import SignInWatch
 from license_server.web.admin import (
+    alerts,
     api_keys,
     attempts,
     audit,
@@ -53,6 +56,7 @@ from license_server.web.admin.base import (
     datetime_text,
     may,
 )  # fmt: skip
+from license_server.web.alert_wiring import ALERT_ACTIONS, IP_BLOCKS
 
 __all__ = [
     "CONSOLE",
@@ -64,9 +68,11 @@ __all__ = [
     "staff_ctx",
 ]  # fmt: skip
 
+SIGN_IN_WATCH = web.AppKey("sign_in_watch", SignInWatch)
+
 # Each area's module; its `add_routes(router)` adds its pages.
 AREAS = (dashboard, sign_in, staff, products, licenses, license_edit, attempts, bans, audit,
-         security, keys, api_keys, webhooks)  # fmt: skip
+         security, keys, api_keys, webhooks, alerts)  # fmt: skip
 
 
 async def staff_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -80,11 +86,17 @@ async def staff_ctx(app: web.Application) -> AsyncIterator[None]:
         runtime.db, service.write, service.cipher, service.hasher, runtime.once,
         password_max_age_days=settings.staff.password_max_age_days,
     )  # fmt: skip
-    app[SIGN_IN_LIMITER] = SignInLimiter(settings.rate_limit.storage_uri)
+    app[SIGN_IN_LIMITER] = SignInLimiter(settings.rate_limit.storage_uri, app[IP_BLOCKS])
     app[CONSOLE] = Console(service, app[STAFF])
     app[attempts.LOG_DESK] = LogDesk(service, runtime.bans, app[STAFF])
     app[OVERSIGHT] = Oversight(runtime.db, service.audit, app[STAFF])
     app[EDITING] = Editing(service)
+    app[alerts.ALERT_DESK] = AlertDesk(service)
+    watch = SignInWatch(settings.staff, runtime.alerts, app[ALERT_ACTIONS], app[IP_BLOCKS],
+                        clock=service.clock)  # fmt: skip
+    await watch.rebuild(runtime.db)
+    app[STAFF].events.observe(watch.observe)
+    app[SIGN_IN_WATCH] = watch
     keys.set_up(app, runtime)
     dashboard.set_up(app, runtime)
     if app[appkeys.MAINTENANCE] and await app[STAFF].needs_first_admin():

@@ -39,7 +39,12 @@ from license_server.staff.console import Console
 from license_server.staff.editing import Editing
 from license_server.staff.oversight import Oversight
 from license_server.staff.security_events import EventKind, request_origin
-from license_server.web.rate_limit import InMemoryMovingWindow, moving_window
+from license_server.web.rate_limit import (
+    BLOCK_SIGN_IN,
+    InMemoryMovingWindow,
+    IpBlocks,
+    moving_window,
+)
 
 log = logging.getLogger(__name__)
 
@@ -231,12 +236,16 @@ async def _forged(request: web.Request, staff: SignedIn | None, check: str) -> N
 
 
 class SignInLimiter:
-    """5 sign-in attempts per minute per IP and per account (`limits`, moving window)."""
+    """5 sign-in attempts per minute per IP and per account (`limits`, moving window); an IP
+    under a temporary block (`IpBlocks`) is refused for as long as the block lasts."""
 
-    def __init__(self, storage_uri: str) -> None:
+    def __init__(self, storage_uri: str, blocks: IpBlocks | None = None) -> None:
         self._limiter = moving_window(storage_uri)
         self._item = limits.parse(SIGN_IN_RATE)
         self.refused: Counter[str] = Counter()  # {"sign-in": refusals} for the metrics
+        # Temporary blocks (repeated sign-in failures, the block_ip action): an `ip:` identity
+        # that is blocked is refused before it spends anything (staff/sign_in_watch.py).
+        self._blocks = blocks
 
     def close(self) -> None:
         if isinstance(self._limiter, InMemoryMovingWindow):
@@ -247,6 +256,11 @@ class SignInLimiter:
         attempts (empty: go on)."""
         waits = {}
         for identity in identities:
+            if self._blocks is not None and identity.startswith("ip:"):
+                blocked = await self._blocks.blocked(identity[3:], BLOCK_SIGN_IN)
+                if blocked is not None:
+                    waits[identity] = blocked.retry_after
+                    continue
             if not await self._limiter.hit(self._item, "sign-in", identity):
                 self.refused["sign-in"] += 1
                 stats = await self._limiter.get_window_stats(self._item, "sign-in", identity)

@@ -3,8 +3,9 @@
 License counts by status; verifications and refusals per hour over the last week, drawn on the
 server as an inline SVG (no script: the CSP allows none) that is an image with a title and a
 description, with the same numbers in a table for screen readers; the most frequent refusal
-reasons of the last 24 hours and 7 days; and the alerts slot (the anomaly detectors fill it
-later). The hourly counts come from `licensing/attempt_hours.py`, which never scans the log.
+reasons of the last 24 hours and 7 days; and the unresolved alerts (counts by state and the
+five most recently seen, linked; `alert:read`). The hourly counts come from
+`licensing/attempt_hours.py`, which never scans the log.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from license_server.runtime import Runtime
 from license_server.staff import rbac
 from license_server.staff.accounts import SignedIn
 from license_server.staff.traffic_console import TrafficConsole
+from license_server.web.admin.alerts import ALERT_DESK
 from license_server.web.admin.base import SIGNED_IN, STAFF, message, redirect, render
 
 TRAFFIC_CONSOLE = web.AppKey("traffic_console", TrafficConsole)
@@ -118,10 +120,13 @@ async def index(request: web.Request) -> web.StreamResponse:
     traffic = None
     if rbac.has_permission(staff.account.role, "attempt:read"):
         traffic = await request.config_dict[TRAFFIC_CONSOLE].traffic(staff)
+    alerts = None
+    if rbac.has_permission(staff.account.role, "alert:read"):
+        alerts = await request.config_dict[ALERT_DESK].summary(staff)
     return render(
         request, "admin/dashboard.html", title="Dashboard",
         licenses=[(status.value, n) for status, n in counts.items()],
-        traffic=traffic, chart=chart(traffic.hours) if traffic else None,
+        traffic=traffic, chart=chart(traffic.hours) if traffic else None, alerts=alerts,
     )  # fmt: skip
 
 

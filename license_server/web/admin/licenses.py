@@ -17,6 +17,7 @@ from license_server.staff import rbac
 from license_server.staff.accounts import SignedIn
 from license_server.staff.console import ACTION_PERMISSIONS
 from license_server.web.admin import license_export
+from license_server.web.admin.alerts import ALERT_DESK, flagged_alerts
 from license_server.web.admin.base import (
     CONSOLE,
     form_problems,
@@ -91,6 +92,9 @@ async def _license_view(request, staff: SignedIn, license_id: int, **extra):
         actions.append(("reveal", "Show the key"))
     extra.setdefault("revealed", "")
     extra.setdefault("revealed_note", "")
+    # The license's unresolved alerts; those an automatic action flagged are the marker.
+    extra["alerts"] = flagged_alerts(await request.config_dict[ALERT_DESK].for_license(
+        staff, license_id))  # fmt: skip
     return render(request, "admin/license.html", title=f"License {license.id}", license=license,
                   attempts=attempts, actions=actions, **extra)  # fmt: skip
 

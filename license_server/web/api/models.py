@@ -138,6 +138,21 @@ class PageQuery(BaseModel):
     limit: int = Field(50, ge=1, le=200)
 
 
+class AlertQuery(BaseModel):
+    model_config = _REQUEST
+
+    state: Literal["unresolved", "open", "acknowledged", "resolved", "all"] = Field(
+        "unresolved", description="unresolved = open or acknowledged."
+    )
+    detector: str | None = Field(None, pattern=r"^[a-z0-9_.-]{1,64}$")
+    severity: Literal["low", "medium", "high"] | None = None
+    license: int | None = Field(None, ge=1, le=2**63 - 1, description="License id.")
+    since: Rfc3339 | None = Field(None, description="Seen at or after (RFC 3339).")
+    until: Rfc3339 | None = Field(None, description="Seen before (RFC 3339).")
+    cursor: str | None = Field(None, min_length=1, max_length=64)
+    limit: int = Field(50, ge=1, le=200)
+
+
 class BanIn(BaseModel):
     model_config = _REQUEST
 
@@ -335,6 +350,34 @@ class BanPage(BaseModel):
     model_config = _ANSWER
 
     items: list[BanOut]
+    next_cursor: str | None
+
+
+class AlertOut(BaseModel):
+    model_config = _ANSWER
+
+    id: int
+    detector: str
+    subject: str = Field(description="What it is about: license:12, ip:203.0.113.7, ...")
+    severity: Literal["low", "medium", "high"]
+    summary: str
+    evidence: dict = Field(
+        description="What the detector recorded (counts, window, sample attempts), with "
+        "`actions_taken` when the server acted on its own."
+    )
+    license_id: int | None
+    state: Literal["open", "acknowledged", "resolved"]
+    occurrences: int = Field(description="Times it fired while unresolved.")
+    first_seen: str = Field(description="UTC, milliseconds.")
+    last_seen: str = Field(description="UTC, milliseconds.")
+    state_changed_at: str | None
+    state_changed_by: str = Field(description="The actor: staff:3, api:lsk_..., system:...")
+
+
+class AlertPage(BaseModel):
+    model_config = _ANSWER
+
+    items: list[AlertOut]
     next_cursor: str | None
 
 

@@ -224,7 +224,15 @@ def document() -> dict[str, Any]:
         "servers": [{"url": "/"}],
         "tags": [
             {"name": name}
-            for name in ("products", "licenses", "attempts", "bans", "tokens", "verification")
+            for name in (
+                "products",
+                "licenses",
+                "attempts",
+                "bans",
+                "tokens",
+                "verification",
+                "alerts",
+            )
         ],
         "paths": paths,
         "components": {

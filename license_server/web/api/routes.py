@@ -7,8 +7,11 @@ from aiohttp import web
 
 from license_server.licensing.specs import LicenseSpec, ProductChanges, ProductSpec
 from license_server.staff.webhooks import EndpointSpec
-from license_server.web.api import attempts, bans, licenses, products, tokens, webhooks
+from license_server.web.api import alerts, attempts, bans, licenses, products, tokens, webhooks
 from license_server.web.api.models import (
+    AlertOut,
+    AlertPage,
+    AlertQuery,
     AttemptPage,
     AttemptQuery,
     BanIn,
@@ -41,6 +44,7 @@ _CODE = {"type": "string", "minLength": 1, "maxLength": 32, "description": "Prod
 _ID = {"type": "integer", "minimum": 1, "maximum": 2**63 - 1, "description": "License id."}
 _BAN_ID = {**_ID, "description": "Ban id."}
 _HOOK_ID = {**_ID, "description": "Webhook endpoint id."}
+_ALERT_ID = {**_ID, "description": "Alert id."}
 
 OPERATIONS: tuple[Operation, ...] = (
     Operation("GET", "/v1/products", "listProducts", "List the products",
@@ -154,6 +158,22 @@ OPERATIONS: tuple[Operation, ...] = (
               "deliveries again", webhooks.resume_webhook, "webhook:update", {200: ResumeAnswer},
               body=NoBody, body_required=False, path_params={"id": _HOOK_ID}, problems=(404,),
               tag="webhooks"),
+    Operation("GET", "/v1/alerts", "listAlerts",
+              "Alerts (shared keys, key guessing, ...), newest first; unresolved by default",
+              alerts.list_alerts, "alert:read", {200: AlertPage}, query=AlertQuery,
+              tag="alerts"),
+    Operation("GET", "/v1/alerts/{id}", "getAlert", "Read an alert with its evidence",
+              alerts.get_alert, "alert:read", {200: AlertOut}, path_params={"id": _ALERT_ID},
+              problems=(404,), tag="alerts"),
+    Operation("POST", "/v1/alerts/{id}/acknowledge", "acknowledgeAlert",
+              "Acknowledge an open alert (someone is on it)", alerts.acknowledge,
+              "alert:acknowledge", {200: AlertOut}, body=NoBody, body_required=False,
+              path_params={"id": _ALERT_ID}, problems=(404, 409), tag="alerts"),
+    Operation("POST", "/v1/alerts/{id}/resolve", "resolveAlert",
+              "Resolve an open or acknowledged alert (a new firing opens a new one)",
+              alerts.resolve, "alert:acknowledge", {200: AlertOut}, body=NoBody,
+              body_required=False, path_params={"id": _ALERT_ID}, problems=(404, 409),
+              tag="alerts"),
 )  # fmt: skip
 
 
