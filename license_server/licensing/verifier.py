@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import hashlib
 from dataclasses import dataclass
 
@@ -318,6 +319,7 @@ def _bindings(
     return tuple(bindings)
 
 
+@functools.lru_cache(maxsize=16384)  # pure; the same keys check in over and over
 def license_key_hash(key_text: str) -> str:
     """`lkh`: lets a module check that a cached local key belongs to its configured key."""
     digest = hashlib.sha256(key_text.strip().encode()).digest()

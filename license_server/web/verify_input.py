@@ -7,6 +7,7 @@ normalised here (domain, IP, directory) so the decision only ever sees canonical
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from aiohttp import web
@@ -83,6 +84,50 @@ class VerifyRequest(BaseModel):
 
     def raw(self) -> RawBinding:
         return RawBinding(self.domain, self.ip, self.directory)
+
+
+_NONCE = re.compile(r"[A-Za-z0-9_-]{16,64}")
+# (name, min length, max length) of every string field of VerifyRequest, as its Field()s say.
+_LIMITS = (
+    ("license_key", 1, 255),
+    ("domain", 1, 253),
+    ("ip", 0, 64),
+    ("directory", 0, 1024),
+    ("product", 0, 32),
+    ("client_version", 0, 64),
+)
+
+
+def checked_request(fields: dict[str, Any]) -> VerifyRequest:
+    """`VerifyRequest.model_validate(fields)`, with a fast path for the common request.
+
+    The model's rules, checked by hand for a request that passes them all: every field a
+    string with no surrounding whitespace (nothing to strip), within its length, the nonce
+    matching its pattern, and domain / IP / directory normalising (cached). Such a request
+    becomes a model without validating again (`model_construct`); anything else, and every
+    refusal, goes through pydantic itself, so the rules and the error messages stay the
+    model's alone. Validation took ~8 us of a check (issue #16); this path ~2 us.
+    """
+    values: dict[str, str] = {}
+    for name, shortest, longest in _LIMITS:
+        value = fields.get(name, "")
+        if type(value) is not str or not shortest <= len(value) <= longest:
+            return VerifyRequest.model_validate(fields)
+        if value and (value[0].isspace() or value[-1].isspace()):
+            return VerifyRequest.model_validate(fields)  # pydantic strips (its own rules)
+        values[name] = value
+    nonce = fields.get("nonce")
+    if type(nonce) is not str or _NONCE.fullmatch(nonce) is None:
+        return VerifyRequest.model_validate(fields)
+    try:
+        normalise_domain(values["domain"])
+        if values["ip"]:
+            normalise_ip(values["ip"])
+        if values["directory"]:
+            normalise_directory(values["directory"])
+    except (InvalidHost, ValueError):
+        return VerifyRequest.model_validate(fields)
+    return VerifyRequest.model_construct(nonce=nonce, **values)
 
 
 def _normalised(normalise, value: str) -> str:

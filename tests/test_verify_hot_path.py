@@ -1,0 +1,182 @@
+"""The verify hot path's shortcuts (issue #16) decide and answer exactly as the slow paths do.
+
+Each shortcut has a slow twin that stays the reference: the hand-checked request against
+`VerifyRequest.model_validate` (same model, same errors), the answer built from cached parts
+against `json.dumps` of the whole document, the in-memory moving window against the rule of
+`limits`' moving window. A test here fails if a shortcut starts to differ.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pydantic import ValidationError
+
+from license_server.licensing.decision import Answer, Verdict, accepted, refused
+from license_server.licensing.models import KeyKind, License, Product, Status
+from license_server.licensing.verifier import Outcome
+from license_server.web.verify import AnswerParts, _decision
+from license_server.web.verify_input import VerifyRequest, checked_request
+from tests.verify_helpers import nonce
+
+GOOD = {"license_key": "MYMOD-ABCD-1234", "domain": "shop.example.com", "nonce": "n" * 16}
+
+
+def _outcome_of(fields: dict) -> tuple[str, object]:
+    """("ok", model) or ("error", pydantic's errors), for either path."""
+    try:
+        return "ok", VerifyRequest.model_validate(fields)
+    except ValidationError as exc:
+        return "error", exc.errors(include_url=False, include_context=False)
+
+
+def _fast(fields: dict) -> tuple[str, object]:
+    try:
+        return "ok", checked_request(fields)
+    except ValidationError as exc:
+        return "error", exc.errors(include_url=False, include_context=False)
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {},
+        {"ip": "203.0.113.9", "directory": "/var/www/x", "product": "MyMod"},
+        {"client_version": "1.2.3", "unknown": "ignored"},
+        {"domain": " shop.example.com "},  # stripped by the model
+        {"license_key": "\tMYMOD-ABCD-1234\n"},
+        {"domain": "Shop.Example.COM."},
+        {"domain": ""},
+        {"domain": "not a host"},
+        {"ip": "999.1.1.1"},
+        {"directory": "relative/dir"},
+        {"nonce": "short"},
+        {"nonce": "n" * 65},
+        {"nonce": "n" * 16 + "\n"},
+        {"nonce": "é" * 16},
+        {"license_key": ""},
+        {"license_key": "K" * 256},
+        {"product": "p" * 33},
+        {"client_version": "v" * 65},
+        {"license_key": 12345},  # JSON: a number where a string belongs
+        {"domain": ["shop.example.com"]},
+        {"nonce": None},
+        {"ip": "\u00a0203.0.113.9"},  # Unicode white space: pydantic's own strip decides
+        {"directory": "/x\x1f"},
+    ],
+)
+def test_the_fast_path_accepts_and_refuses_as_the_model_does(changes):
+    fields = {**GOOD, **changes}
+    assert _fast(fields) == _outcome_of(fields)
+
+
+@pytest.mark.parametrize("missing", ["license_key", "domain", "nonce"])
+def test_a_missing_field_is_refused_with_the_models_error(missing):
+    fields = {k: v for k, v in GOOD.items() if k != missing}
+    kind, errors = _fast(fields)
+    assert kind == "error" and (kind, errors) == _outcome_of(fields)
+
+
+_text = (
+    st.text(st.sampled_from("aZ09-_.:/ \t\u00a0\u2028\x00é*[]"), min_size=0, max_size=70)
+    | st.integers()
+    | st.none()
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.fixed_dictionaries(
+        {},
+        optional={
+            name: _text for name in ("license_key", "domain", "ip", "directory", "product", "nonce")
+        },
+    )
+)
+def test_any_fields_get_the_models_answer(fields):
+    assert _fast(fields) == _outcome_of(fields)
+
+
+def test_the_fast_path_builds_the_same_model():
+    fields = {**GOOD, "ip": "203.0.113.9", "directory": "/srv/x", "client_version": "2"}
+    fast, slow = checked_request(fields), VerifyRequest.model_validate(fields)
+    assert fast == slow
+    assert fast.facts("198.51.100.1") == slow.facts("198.51.100.1")
+    assert fast.raw() == slow.raw()
+
+
+PRODUCT = Product(1, "mymod", "My Module", "MYMOD", 7, 14, 2, 1, ("pro", "a&b"), False)
+
+
+def _license(revision: int = 1, licensee: str = "Smith & Sons <x>") -> License:
+    return License(
+        id=7,
+        product=PRODUCT,
+        key_kind=KeyKind.SIGNED,
+        status=Status.ACTIVE,
+        licensee_name=licensee,
+        licensee_company="Ünïcode GmbH",
+        licensee_email="a@example.org",
+        expires_at=1_900_000_000,
+        seats=2,
+        reissue_count=0,
+        notes="",
+        revision=revision,
+        created_at=1,
+        updated_at=1,
+    )
+
+
+def _expected(outcome: Outcome, nonce_: str, server_time: int, local_key: str | None) -> str:
+    body = _decision(outcome, nonce_, server_time)
+    if local_key is not None:
+        body["local_key"] = local_key
+    return json.dumps(body, separators=(",", ":"))
+
+
+@pytest.mark.parametrize(
+    ("verdict", "with_license", "local_key"),
+    [
+        (accepted("ok"), True, "eyJ.h.s"),
+        (accepted("dev_host", note="staging.shop.com is a development host"), True, "t"),
+        (refused("seat_limit"), True, None),
+        (Verdict(Answer.EXPIRED, "expired"), True, None),
+        (refused("unknown_key"), False, None),
+        (refused("bad_signature"), False, None),
+    ],
+)
+def test_an_answer_from_cached_parts_is_byte_for_byte_json_dumps(verdict, with_license, local_key):
+    outcome = Outcome(verdict, _license() if with_license else None, b"")
+    parts = AnswerParts()
+    for _ in range(2):  # built, then from the cache
+        head, tail = parts.parts(outcome, local_key)
+        sent = nonce()
+        body = f'{head}"{sent}","server_time":1796280661{tail}'
+        assert body == _expected(outcome, sent, 1_796_280_661, local_key)
+        json.loads(body)
+
+
+def test_cached_parts_follow_a_changed_license_verdict_and_local_key():
+    parts = AnswerParts()
+    first = _license(revision=1, licensee="Old Name")
+    head, tail = parts.parts(Outcome(accepted("ok"), first, b""), "token-1")
+    assert "Old Name" in tail and "token-1" in tail
+    # A re-read license is a new object, even with equal fields: built again.
+    renamed = _license(revision=2, licensee="New Name")
+    _, tail = parts.parts(Outcome(accepted("ok"), renamed, b""), "token-1")
+    assert "New Name" in tail and "Old Name" not in tail
+    _, tail = parts.parts(Outcome(accepted("ok"), renamed, b""), "token-2")
+    assert "token-2" in tail
+    head, _ = parts.parts(Outcome(refused("seat_limit"), renamed, b""), None)
+    assert head.startswith('{"status":"invalid","reason":"seat_limit"')
+
+
+def test_cached_parts_are_bounded():
+    parts = AnswerParts()
+    parts.SIZE = 3
+    for reason in ("a", "b", "c", "d", "e"):
+        parts.parts(Outcome(refused(reason), None, b""), None)
+    assert len(parts._by_verdict) == 3
