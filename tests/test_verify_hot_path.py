@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 
+import limits
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -18,6 +19,7 @@ from pydantic import ValidationError
 from license_server.licensing.decision import Answer, Verdict, accepted, refused
 from license_server.licensing.models import KeyKind, License, Product, Status
 from license_server.licensing.verifier import Outcome
+from license_server.web.rate_limit import InMemoryMovingWindow
 from license_server.web.verify import AnswerParts, _decision
 from license_server.web.verify_input import VerifyRequest, checked_request
 from tests.verify_helpers import nonce
@@ -180,3 +182,44 @@ def test_cached_parts_are_bounded():
     for reason in ("a", "b", "c", "d", "e"):
         parts.parts(Outcome(refused(reason), None, b""), None)
     assert len(parts._by_verdict) == 3
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_in_memory_moving_window_refuses_past_the_quota_until_hits_age_out():
+    clock = Clock()
+    window = InMemoryMovingWindow(clock)
+    item = limits.parse("3/minute")
+    for _ in range(3):
+        assert await window.hit(item, "per-ip", "192.0.2.1")
+        clock.now += 10
+    assert not await window.hit(item, "per-ip", "192.0.2.1")  # 3 within the last 60 s
+    assert not await window.test(item, "per-ip", "192.0.2.1")
+    assert await window.hit(item, "per-ip", "192.0.2.2")  # another identity: its own window
+    stats = await window.get_window_stats(item, "per-ip", "192.0.2.1")
+    assert (stats.reset_time, stats.remaining) == (1_000_000.0 + 60, 0)
+    clock.now = 1_000_000.0 + 60  # the first hit is exactly 60 s old: still in the window
+    assert not await window.hit(item, "per-ip", "192.0.2.1")
+    clock.now += 0.001  # now it is out: one place free, and a refused hit took none
+    assert await window.hit(item, "per-ip", "192.0.2.1")
+    assert not await window.hit(item, "per-ip", "192.0.2.1")
+
+
+async def test_in_memory_moving_window_keeps_policies_apart_and_drops_idle_keys():
+    clock = Clock()
+    window = InMemoryMovingWindow(clock)
+    per_ip, per_key = limits.parse("1/second"), limits.parse("1/minute")
+    assert await window.hit(per_ip, "per-ip", "x")
+    assert await window.hit(per_key, "per-key", "x")  # same identifier, other policy
+    for n in range(1000):
+        assert await window.hit(per_ip, "per-ip", f"192.0.2.{n}")
+    clock.now += 2  # every per-ip window is idle now; the per-key one is not
+    assert await window.hit(per_ip, "per-ip", "new")
+    assert len(window._windows) <= 3  # what is left: per-key "x" (still in its minute), "new"
+    assert not await window.hit(per_key, "per-key", "x")
