@@ -8,18 +8,26 @@ against `json.dumps` of the whole document, the in-memory moving window against 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 
 import limits
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from limits.aio.strategies import MovingWindowRateLimiter
+from limits.storage import storage_from_string
 from pydantic import ValidationError
 
 from license_server.licensing.decision import Answer, Verdict, accepted, refused
 from license_server.licensing.models import KeyKind, License, Product, Status
 from license_server.licensing.verifier import Outcome
-from license_server.web.rate_limit import InMemoryMovingWindow
+from license_server.web.rate_limit import (
+    BatchedRedisMovingWindow,
+    InMemoryMovingWindow,
+    moving_window,
+)
 from license_server.web.verify import AnswerParts, _decision
 from license_server.web.verify_input import VerifyRequest, checked_request
 from tests.verify_helpers import nonce
@@ -223,3 +231,67 @@ async def test_in_memory_moving_window_keeps_policies_apart_and_drops_idle_keys(
     assert await window.hit(per_ip, "per-ip", "new")
     assert len(window._windows) <= 3  # what is left: per-key "x" (still in its minute), "new"
     assert not await window.hit(per_key, "per-key", "x")
+
+
+async def test_redis_hits_of_concurrent_checks_go_in_one_call_and_keep_the_rule(redis_port):
+    window = moving_window(f"async+redis://127.0.0.1:{redis_port}")
+    assert isinstance(window, BatchedRedisMovingWindow)
+    async with closing(window):
+        await _concurrent_hits(window)
+
+
+async def _concurrent_hits(window) -> None:
+    calls = []
+    script = window._script
+
+    async def counted(**kwargs):
+        calls.append(len(kwargs["keys"]))
+        return await script(**kwargs)
+
+    window._script = counted
+    item = limits.parse("5/minute")
+    allowed = await asyncio.gather(*(window.hit(item, "per-ip", "192.0.2.1") for _ in range(20)))
+    assert allowed == [True] * 5 + [False] * 15  # in order, as if sent one by one
+    assert sum(calls) == 20 and len(calls) <= 2  # the first alone, the others together
+    assert not await window.test(item, "per-ip", "192.0.2.1")
+    assert await window.test(item, "per-ip", "192.0.2.2")
+    assert await window.hit(item, "per-ip", "192.0.2.2")
+
+
+async def test_redis_batches_share_counters_with_limits_own_moving_window(redis_port):
+    uri = f"async+redis://127.0.0.1:{redis_port}"
+    batched = moving_window(uri)
+    plain = MovingWindowRateLimiter(storage_from_string(uri, implementation="redispy"))
+    async with closing(batched), closing(plain):
+        await _shared(batched, plain)
+
+
+async def _shared(batched, plain) -> None:
+    item = limits.parse("3/minute")
+    assert await batched.hit(item, "per-key", "k")
+    assert await plain.hit(item, "per-key", "k")
+    stats = await plain.get_window_stats(item, "per-key", "k")
+    assert stats.remaining == 1
+    assert await batched.hit(item, "per-key", "k")
+    assert not await plain.hit(item, "per-key", "k")
+    assert not await batched.test(item, "per-key", "k")
+    assert (await batched.get_window_stats(item, "per-key", "k")).remaining == 0
+
+
+async def test_a_failed_redis_call_fails_every_operation_of_its_batch():
+    window = moving_window("async+redis://127.0.0.1:1")  # nothing listens there
+    item = limits.parse("5/minute")
+    async with closing(window):
+        results = await asyncio.gather(
+            *(window.hit(item, "per-ip", str(n)) for n in range(5)), return_exceptions=True
+        )
+    assert all(isinstance(result, Exception) for result in results)
+    assert not window._waiting and not window._sending
+
+
+@contextlib.asynccontextmanager
+async def closing(window):
+    try:
+        yield
+    finally:
+        await window.storage.bridge.storage.aclose()
