@@ -159,7 +159,6 @@ class BatchedRedisMovingWindow:
             self._sending = False
 
 
-
 class RateLimiter:
     enabled = True
 
