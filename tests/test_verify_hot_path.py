@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import json
 
 import limits
@@ -30,7 +31,7 @@ from license_server.web.rate_limit import (
 )
 from license_server.web.verify import AnswerParts, _decision
 from license_server.web.verify_input import VerifyRequest, checked_request
-from tests.verify_helpers import nonce
+from tests.verify_helpers import issue, nonce, product, reference_client
 
 GOOD = {"license_key": "MYMOD-ABCD-1234", "domain": "shop.example.com", "nonce": "n" * 16}
 
@@ -295,3 +296,31 @@ async def closing(window):
         yield
     finally:
         await window.storage.bridge.storage.aclose()
+
+
+@pytest.fixture
+async def checker(client, app_runtime):
+    await product(app_runtime, seats=2)
+    return reference_client(client, app_runtime)
+
+
+async def test_a_kept_verdict_ends_when_the_cached_license_expires(checker, app_runtime):
+    license, key = await issue(app_runtime, expires=dt.date.today() + dt.timedelta(days=3))
+    for _ in range(2):  # the second from the caches: license, verdict, answer parts
+        assert (await checker.check(key, "shop.com")).reason in ("activated", "ok")
+    assert (await checker.check(key, "shop.com")).reason == "ok"
+    # Past the expiry, the same cached license object: no change was announced.
+    app_runtime.licenses.clock = lambda: license.expires_at + 1
+    checker.clock = lambda: license.expires_at + 1
+    result = await checker.check(key, "shop.com")
+    assert (result.status, result.reason) == ("expired", "expired")
+
+
+async def test_a_kept_verdict_is_per_domain_and_per_ban(checker, app_runtime):
+    _, key = await issue(app_runtime, seats=1)
+    assert (await checker.check(key, "shop.com")).reason == "activated"
+    assert (await checker.check(key, "shop.com")).reason == "ok"
+    assert (await checker.check(key, "other.com")).reason == "seat_limit"
+    await app_runtime.bans.ban("domain", "shop.com", "resold")
+    result = await checker.check(key, "shop.com")
+    assert (result.status, result.reason) == ("suspended", "banned")
