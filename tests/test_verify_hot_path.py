@@ -325,3 +325,12 @@ async def test_a_kept_verdict_is_per_domain_and_per_ban(checker, app_runtime):
     await app_runtime.bans.ban("domain", "shop.com", "resold")
     result = await checker.check(key, "shop.com")
     assert (result.status, result.reason) == ("suspended", "banned")
+
+
+async def test_in_memory_moving_window_reset_forgets_every_window():
+    window = InMemoryMovingWindow(Clock())
+    item = limits.parse("1/hour")
+    assert await window.hit(item, "per-api-key", "7")
+    assert not await window.hit(item, "per-api-key", "7")
+    window.reset()
+    assert await window.hit(item, "per-api-key", "7")

@@ -325,6 +325,10 @@ class InMemoryMovingWindow:
     async def check(self) -> bool:
         return True
 
+    def reset(self) -> None:
+        """Forget every window (as `limits`' storages' `reset`)."""
+        self._windows.clear()
+
     def close(self) -> None:
         pass
 
