@@ -51,9 +51,12 @@ class Limited:
     retry_after: int
 
 
-def moving_window(storage_uri: str) -> InMemoryMovingWindow | MovingWindowRateLimiter:
+def moving_window(
+    storage_uri: str,
+) -> InMemoryMovingWindow | BatchedRedisMovingWindow | MovingWindowRateLimiter:
     """A moving-window limiter on the configured store: this process's memory, or Redis
-    (shared by every instance). Every limiter of the server is made here (verify, sign-in)."""
+    (shared by every instance; concurrent hits batched into one call, but on a cluster).
+    Every limiter of the server is made here (verify, sign-in)."""
     if storage_uri.startswith("memory://"):
         return InMemoryMovingWindow()
     uri = storage_uri if storage_uri.startswith("async+") else f"async+{storage_uri}"
