@@ -205,7 +205,7 @@ async def test_a_429_is_retried_after_retry_after(aiohttp_client, settings):
     client = await aiohttp_client(
         create_app(with_sections(settings, rate_limit={"per_api_key": "2/minute"}))
     )
-    window = client.app[RATE_LIMITER]._strategy._memory  # the in-memory moving window
+    window = client.app[RATE_LIMITER]._strategy  # the in-memory moving window
 
     async def a_minute_later() -> None:
         window.reset()

@@ -658,3 +658,35 @@ def test_attempt_row_is_in_the_insert_column_order():
     assert tuple(f.name for f in fields(Attempt)) == attempt_rows.ATTEMPT_COLUMNS
     sample = attempt(7, reported_ip="192.0.2.9", domain="shop.com", client_version="2.1")
     assert sample.row() == tuple(getattr(sample, name) for name in attempt_rows.ATTEMPT_COLUMNS)
+
+
+async def test_last_access_moves_at_most_once_a_minute_per_license(runtime):
+    """Issue #16: one licenses-row update per license per minute, not per second of checks."""
+    license_id, _ = await issue_key(runtime)
+    other, _ = await runtime.licenses.issue(
+        LicenseSpec(product="mymod", licensee="B", email="b@example.org")
+    )
+    other_id = other.id
+    log = AttemptLog(runtime.db, max_delay=0)
+    log.start()
+    writes = []
+    real_write = runtime.db.attempts.write
+
+    async def counting_write(rows, seen):
+        writes.append(sorted(seen))
+        await real_write(rows, seen)
+
+    runtime.db.attempts.write = counting_write
+    try:
+        base = 2_000_000_000
+        for seconds in (0, 1, 59, 60, 61, 130):
+            await log.append(
+                attempt((base + seconds) * 1000, license_id=license_id, result="active")
+            )
+        await log.append(attempt((base + 1) * 1000, license_id=other_id, result="active"))
+    finally:
+        await log.stop()
+    touched = [seen for seen in writes if seen]
+    assert touched == [[(license_id, base)], [(license_id, base + 60)], [(license_id, base + 130)],
+                       [(other_id, base + 1)]]  # fmt: skip
+    assert (await runtime.licenses.license_by_id(license_id)).last_access_at == base + 130

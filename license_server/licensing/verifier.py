@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import hashlib
 from dataclasses import dataclass
 
@@ -48,6 +49,8 @@ _PARSED_KEYS = 100_000
 # Refused keys remembered: enough for the forged keys that cracked installs keep sending; a
 # flood of distinct forgeries only evicts older ones (each costs one verification, as before).
 _REFUSED_KEYS = 10_000
+# Verdicts kept per license object, facts and ban (oldest dropped first).
+_VERDICTS = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +110,7 @@ class Verifier:
         self._loading: dict[bytes, tuple[int, asyncio.Future[License | None]]] = {}
         self._local_keys: TtlCache[tuple, str] = TtlCache(LOCAL_KEY_REUSE_SECONDS, cache_size)
         self._whmcs_secrets: TtlCache[int, str] = TtlCache(cache_seconds, 10_000)
+        self._verdicts: dict[tuple, tuple[License, Verdict]] = {}
         service.feed.subscribe(self._on_change)
 
     def _on_change(self, change: Change) -> None:
@@ -241,13 +245,21 @@ class Verifier:
 
     async def _decide(self, license: License, facts: Facts) -> Verdict:
         banned = await self.bans.is_banned(facts.domain, facts.ip)
-        return decide(
-            license,
-            facts,
-            now=self.service.now(),
-            dev_patterns=self.dev_patterns,
-            banned=banned,
-        )
+        now = self.service.now()
+        # `decide` is pure: for the same license object (a changed license is a new one),
+        # facts and ban, its verdict changes only when the license expires. A verdict that
+        # binds is not kept (the first use re-reads and re-decides anyway).
+        expired = license.expires_at is not None and license.expires_at <= now
+        key = (license.id, facts, banned, expired)
+        kept = self._verdicts.get(key)
+        if kept is not None and kept[0] is license:
+            return kept[1]
+        verdict = decide(license, facts, now=now, dev_patterns=self.dev_patterns, banned=banned)
+        if verdict.bind is Bind.NONE:
+            if len(self._verdicts) >= _VERDICTS and key not in self._verdicts:
+                del self._verdicts[next(iter(self._verdicts))]
+            self._verdicts[key] = (license, verdict)
+        return verdict
 
     async def _first_use(
         self, license: License, facts: Facts, raw: RawBinding, bind_ip_and_dir: bool
@@ -367,6 +379,7 @@ def _bindings(
     return tuple(bindings)
 
 
+@functools.lru_cache(maxsize=16384)  # pure; the same keys check in over and over
 def license_key_hash(key_text: str) -> str:
     """`lkh`: lets a module check that a cached local key belongs to its configured key."""
     digest = hashlib.sha256(key_text.strip().encode()).digest()

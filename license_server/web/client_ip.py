@@ -28,9 +28,7 @@ class ClientIpResolver:
         return ip is not None and any(ip in network for network in self._trusted)
 
     def __call__(self, request: web.Request) -> str:
-        peer = request.remote or ""
-        parsed = _parse(peer)
-        peer = str(parsed) if parsed is not None else peer
+        peer = _canonical(request.remote or "")
         if not self._trusted or not self._is_trusted(peer):
             return peer
         forwarded = request.headers.getall("X-Forwarded-For", [])
@@ -41,6 +39,14 @@ class ClientIpResolver:
                 # A garbled header falls back to the proxy itself.
                 return str(parsed) if parsed is not None else peer
         return peer
+
+
+@functools.lru_cache(maxsize=4096)
+def _canonical(address: str) -> str:
+    """`address` in its canonical form (as `_parse`), or as it is if it is no address. Asked
+    for every check (twice): the str() of an address object is not free."""
+    parsed = _parse(address)
+    return str(parsed) if parsed is not None else address
 
 
 @functools.lru_cache(maxsize=4096)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import time
+from json.encoder import encode_basestring_ascii  # type: ignore[attr-defined]
 from typing import Any
 
 from aiohttp import web
@@ -22,17 +23,20 @@ from license_server.web.pipeline import CheckInput, run_check
 from license_server.web.problems import problem_body
 from license_server.web.rate_limit import Limited, limited_headers
 from license_server.web.request_body import Malformed
-from license_server.web.verify_input import VerifyRequest, field_errors, read_fields
+from license_server.web.verify_input import checked_request, field_errors, read_fields
 
 
 class NativeEndpoint:
     name = "native"
 
+    def __init__(self) -> None:
+        self._answers = AnswerParts()
+
     async def parse(self, request: web.Request) -> CheckInput:
         settings = request.app[appkeys.SETTINGS].verify
         fields = await read_fields(request, settings.body_read_timeout_seconds)
         try:
-            checked = VerifyRequest.model_validate(fields)
+            checked = checked_request(fields)
         except ValidationError as exc:
             errors = field_errors(exc)
             raise Malformed(
@@ -55,12 +59,15 @@ class NativeEndpoint:
     async def decided(
         self, request: web.Request, check: CheckInput, outcome: Outcome
     ) -> web.Response:
-        server_time = request.app[appkeys.RUNTIME].licenses.now()
-        body = _decision(outcome, check.extra, server_time)
+        runtime = request.app[appkeys.RUNTIME]
+        local_key = None
         if outcome.verdict.answer is Answer.ACTIVE:
-            verifier = request.app[appkeys.RUNTIME].verifier
-            body["local_key"] = verifier.local_key(outcome.license, check.facts, check.key)
-        return _json(200, body)
+            local_key = runtime.verifier.local_key(outcome.license, check.facts, check.key)
+        head, tail = self._answers.parts(outcome, local_key)
+        # The nonce passed VerifyRequest's pattern; encoded as json.dumps would all the same.
+        nonce = encode_basestring_ascii(check.extra)
+        body = f'{head}{nonce},"server_time":{runtime.licenses.now()}{tail}'.encode()
+        return _json_bytes(200, body)
 
     def limited(
         self, request: web.Request, check: CheckInput | None, limited: Limited
@@ -89,11 +96,63 @@ class NativeEndpoint:
         return _json(503, body, {"Retry-After": "5"})
 
 
-ENDPOINT = NativeEndpoint()
+class AnswerParts:
+    """The JSON of a decision but its nonce and server_time, built once per license revision,
+    verdict and local key instead of once per check (issue #16: "answer bytes built once").
+
+    The answer is `{"status", "reason", "nonce", "server_time", "note"?, "license"?,
+    "local_key"?}`: everything before the nonce and after server_time depends only on the
+    outcome and the (cached) local key, so those two parts are kept, and each check only
+    joins them around its own nonce and time. The bytes are those of `json.dumps` of the whole
+    document (`_decision`), which the tests compare. One entry per license (a new revision or
+    verdict replaces it); refusals without a license by verdict.
+    """
+
+    SIZE = 10_000
+
+    def __init__(self) -> None:
+        self._by_license: dict[int, tuple] = {}
+        self._by_verdict: dict[tuple, tuple[str, str]] = {}
+
+    def parts(self, outcome: Outcome, local_key: str | None) -> tuple[str, str]:
+        verdict, license = outcome.verdict, outcome.license
+        if license is None:
+            key = (verdict.answer, verdict.reason, verdict.note)
+            parts = self._by_verdict.get(key)
+            if parts is None:
+                parts = _split(_decision(outcome, "", 0), local_key)
+                self._remember(self._by_verdict, key, parts)
+            return parts
+        entry = self._by_license.get(license.id)
+        if (
+            entry is not None
+            and entry[0] is license  # the cached object: any change makes a new one
+            and entry[1] == local_key
+            and entry[2] == verdict
+        ):
+            return entry[3]
+        parts = _split(_decision(outcome, "", 0), local_key)
+        self._remember(self._by_license, license.id, (license, local_key, verdict, parts))
+        return parts
+
+    def _remember(self, cache: dict, key, value) -> None:
+        if len(cache) >= self.SIZE and key not in cache:
+            del cache[next(iter(cache))]
+        cache[key] = value
 
 
-async def verify(request: web.Request) -> web.Response:
-    return await run_check(request, ENDPOINT)
+def _split(body: dict[str, Any], local_key: str | None) -> tuple[str, str]:
+    """`body` (a `_decision`) as the text before the nonce's value and after server_time's."""
+    if local_key is not None:
+        body["local_key"] = local_key
+    head = _dumps({"status": body.pop("status"), "reason": body.pop("reason")})
+    del body["nonce"], body["server_time"]
+    tail = _dumps(body)
+    return head[:-1] + ',"nonce":', "}" if tail == "{}" else "," + tail[1:]
+
+
+def _dumps(body: dict[str, Any]) -> str:
+    return json.dumps(body, separators=(",", ":"))
 
 
 def _decision(outcome: Outcome, nonce: str, server_time: int) -> dict[str, Any]:
@@ -138,10 +197,16 @@ def _iso(timestamp: int | None) -> str | None:
 
 
 def _json(status: int, body: dict[str, Any], headers=None) -> web.Response:
+    return _json_bytes(status, _dumps(body).encode(), headers)
+
+
+def _json_bytes(status: int, body: bytes, headers=None) -> web.Response:
     content_type = "application/json" if status == 200 else "application/problem+json"
-    return web.Response(
-        status=status,
-        body=json.dumps(body, separators=(",", ":")).encode(),
-        content_type=content_type,
-        headers=headers,
-    )
+    return web.Response(status=status, body=body, content_type=content_type, headers=headers)
+
+
+ENDPOINT = NativeEndpoint()
+
+
+async def verify(request: web.Request) -> web.Response:
+    return await run_check(request, ENDPOINT)

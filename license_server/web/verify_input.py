@@ -7,6 +7,8 @@ normalised here (domain, IP, directory) so the decision only ever sees canonical
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
@@ -73,6 +75,19 @@ class VerifyRequest(BaseModel):
             _normalised(normalise_directory, value)
         return value
 
+
+@dataclass(frozen=True, slots=True)
+class CheckedRequest:
+    """A request that passed `VerifyRequest`'s rules (by the model or by the fast path)."""
+
+    license_key: str
+    domain: str
+    ip: str
+    directory: str
+    product: str
+    client_version: str
+    nonce: str
+
     def facts(self, source_ip: str) -> Facts:
         # The validators proved these normalise; the normalisers are cached, so this is a
         # lookup, not a second parse. A module that does not know its own address is judged
@@ -83,6 +98,55 @@ class VerifyRequest(BaseModel):
 
     def raw(self) -> RawBinding:
         return RawBinding(self.domain, self.ip, self.directory)
+
+
+_NONCE = re.compile(r"[A-Za-z0-9_-]{16,64}")
+# (name, min length, max length) of every string field of VerifyRequest, as its Field()s say.
+_LIMITS = (
+    ("license_key", 1, 255),
+    ("domain", 1, 253),
+    ("ip", 0, 64),
+    ("directory", 0, 1024),
+    ("product", 0, 32),
+    ("client_version", 0, 64),
+)
+
+
+def checked_request(fields: dict[str, Any]) -> CheckedRequest:
+    """`VerifyRequest.model_validate(fields)`, with a fast path for the common request.
+
+    The model's rules, checked by hand for a request that passes them all: every field a
+    string with no surrounding whitespace (nothing to strip), within its length, the nonce
+    matching its pattern, and domain / IP / directory normalising (cached). Anything else,
+    and every refusal, goes through pydantic itself, so the rules and the error messages stay
+    the model's alone (ValidationError). Validation and filling the model took ~8 us of a
+    check (issue #16); this path ~2 us.
+    """
+    return _fast_path(fields) or CheckedRequest(**VerifyRequest.model_validate(fields).model_dump())
+
+
+def _fast_path(fields: dict[str, Any]) -> CheckedRequest | None:
+    """The request if it passes every rule of the model as it stands, else None."""
+    values: dict[str, str] = {}
+    for name, shortest, longest in _LIMITS:
+        value = fields.get(name, "")
+        if type(value) is not str or not shortest <= len(value) <= longest:
+            return None
+        if value and (value[0].isspace() or value[-1].isspace()):
+            return None  # pydantic strips (by its own rules)
+        values[name] = value
+    nonce = fields.get("nonce")
+    if type(nonce) is not str or _NONCE.fullmatch(nonce) is None:
+        return None
+    try:
+        normalise_domain(values["domain"])
+        if values["ip"]:
+            normalise_ip(values["ip"])
+        if values["directory"]:
+            normalise_directory(values["directory"])
+    except (InvalidHost, ValueError):
+        return None
+    return CheckedRequest(nonce=nonce, **values)
 
 
 def _normalised(normalise, value: str) -> str:
