@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from license_server.anomaly.engine import AnomalyEngine
 from license_server.licensing.attempt_log import AttemptLog
 from license_server.runtime import Runtime
 from license_server.settings import Settings
@@ -17,3 +18,5 @@ RATE_LIMITER = web.AppKey("rate_limiter", RateLimiter)
 CLIENT_IP = web.AppKey("client_ip", ClientIpResolver)
 # False in all but one of several worker processes: they skip the maintenance tasks.
 MAINTENANCE = web.AppKey("maintenance", bool)
+# The anomaly detectors (absent when anomaly.enabled is false).
+ANOMALY = web.AppKey("anomaly", AnomalyEngine)
