@@ -100,6 +100,7 @@ class AnomalyEngine:
         self._change_seq = 0
         self._changes_pending = True
         self._wake = asyncio.Event()
+        self._working = asyncio.Lock()  # `work` from a test waits for the task's round
         self.raised = 0  # alerts written (new or bumped)
         self.observed = 0
 
@@ -238,6 +239,11 @@ class AnomalyEngine:
             await self.work()  # what was found before the stop
 
     async def work(self) -> None:
+        """One round of the alert task: whatever was found so far is written when it returns."""
+        async with self._working:
+            await self._work()
+
+    async def _work(self) -> None:
         if self.churn is not None:
             await self._read_changes(int(self._clock()))
         self.housekeeping()
