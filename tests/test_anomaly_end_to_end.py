@@ -115,7 +115,7 @@ async def test_activation_churn_from_binds_and_releases(aiohttp_client, settings
     runtime = client.app[RUNTIME]
     await product(runtime, seats=1)
     churned, key = await issue(runtime)
-    steady, steady_key = await issue(runtime)
+    _, steady_key = await issue(runtime)
     await check(client, steady_key, "steady.com")
     for i in range(5):  # five sites in turn, each freed for the next
         assert (await check(client, key, f"site{i}.com"))["status"] == "active"

@@ -110,7 +110,7 @@ def test_the_learned_baseline_raises_the_bar_for_a_busy_product():
     _hour_of_checks(e, 3, {500: 110})  # a little above usual: not flooding
     assert [f for f in e.take_findings() if f.subject == "license:500"] == []
     _hour_of_checks(e, 4, {501: 240})
-    found = [f for f in e.take_findings() if f.subject == "license:501"][0]
+    found = next(f for f in e.take_findings() if f.subject == "license:501")
     assert "checked " in found.summary and "licenses of this product usually check" in found.summary
     assert found.evidence["product_median_per_hour"] == stats.median
 
