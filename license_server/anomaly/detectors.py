@@ -313,18 +313,24 @@ class _LicenseCount:
     name = ""
     severity = Severity.MEDIUM
 
-    def __init__(self, ctx: Context, window_ms: int, threshold: int) -> None:
+    def __init__(
+        self, ctx: Context, window_ms: int, threshold: int, domains: int = SAMPLES
+    ) -> None:
         self.ctx = ctx
         self.window = window_ms
         self.threshold = threshold
         self.counts: WindowCounter[int] = WindowCounter(window_ms, ctx.cap)
-        self.domains: WindowSet[int, str] = WindowSet(window_ms, ctx.cap, SAMPLES)
+        self.domains: WindowSet[int, str] = WindowSet(window_ms, ctx.cap, domains)
 
     def counted(self, a: Attempt) -> bool:
         raise NotImplementedError
 
     def limit(self, a: Attempt) -> float:
         return self.threshold
+
+    def also(self, a: Attempt, count: int) -> bool:
+        """A further condition, checked only once the count is over the threshold."""
+        return True
 
     def summary(self, a: Attempt, count: int, domains: list[str]) -> str:
         raise NotImplementedError
@@ -337,7 +343,7 @@ class _LicenseCount:
         count = self.counts.add(lid, at)
         if a.domain:
             self.domains.add(lid, a.domain[:253], at)
-        if count < self.threshold or count < self.limit(a):
+        if count < self.threshold or count < self.limit(a) or not self.also(a, count):
             return
         subject = f"license:{lid}"
         if not self.ctx.may_fire(self.name, subject, at):
@@ -371,14 +377,24 @@ class _LicenseCount:
 
 
 class DomainMismatch(_LicenseCount):
+    """Repeated refusals: at least `REPEATS` per refused domain on average, so that a shared
+    key (many sites, each refused at its own slow cadence: key_sharing's case) is not also a
+    burst, while one foreign site retrying, or a few, is."""
+
     name = "domain_mismatch"
+    REPEATS = 5
 
     def __init__(self, ctx: Context) -> None:
         s = ctx.settings
-        super().__init__(ctx, s.domain_mismatch_window_minutes * 60_000, s.domain_mismatch_refusals)
+        super().__init__(
+            ctx, s.domain_mismatch_window_minutes * 60_000, s.domain_mismatch_refusals, 64
+        )
 
     def counted(self, a: Attempt) -> bool:
         return a.reason in MISMATCH_REASONS
+
+    def also(self, a: Attempt, count: int) -> bool:
+        return count >= self.REPEATS * len(self.domains.values(a.license_id, a.at_ms))  # type: ignore[arg-type]
 
     def summary(self, a: Attempt, count: int, domains: list[str]) -> str:
         return (
@@ -470,15 +486,18 @@ class IpMismatch:
 
     def observe(self, a: Attempt) -> None:
         lid = a.license_id
-        if lid is None or not a.reported_ip or not a.domain:
+        if lid is None or not a.reported_ip:
+            return
+        site = site_of(a.domain)  # an install is a site: www. and staging. are the same one
+        if site is None:
             return
         at = a.at_ms
         if a.reported_ip == a.source_ip:
-            self.matched.add(lid, a.domain[:253], at)
+            self.matched.add(lid, site, at)
             return
         if not self._differs(a.reported_ip, a.source_ip):
             return
-        installs = self.mismatched.add(lid, a.domain[:253], at)
+        installs = self.mismatched.add(lid, site, at)
         if not installs or installs < self.installs or self.matched.values(lid, at):
             return
         if not self.ctx.may_fire(self.name, f"license:{lid}", at):

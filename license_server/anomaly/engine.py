@@ -38,7 +38,10 @@ from license_server.settings import AnomalySettings
 log = logging.getLogger(__name__)
 
 HOUR_MS = 3_600_000
-SWEEP_MS = 60_000  # event time between sweeps of idle window entries
+# Event time between sweeps of idle window entries. A sweep walks every map (up to
+# max_tracked entries each) on the event loop: every 10 minutes keeps that rare; the caps bound
+# the memory meanwhile.
+SWEEP_MS = 600_000
 POLL_SECONDS = 5.0  # the change log is read at least this often (other instances' binds)
 REPLAY_PAGE = 5_000
 SAMPLE_IDS = 5
