@@ -173,6 +173,7 @@ class Simulation:
         self.truth: dict[str, set[str]] = {d: set() for d in DETECTORS}
         self.outage = (T0 + 3 * 24 * HOUR + 14 * HOUR, T0 + 3 * 24 * HOUR + 16 * HOUR)
         self.attacked: set[int] = set()
+        self.housekeeping_cpu = 0.0
 
     def add(self, a: Attempt) -> None:
         if self.outage[0] <= a.at_ms < self.outage[1]:
@@ -416,6 +417,7 @@ class Simulation:
 
             # Persistence: revoked, and a cracked install keeps checking 8-40 times an hour.
             lic = self.victim()
+            lic.status = "revoked"  # its genuine installs back off (normal traffic)
             inst, start = lic.installs[0], self.when(8)
             for at in self.poisson_times(
                 start, start + rng.randint(5, 8) * HOUR, rng.randint(8, 40)
@@ -514,7 +516,7 @@ class Simulation:
                 b += 1
             started = time.process_time()
             engine.housekeeping()  # the alert task's share on the loop: baseline, sweeps
-            cpu += time.process_time() - started
+            self.housekeeping_cpu += time.process_time() - started
             for finding in engine.take_findings():
                 if finding.detector == "key_sharing":
                     lid = finding.license_id
@@ -559,7 +561,11 @@ def main() -> None:
         )
         for subject in sorted(alerts - truth)[:3]:
             print(f"    false positive: {subject}")
-    print(f"detectors' CPU per attempt: {cpu / count * 1e6:.1f} µs ({cpu:.1f} s in observe)")
+    house = sim.housekeeping_cpu
+    print(
+        f"detectors' CPU per attempt: {cpu / count * 1e6:.1f} µs in observe (the verify path), "
+        f"+ {house / count * 1e6:.1f} µs in the alert task's housekeeping (baseline, sweeps)"
+    )
     verdict = "met" if worst >= 0.95 else "NOT met"
     print(f"target precision and recall >= 0.95 per detector: {verdict}")
     print(f"total {time.perf_counter() - started:.0f} s")
