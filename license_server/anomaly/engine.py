@@ -216,7 +216,8 @@ class AnomalyEngine:
         finally:
             self.ctx.quiet = False
             self.ctx.findings.clear()
-        log.info(
+        log.log(
+            logging.INFO if read else logging.DEBUG,  # a first start says nothing
             "anomaly detectors: rebuilt from %d attempts of the last %d minutes in %.1f s",
             read,
             (now_ms - start) // 60_000,
