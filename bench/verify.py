@@ -885,6 +885,9 @@ def run(args) -> None:
         ]
         if args.store == "postgresql":
             scenarios += start_postgres_servers(args, workdir, servers, cleanups, redis)
+        if args.detectors_off:
+            scenarios += start_detectors_off_server(args, dataset, env, workdir, servers)
+            scenarios[2:4] = [replace(s, name=f"{s.name}, detectors on") for s in scenarios[2:4]]
         print(
             f"wrk: {min(WRK_THREADS, args.connections)} threads, {args.connections} connections, "
             f"{args.duration} s per measurement after {args.warmup} s of warm-up; "
@@ -899,6 +902,8 @@ def run(args) -> None:
         report(args, scenarios, result_file)
         if args.store == "postgresql":
             report_stores(args, scenarios)
+        if args.detectors_off:
+            report_detectors(scenarios)
     finally:
         # A second Ctrl+C must not leave a server running.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -908,6 +913,46 @@ def run(args) -> None:
         for cleanup in cleanups:
             cleanup()
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def start_detectors_off_server(args, dataset, env, workdir, servers) -> list[Scenario]:
+    """The same server on the same database with the anomaly detectors off (issue #15: on
+    must stay within 10% of off), measured in the same run as the detectors-on server."""
+    port = _free_port()
+    off_env = {**env, "LICENSE_SERVER_PORT": str(port), "LICENSE_SERVER_ANOMALY_ENABLED": "false"}
+    off = Server(
+        "license server, detectors off",
+        [sys.executable, "run.py", "serve"],
+        off_env,
+        workdir / "server-off.log",
+    )
+    servers.append(off)
+    url = f"http://127.0.0.1:{port}{VERIFY_PATH}"
+    off.wait_until(lambda: _http("GET", f"http://127.0.0.1:{port}/readyz")[0] == 200)
+    check_active(url, [dataset.sample[0]])
+    hot, mix = workdir / "hot.txt", workdir / "mix.txt"
+    return [
+        Scenario("verify, 1 key, detectors off", url, hot, off, dataset.database, []),
+        Scenario(
+            f"verify, {len(dataset.sample)} keys, detectors off",
+            url,
+            mix,
+            off,
+            dataset.database,
+            [],
+        ),
+    ]
+
+
+def report_detectors(scenarios: list[Scenario]) -> None:
+    on_hot, on_mix = (summary(s.runs) for s in scenarios[2:4])
+    off_hot, off_mix = (summary(s.runs) for s in scenarios[-2:])
+    print("anomaly detectors on ÷ off (issue #15 target: throughput >= 0.90):")
+    for name, on, off in (("1 key", on_hot, off_hot), ("mix", on_mix, off_mix)):
+        ratio = on.requests_per_s / off.requests_per_s
+        cpu = _over(on.cpu_us, off.cpu_us)
+        shown = "n/a" if cpu is None else f"{cpu:.2f}"
+        print(f"  {name:<6} req/s {ratio:.2f}  CPU/req {shown}  ({_verdict(ratio >= 0.90)})")
 
 
 def _positive(text: str) -> int:
@@ -938,6 +983,11 @@ def parse_args(argv=None):
         help=f"seeded databases kept per N (default {DEFAULT_CACHE})",
     )
     parser.add_argument("--no-cache", action="store_true", help="seed afresh, keep nothing")
+    parser.add_argument(
+        "--detectors-off",
+        action="store_true",
+        help="also measure a second server with the anomaly detectors off (ratio on ÷ off)",
+    )
     parser.add_argument(
         "--workers",
         type=_positive,

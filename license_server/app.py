@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from license_server import appkeys
+from license_server.anomaly.engine import AnomalyEngine
 from license_server.licensing.attempt_hours import fold_closed_hours
 from license_server.licensing.attempt_log import AttemptLog
 from license_server.licensing.expiry import expire_lapsed
@@ -132,6 +133,27 @@ async def _fold_hours_forever(app: web.Application, stop: asyncio.Event) -> None
             log.exception("folding hourly attempt counts failed; will retry")
 
 
+async def _anomaly_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The anomaly detectors (license_server/anomaly/): rebuilt from the log before the server
+    answers, fed by the attempt log, their alerts written by one background task."""
+    settings = app[appkeys.SETTINGS].anomaly
+    if not settings.enabled:
+        yield
+        return
+    runtime = app[appkeys.RUNTIME]
+    engine = AnomalyEngine(settings, runtime.db, runtime.alerts, runtime.licenses.clock)
+    await engine.rebuild()
+    app[appkeys.ANOMALY] = engine
+    app[appkeys.ATTEMPT_LOG].observe(engine.observe)
+    runtime.changes.subscribe(engine.on_change)
+    stop = asyncio.Event()
+    task = asyncio.create_task(engine.run(stop), name="anomaly-alerts")
+    yield
+    stop.set()
+    engine.wake()
+    await task
+
+
 async def _rate_limiter_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[appkeys.SETTINGS].rate_limit
     if settings.enabled:
@@ -211,6 +233,7 @@ def create_app(
     app.cleanup_ctx.append(_runtime_ctx)
     app.cleanup_ctx.append(_key_reload_ctx)
     app.cleanup_ctx.append(_attempt_log_ctx)
+    app.cleanup_ctx.append(_anomaly_ctx)
     app.cleanup_ctx.append(_rate_limiter_ctx)
     app.cleanup_ctx.append(alert_actions_ctx)  # IP blocks, automatic actions; before staff
     app.cleanup_ctx.append(admin.staff_ctx)

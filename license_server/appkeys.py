@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from license_server.anomaly.engine import AnomalyEngine
 from license_server.crypto.signing import SigningKey
 from license_server.licensing.attempt_log import AttemptLog
 from license_server.runtime import Runtime
@@ -26,3 +27,5 @@ MAINTENANCE = web.AppKey("maintenance", bool)
 WEBHOOK_KEY = web.AppKey("webhook_key", SigningKey)
 DELIVERER = web.AppKey("webhook_deliverer", Deliverer)
 WEBHOOK_ENDPOINTS = web.AppKey("webhook_endpoints", WebhookEndpoints)
+# The anomaly detectors (absent when anomaly.enabled is false).
+ANOMALY = web.AppKey("anomaly", AnomalyEngine)

@@ -292,6 +292,49 @@ class AlertActionSettings(_Section):
         return self.detectors.get(detector, "none")
 
 
+class AnomalySettings(_Section):
+    """The anomaly detectors (license_server/anomaly/); documented in settings.toml."""
+
+    enabled: bool = True
+    # Start-up rebuild: at most this many of the newest attempts of the longest window.
+    rebuild_max_rows: int = Field(300_000, ge=0, le=10_000_000)
+    # One raise per (detector, subject) per this many seconds at most (in memory).
+    refire_seconds: int = Field(60, ge=1, le=86400)
+    # Entries per in-memory map keyed by what a client sends (networks, key hashes, licenses).
+    max_tracked: int = Field(100_000, ge=100, le=10_000_000)
+    key_sharing_enabled: bool = True
+    key_sharing_window_hours: int = Field(24, ge=1, le=168)
+    key_sharing_extra_sites: int = Field(2, ge=0, le=1000)
+    key_sharing_extra_networks: int = Field(3, ge=0, le=1000)
+    key_guessing_enabled: bool = True
+    key_guessing_window_minutes: int = Field(10, ge=1, le=1440)
+    key_guessing_per_network: int = Field(30, ge=2, le=1_000_000)
+    key_guessing_family_networks: int = Field(5, ge=2, le=100_000)
+    domain_mismatch_enabled: bool = True
+    domain_mismatch_window_minutes: int = Field(60, ge=1, le=1440)
+    domain_mismatch_refusals: int = Field(30, ge=2, le=1_000_000)
+    flooding_enabled: bool = True
+    flooding_checks_per_hour: int = Field(60, ge=2, le=1_000_000)
+    flooding_mads: float = Field(6.0, ge=0, le=1000)
+    persistence_enabled: bool = True
+    persistence_window_hours: int = Field(6, ge=1, le=168)
+    persistence_checks: int = Field(20, ge=2, le=1_000_000)
+    ip_mismatch_enabled: bool = True
+    ip_mismatch_window_hours: int = Field(24, ge=1, le=168)
+    ip_mismatch_installs: int = Field(3, ge=2, le=10_000)
+    client_version_enabled: bool = True
+    client_version_minimum: str = Field("", pattern=r"^(\d{1,6}(\.\d{1,6}){0,3})?$")
+    client_version_major_lag: int = Field(2, ge=1, le=1000)
+    client_version_window_hours: int = Field(1, ge=1, le=168)
+    client_version_checks: int = Field(5, ge=1, le=1_000_000)
+    churn_enabled: bool = True
+    churn_window_days: int = Field(7, ge=1, le=90)
+    churn_binds: int = Field(6, ge=2, le=100_000)
+    churn_mads: float = Field(4.0, ge=0, le=1000)
+    baseline_hours: int = Field(24, ge=1, le=24 * 14)
+    baseline_min_licenses: int = Field(20, ge=3, le=1_000_000)
+
+
 class Settings(_Section):
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=1, le=65535)
@@ -328,6 +371,7 @@ class Settings(_Section):
     portal: PortalSettings = PortalSettings()
     webhooks: WebhookSettings = WebhookSettings()
     alert_actions: AlertActionSettings = AlertActionSettings()
+    anomaly: AnomalySettings = AnomalySettings()
 
     @model_validator(mode="after")
     def _tls_both_or_neither(self) -> Settings:

@@ -1,0 +1,340 @@
+"""The anomaly engine: attempts in, alerts out, nothing awaited on the verify path.
+
+`observe(batch)` is the attempt log's observer (called on the event loop after each batch
+commits): it counts each attempt into the detectors' windows and queues what they find. One
+background task (`run`, started by app.py's cleanup context) does everything that touches the
+database: loads the seats a key-sharing finding is judged against, reads sample attempt ids,
+raises the alerts (`Alerts.raise_`, one short transaction each), reads binds from the change
+log (churn), folds closed hours into the baseline and sweeps idle entries out of the windows.
+
+Detectors work in event time (the attempts' `at_ms`), never the wall clock, so a replay (the
+start-up rebuild, bench/simulate.py) behaves exactly as live traffic did.
+
+Start-up (`rebuild`): the windows are refilled from the newest attempts of the longest window
+through the at_ms index (at most `rebuild_max_rows`, the newest; one index walk to find where
+to start, then keyset pages), quietly: it learns, it does not raise again what was raised
+before the restart (and may have been resolved since). An attack that straddles a restart is
+seen whole: its first half is in the rebuilt windows, its second half pushes them over.
+Each instance sees the attempts it served; churn reads the shared change log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Sequence
+
+from license_server.anomaly import detectors as d
+from license_server.anomaly.churn import KINDS, Churn
+from license_server.db import anomaly as queries
+from license_server.db.database import Database
+from license_server.licensing.alerts import Alerts, AlertSignal
+from license_server.licensing.attempt_log import Attempt
+from license_server.licensing.changes import Change, ChangeKind
+from license_server.settings import AnomalySettings
+
+log = logging.getLogger(__name__)
+
+HOUR_MS = 3_600_000
+# Event time between sweeps of idle window entries. A sweep walks every map (up to
+# max_tracked entries each) on the event loop: every 10 minutes keeps that rare; the caps bound
+# the memory meanwhile.
+SWEEP_MS = 600_000
+POLL_SECONDS = 5.0  # the change log is read at least this often (other instances' binds)
+REPLAY_PAGE = 5_000
+SAMPLE_IDS = 5
+SEATS_TTL_SECONDS = 300.0
+
+
+def max_window_ms(s: AnomalySettings) -> int:
+    """The longest window of the enabled attempt detectors: how far back the rebuild reads."""
+    windows = [3_600_000 if s.flooding_enabled else 0]
+    if s.key_sharing_enabled:
+        windows.append(s.key_sharing_window_hours * HOUR_MS)
+    if s.key_guessing_enabled:
+        windows.append(s.key_guessing_window_minutes * 60_000)
+    if s.domain_mismatch_enabled:
+        windows.append(s.domain_mismatch_window_minutes * 60_000)
+    if s.persistence_enabled:
+        windows.append(s.persistence_window_hours * HOUR_MS)
+    if s.ip_mismatch_enabled:
+        windows.append(s.ip_mismatch_window_hours * HOUR_MS)
+    if s.client_version_enabled:
+        windows.append(s.client_version_window_hours * HOUR_MS)
+    return max(windows)
+
+
+class AnomalyEngine:
+    def __init__(
+        self,
+        settings: AnomalySettings,
+        db: Database | None = None,
+        alerts: Alerts | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self._db = db
+        self._alerts = alerts
+        self._clock = clock
+        ctx = self.ctx = d.Context(settings)
+        s = settings
+        self.key_sharing = d.KeySharing(ctx) if s.key_sharing_enabled else None
+        self.client_version = d.ClientVersion(ctx) if s.client_version_enabled else None
+        chosen = [
+            self.key_sharing,
+            d.KeyGuessing(ctx) if s.key_guessing_enabled else None,
+            d.DomainMismatch(ctx) if s.domain_mismatch_enabled else None,
+            d.CheckFlooding(ctx) if s.flooding_enabled else None,
+            d.Persistence(ctx) if s.persistence_enabled else None,
+            d.IpMismatch(ctx) if s.ip_mismatch_enabled else None,
+            self.client_version,
+        ]
+        self.detectors = [x for x in chosen if x is not None]
+        self._observers = tuple(x.observe for x in self.detectors)
+        self.churn = Churn(ctx) if s.churn_enabled else None
+        self._hour: int | None = None
+        self._hour_counts: dict[int, int] = {}
+        self._closed: list[dict[int, int]] = []
+        self._majors: dict[int, float] = {}
+        self._latest_ms = 0
+        self._swept_ms = 0
+        self._change_seq = 0
+        self._changes_pending = True
+        self._wake = asyncio.Event()
+        self._working = asyncio.Lock()  # `work` from a test waits for the task's round
+        self.raised = 0  # alerts written (new or bumped)
+        self.observed = 0
+
+    # -- the hot path ----------------------------------------------------------------------
+
+    def observe(self, batch: Sequence[Attempt]) -> None:
+        """The attempt log's observer: O(1) amortised work per attempt, no await."""
+        for attempt in batch:
+            self.feed(attempt)
+        if self.ctx.findings or self._closed:
+            self._wake.set()
+
+    def feed(self, a: Attempt) -> None:
+        at = a.at_ms
+        if at > self._latest_ms:
+            self._latest_ms = at
+            hour = at // HOUR_MS
+            if hour != self._hour:
+                if self._hour is not None:
+                    self._closed.append(self._hour_counts)
+                    self._hour_counts = {}
+                self._hour = hour
+        self.observed += 1
+        lid = a.license_id
+        if lid is not None:
+            counts = self._hour_counts
+            if lid in counts:
+                counts[lid] += 1
+            elif len(counts) < self.ctx.cap:
+                counts[lid] = 1
+            if a.product:
+                products = self.ctx.products
+                if lid not in products:
+                    d.admit(products, self.ctx.cap)
+                    products[lid] = a.product
+        for observe in self._observers:
+            observe(a)
+
+    def on_change(self, change: Change) -> None:
+        """ChangeFeed listener: binds for churn; an edit may change a license's seats."""
+        if change.kind in KINDS:
+            self._changes_pending = True
+            self._wake.set()
+        if change.kind == ChangeKind.EDIT and change.license_id is not None:
+            self.ctx.seats.pop(change.license_id, None)
+        elif change.license_id is None and change.all_licenses:
+            self.ctx.seats.clear()
+
+    # -- off the hot path (used by the alert task and by the simulator) -----------------------
+
+    def housekeeping(self) -> None:
+        """Fold closed hours into the baseline, update the fleet's major version, sweep idle
+        window entries (at most once a minute of event time)."""
+        closed, self._closed = self._closed, []
+        for counts in closed:
+            by_product: dict[str, list[int]] = {}
+            products = self.ctx.products
+            for lid, n in counts.items():
+                by_product.setdefault(products.get(lid, ""), []).append(n)
+            self.ctx.baseline.add_hour(by_product)
+        if self.client_version is not None:
+            for major, n in self._majors.items():
+                self._majors[major] = n * 0.5  # halve the past: the fleet's *recent* majority
+            for major, n in self.client_version.take_majors().items():
+                self._majors[major] = self._majors.get(major, 0.0) + n
+            self._majors = {m: n for m, n in self._majors.items() if n >= 0.5}
+            total = sum(self._majors.values())
+            if total >= 100:
+                self.ctx.fleet_major = max(self._majors, key=self._majors.__getitem__)
+        if self._latest_ms - self._swept_ms >= SWEEP_MS:
+            self._swept_ms = self._latest_ms
+            for detector in self.detectors:
+                detector.sweep(self._latest_ms)
+            if self.churn is not None:
+                self.churn.refresh(self._latest_ms // 1000)
+
+    def take_findings(self) -> list[d.Finding]:
+        findings = list(self.ctx.findings)
+        self.ctx.findings.clear()
+        return findings
+
+    def judge_sharing(self, finding: d.Finding, seats: int) -> d.Finding | None:
+        assert self.key_sharing is not None
+        return self.key_sharing.describe(finding, seats)
+
+    # -- start-up ----------------------------------------------------------------------------
+
+    async def rebuild(self) -> int:
+        """Refill the windows from the log (quietly); returns how many attempts were read."""
+        assert self._db is not None
+        now_ms = int(self._clock() * 1000)
+        since = now_ms - max_window_ms(self.settings)
+        started = time.perf_counter()
+        async with self._db.read() as conn:
+            start = await queries.replay_start(conn, since, self.settings.rebuild_max_rows)
+        after, read = (start, 0), 0
+        self.ctx.quiet = True
+        try:
+            while True:
+                async with self._db.read() as conn:
+                    rows = await queries.replay_page(conn, after, now_ms, REPLAY_PAGE)
+                for row in rows:
+                    self.feed(_attempt(row))
+                read += len(rows)
+                if len(rows) < REPLAY_PAGE:
+                    break
+                after = (int(rows[-1]["at_ms"]), int(rows[-1]["id"]))
+            await self._read_changes(now_ms // 1000, first=True)
+            self.housekeeping()
+        finally:
+            self.ctx.quiet = False
+            self.ctx.findings.clear()
+        log.log(
+            logging.INFO if read else logging.DEBUG,  # a first start says nothing
+            "anomaly detectors: rebuilt from %d attempts of the last %d minutes in %.1f s",
+            read,
+            (now_ms - start) // 60_000,
+            time.perf_counter() - started,
+        )
+        return read
+
+    # -- the alert task ----------------------------------------------------------------------
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), POLL_SECONDS)
+            self._wake.clear()
+            try:
+                await self.work()
+            except Exception:
+                log.exception("anomaly detectors: raising alerts failed; will retry")
+        with contextlib.suppress(Exception):
+            await self.work()  # what was found before the stop
+
+    async def work(self) -> None:
+        """One round of the alert task: whatever was found so far is written when it returns."""
+        async with self._working:
+            await self._work()
+
+    async def _work(self) -> None:
+        if self.churn is not None:
+            await self._read_changes(int(self._clock()))
+        self.housekeeping()
+        findings = self.take_findings()
+        sharing = [f for f in findings if f.detector == d.KeySharing.name]
+        if sharing:
+            await self._load_seats([f.license_id for f in sharing if f.license_id is not None])
+        for finding in findings:
+            if finding.detector == d.KeySharing.name:
+                judged = self.judge_sharing(finding, self.ctx.seats.get(finding.license_id, 1))  # type: ignore[arg-type]
+                if judged is None:
+                    continue
+                finding = judged
+            await self._raise(finding)
+
+    async def _load_seats(self, license_ids: list[int]) -> None:
+        assert self._db is not None
+        missing = sorted({i for i in license_ids if i not in self.ctx.seats})
+        if not missing:
+            return
+        async with self._db.read() as conn:
+            found = await queries.seats(conn, missing)
+        for license_id in missing:
+            d.admit(self.ctx.seats, self.ctx.cap)
+            self.ctx.seats[license_id] = found.get(license_id, 1)
+
+    async def _raise(self, finding: d.Finding) -> None:
+        assert self._db is not None and self._alerts is not None
+        evidence = dict(finding.evidence)
+        evidence["sample_attempt_ids"] = await self._samples(finding)
+        signal = AlertSignal(
+            finding.detector,
+            finding.subject,
+            finding.severity,
+            finding.summary,
+            evidence,
+            finding.license_id,
+        )
+        await self._alerts.raise_(signal)
+        self.raised += 1
+
+    async def _samples(self, finding: d.Finding) -> list[int]:
+        """Up to 5 attempt ids behind a finding, from an index (license, or address range)."""
+        assert self._db is not None
+        since = finding.at_ms - max_window_ms(self.settings)
+        async with self._db.read() as conn:
+            if finding.license_id is not None:
+                return await queries.sample_for_license(conn, finding.license_id, since, SAMPLE_IDS)
+            if finding.subject.startswith("net:") and "." in finding.subject:
+                prefix = finding.subject[4:].rsplit(".", 1)[0] + "."  # the /24's dotted prefix
+                high = prefix[:-1] + "/"  # '/' sorts right after '.'
+                return await queries.sample_for_addresses(conn, prefix, high, since, SAMPLE_IDS)
+        return []
+
+    async def _read_changes(self, now_s: int, first: bool = False) -> None:
+        """Binds, releases and reissues from the change log since the last read (churn)."""
+        if self.churn is None or self._db is None:
+            return
+        self._changes_pending = False
+        since = now_s - self.churn.window_s
+        while True:
+            async with self._db.read() as conn:
+                rows = await queries.binds_after(conn, self._change_seq, since, KINDS, 1000)
+            for row in rows:
+                self._change_seq = int(row["seq"])
+                self.churn.observe(int(row["license_id"]), row["kind"], int(row["at"]))
+            if len(rows) < 1000:
+                break
+        if first:
+            self.churn.refresh(now_s)
+
+
+def _attempt(row: dict) -> Attempt:
+    return Attempt(
+        at_ms=int(row["at_ms"]),
+        endpoint=row["endpoint"],
+        source_ip=row["source_ip"],
+        reported_ip=row["reported_ip"],
+        domain_raw="",
+        domain=row["domain"],
+        directory="",
+        license_id=row["license_id"],
+        key_hash=bytes(row["key_hash"]) if row["key_hash"] is not None else None,
+        product=row["product"],
+        result=row["result"],
+        reason=row["reason"],
+        client_version=row["client_version"],
+        user_agent="",
+        latency_us=0,
+    )
