@@ -107,3 +107,17 @@ async def test_the_runtime_raises_alerts_and_tells_listeners_after_the_commit(ru
         row = await alert_rows.get(conn, first.alert_id)
     assert heard == [("key_sharing", True), ("key_sharing", False)]
     assert second.alert_id == first.alert_id and row["occurrences"] == 2
+
+
+async def test_raise_many_writes_a_round_of_findings_in_one_transaction(runtime):
+    heard = []
+    runtime.alerts.subscribe(lambda signal, raised: heard.append((signal.subject, raised.new)))
+    signals = [
+        AlertSignal("check_flooding", f"license:{n}", Severity.MEDIUM, "Checked often.")
+        for n in (1, 2, 1)
+    ]
+    raised = await runtime.alerts.raise_many(signals)
+    assert [r.new for r in raised] == [True, True, False]
+    assert raised[0].alert_id == raised[2].alert_id != raised[1].alert_id
+    assert heard == [("license:1", True), ("license:2", True), ("license:1", False)]
+    assert await runtime.alerts.raise_many([]) == []

@@ -4,8 +4,9 @@
 commits): it counts each attempt into the detectors' windows and queues what they find. One
 background task (`run`, started by app.py's cleanup context) does everything that touches the
 database: loads the seats a key-sharing finding is judged against, reads sample attempt ids,
-raises the alerts (`Alerts.raise_`, one short transaction each), reads binds from the change
-log (churn), folds closed hours into the baseline and sweeps idle entries out of the windows.
+raises the alerts (`Alerts.raise_many`, one transaction per round of findings), reads binds
+from the change log (churn), folds closed hours into the baseline and sweeps idle entries out
+of the windows.
 
 Detectors work in event time (the attempts' `at_ms`), never the wall clock, so a replay (the
 start-up rebuild, bench/simulate.py) behaves exactly as live traffic did.
@@ -29,6 +30,7 @@ from collections.abc import Callable, Sequence
 from license_server.anomaly import detectors as d
 from license_server.anomaly.churn import KINDS, Churn
 from license_server.db import anomaly as queries
+from license_server.db.connection import Connection
 from license_server.db.database import Database
 from license_server.licensing.alerts import Alerts, AlertSignal
 from license_server.licensing.attempt_log import Attempt
@@ -45,6 +47,8 @@ SWEEP_MS = 600_000
 POLL_SECONDS = 5.0  # the change log is read at least this often (other instances' binds)
 REPLAY_PAGE = 5_000
 SAMPLE_IDS = 5
+# Alerts written per transaction by one round of the alert task.
+RAISE_BATCH = 200
 SEATS_TTL_SECONDS = 300.0
 
 
@@ -255,13 +259,15 @@ class AnomalyEngine:
         sharing = [f for f in findings if f.detector == d.KeySharing.name]
         if sharing:
             await self._load_seats([f.license_id for f in sharing if f.license_id is not None])
+        judged: list[d.Finding] = []
         for finding in findings:
             if finding.detector == d.KeySharing.name:
-                judged = self.judge_sharing(finding, self.ctx.seats.get(finding.license_id, 1))  # type: ignore[arg-type]
-                if judged is None:
+                finding = self.judge_sharing(finding, self.ctx.seats.get(finding.license_id, 1))  # type: ignore[arg-type,assignment]
+                if finding is None:
                     continue
-                finding = judged
-            await self._raise(finding)
+            judged.append(finding)
+        for start in range(0, len(judged), RAISE_BATCH):
+            await self._raise(judged[start : start + RAISE_BATCH])
 
     async def _load_seats(self, license_ids: list[int]) -> None:
         assert self._db is not None
@@ -274,32 +280,36 @@ class AnomalyEngine:
             d.admit(self.ctx.seats, self.ctx.cap)
             self.ctx.seats[license_id] = found.get(license_id, 1)
 
-    async def _raise(self, finding: d.Finding) -> None:
+    async def _raise(self, findings: list[d.Finding]) -> None:
+        """One read for the samples of every finding, one transaction for their alerts."""
         assert self._db is not None and self._alerts is not None
-        evidence = dict(finding.evidence)
-        evidence["sample_attempt_ids"] = await self._samples(finding)
-        signal = AlertSignal(
-            finding.detector,
-            finding.subject,
-            finding.severity,
-            finding.summary,
-            evidence,
-            finding.license_id,
-        )
-        await self._alerts.raise_(signal)
-        self.raised += 1
-
-    async def _samples(self, finding: d.Finding) -> list[int]:
-        """Up to 5 attempt ids behind a finding, from an index (license, or address range)."""
-        assert self._db is not None
-        since = finding.at_ms - max_window_ms(self.settings)
+        signals = []
         async with self._db.read() as conn:
-            if finding.license_id is not None:
-                return await queries.sample_for_license(conn, finding.license_id, since, SAMPLE_IDS)
-            if finding.subject.startswith("net:") and "." in finding.subject:
-                prefix = finding.subject[4:].rsplit(".", 1)[0] + "."  # the /24's dotted prefix
-                high = prefix[:-1] + "/"  # '/' sorts right after '.'
-                return await queries.sample_for_addresses(conn, prefix, high, since, SAMPLE_IDS)
+            for finding in findings:
+                evidence = dict(finding.evidence)
+                evidence["sample_attempt_ids"] = await self._samples(conn, finding)
+                signals.append(
+                    AlertSignal(
+                        finding.detector,
+                        finding.subject,
+                        finding.severity,
+                        finding.summary,
+                        evidence,
+                        finding.license_id,
+                    )
+                )
+        await self._alerts.raise_many(signals)
+        self.raised += len(signals)
+
+    async def _samples(self, conn: Connection, finding: d.Finding) -> list[int]:
+        """Up to 5 attempt ids behind a finding, from an index (license, or address range)."""
+        since = finding.at_ms - max_window_ms(self.settings)
+        if finding.license_id is not None:
+            return await queries.sample_for_license(conn, finding.license_id, since, SAMPLE_IDS)
+        if finding.subject.startswith("net:") and "." in finding.subject:
+            prefix = finding.subject[4:].rsplit(".", 1)[0] + "."  # the /24's dotted prefix
+            high = prefix[:-1] + "/"  # '/' sorts right after '.'
+            return await queries.sample_for_addresses(conn, prefix, high, since, SAMPLE_IDS)
         return []
 
     async def _read_changes(self, now_s: int, first: bool = False) -> None:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -116,13 +116,22 @@ class Alerts:
                 log.exception("an alert listener failed; the alert is stored")
 
     async def raise_(self, signal: AlertSignal) -> RaisedAlert:
+        return (await self.raise_many([signal]))[0]
+
+    async def raise_many(self, signals: Sequence[AlertSignal]) -> list[RaisedAlert]:
+        """Several alerts in one transaction (a detector round that found many: one commit,
+        not one per alert, so a flood of findings does not compete with the attempt log for
+        the database's write lock a thousand times)."""
+        if not signals:
+            return []
         now_ms = int(self._clock() * 1000)
 
-        async def work(conn: Connection) -> RaisedAlert:
-            return await raise_alert(conn, signal, now_ms)
+        async def work(conn: Connection) -> list[RaisedAlert]:
+            return [await raise_alert(conn, signal, now_ms) for signal in signals]
 
         raised = await self._db.transaction(work)
-        self.announce(signal, raised)
+        for signal, one in zip(signals, raised, strict=True):
+            self.announce(signal, one)
         return raised
 
 
