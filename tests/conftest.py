@@ -159,4 +159,14 @@ def redis_port(tmp_path):
         stop_process(process)
 
 
+@pytest.fixture
+async def receiver():
+    """A real webhook receiver on 127.0.0.1 (tests/webhook_receiver.py), stopped after the test."""
+    from tests.webhook_receiver import Receiver
+
+    receiver = await Receiver().start()
+    yield receiver
+    await receiver.stop()
+
+
 PRODUCT = ProductSpec(code="mymod", name="My Module", seats=2, whmcs_secret="s3cret")

@@ -16,7 +16,6 @@ from license_server.webhooks.delivery import Deliverer
 from license_server.webhooks.signing import load_webhook_key, public_key_text
 from tests.conftest import with_sections
 from tests.test_admin_licenses import PRODUCT, staff_session
-from tests.webhook_receiver import Receiver
 
 HOOK_SETTINGS = {"allow_private_targets": True, "allow_http": True, "send": False,
                  "pause_after_failures": 2}  # fmt: skip
@@ -27,13 +26,6 @@ async def client(aiohttp_client, settings):
     """The app with webhooks to loopback allowed and its own sending off: the test sends
     with a deliverer it drives (no background task racing it)."""
     return await aiohttp_client(create_app(with_sections(settings, webhooks=HOOK_SETTINGS)))
-
-
-@pytest.fixture
-async def receiver():
-    receiver = await Receiver().start()
-    yield receiver
-    await receiver.stop()
 
 
 @pytest.fixture

@@ -23,7 +23,7 @@ from license_server.webhooks.delivery import Deliverer, backoff_ms
 from license_server.webhooks.signing import load_webhook_key, public_key_text
 from tests.conftest import with_sections
 from tests.verify_helpers import issue, product
-from tests.webhook_receiver import Receiver, verify
+from tests.webhook_receiver import verify
 
 ALL = (
     "license.created", "license.suspended", "license.unsuspended", "license.revoked",
@@ -47,13 +47,6 @@ def hook_settings(settings):
         settings, webhooks={"allow_private_targets": True, "allow_http": True,
                             "pause_after_failures": 3, "max_attempts": 5}
     )  # fmt: skip
-
-
-@pytest.fixture
-async def receiver():
-    receiver = await Receiver().start()
-    yield receiver
-    await receiver.stop()
 
 
 @pytest.fixture

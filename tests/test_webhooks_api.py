@@ -17,7 +17,6 @@ from license_server.webhooks.delivery import Deliverer
 from license_server.webhooks.signing import load_webhook_key, public_key_text
 from tests.api_helpers import api, make_key
 from tests.conftest import PRODUCT, with_sections
-from tests.webhook_receiver import Receiver
 
 PROBLEM = "application/problem+json"
 HOOKS = {"allow_private_targets": True, "allow_http": True, "send": False,
@@ -27,13 +26,6 @@ HOOKS = {"allow_private_targets": True, "allow_http": True, "send": False,
 @pytest.fixture
 async def client(aiohttp_client, settings):
     return await aiohttp_client(create_app(with_sections(settings, webhooks=HOOKS)))
-
-
-@pytest.fixture
-async def receiver():
-    receiver = await Receiver().start()
-    yield receiver
-    await receiver.stop()
 
 
 @pytest.fixture

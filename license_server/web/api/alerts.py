@@ -9,9 +9,6 @@ is the actor on the row and in the audit row written in the same transaction. Sc
 
 from __future__ import annotations
 
-import base64
-import binascii
-
 from aiohttp import web
 
 from license_server.db import alerts as alert_rows
@@ -22,7 +19,7 @@ from license_server.licensing.alerts import (
     change_state,
     evidence_of,
 )
-from license_server.web.api.licenses import MAX_ID
+from license_server.web.api.licenses import MAX_ID, decode_cursor, encode_cursor
 from license_server.web.api.models import AlertOut, AlertPage, AlertQuery, iso
 from license_server.web.api.problems import conflict, field_error, invalid, not_found
 from license_server.web.api.registry import Call, json_answer
@@ -35,21 +32,6 @@ _STATES: dict[str, tuple[str, ...] | None] = {
     "resolved": ("resolved",),
     "all": None,
 }
-
-
-def encode_cursor(last_id: int) -> str:
-    return base64.urlsafe_b64encode(_CURSOR_PREFIX + str(last_id).encode()).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> int:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-    except (binascii.Error, ValueError):
-        raw = b""
-    text = raw.removeprefix(_CURSOR_PREFIX)
-    if raw == text or not text.isdigit() or not 0 < int(text) <= MAX_ID:
-        raise invalid("query", [field_error("query", "cursor", "not a cursor of this list")])
-    return int(text)
 
 
 def _ms(at_ms: int | None) -> str | None:
@@ -80,7 +62,7 @@ async def list_alerts(call: Call) -> web.Response:
         states=_STATES[query.state], detector=query.detector, severity=query.severity,
         license_id=query.license, since_ms=since, until_ms=until,
     )  # fmt: skip
-    before = None if query.cursor is None else decode_cursor(query.cursor)
+    before = None if query.cursor is None else decode_cursor(query.cursor, _CURSOR_PREFIX)
     async with call.service.db.read() as conn:
         rows = await alert_rows.alert_page(conn, where, before, query.limit + 1)
     more = len(rows) > query.limit
@@ -88,7 +70,7 @@ async def list_alerts(call: Call) -> web.Response:
     return json_answer(
         AlertPage(
             items=[alert_out(row) for row in rows],
-            next_cursor=encode_cursor(rows[-1]["id"]) if more else None,
+            next_cursor=encode_cursor(rows[-1]["id"], _CURSOR_PREFIX) if more else None,
         )
     )
 

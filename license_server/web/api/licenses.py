@@ -49,16 +49,18 @@ MAX_ID = 2**63 - 1
 _CURSOR_PREFIX = b"lic1:"
 
 
-def encode_cursor(last_id: int) -> str:
-    return base64.urlsafe_b64encode(_CURSOR_PREFIX + str(last_id).encode()).decode().rstrip("=")
+def encode_cursor(last_id: int, prefix: bytes = _CURSOR_PREFIX) -> str:
+    """An id-keyset list's opaque cursor; `prefix` names the list (the licenses', the bans',
+    another list's own) so a cursor of one list is refused by another that uses its own."""
+    return base64.urlsafe_b64encode(prefix + str(last_id).encode()).decode().rstrip("=")
 
 
-def decode_cursor(cursor: str) -> int:
+def decode_cursor(cursor: str, prefix: bytes = _CURSOR_PREFIX) -> int:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
     except (binascii.Error, ValueError):
         raw = b""
-    text = raw.removeprefix(_CURSOR_PREFIX)
+    text = raw.removeprefix(prefix)
     if raw == text or not text.isdigit() or not 0 < int(text) <= MAX_ID:
         raise invalid("query", [field_error("query", "cursor", "not a cursor of this list")])
     return int(text)

@@ -36,20 +36,16 @@ class GuessGuard:
 
     async def retry_after(self, source_ip: str) -> int | None:
         """Seconds until this IP may enter a key again, or None if it may now."""
-        try:
-            if await self._limiter.test(self._item, NAMESPACE, source_ip):
-                self._recovered()
-                return None
-            return await self._wait(source_ip)
-        except Exception as exc:
-            self._failed(exc)
-            return None
+        return await self._ask(self._limiter.test, source_ip)
 
     async def guessed(self, source_ip: str) -> int | None:
         """Spend one guess; seconds to wait if that was one too many (concurrent guesses that
         all passed `retry_after`), else None."""
+        return await self._ask(self._limiter.hit, source_ip)
+
+    async def _ask(self, allowed, source_ip: str) -> int | None:
         try:
-            if await self._limiter.hit(self._item, NAMESPACE, source_ip):
+            if await allowed(self._item, NAMESPACE, source_ip):
                 self._recovered()
                 return None
             return await self._wait(source_ip)
