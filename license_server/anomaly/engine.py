@@ -25,7 +25,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 from license_server.anomaly import detectors as d
 from license_server.anomaly.churn import KINDS, Churn
@@ -50,6 +50,8 @@ SAMPLE_IDS = 5
 # Alerts written per transaction by one round of the alert task.
 RAISE_BATCH = 200
 SEATS_TTL_SECONDS = 300.0
+# Licenses' hourly counts grouped by product per slice of the fold, between yields.
+FOLD_SLICE = 5_000
 
 
 def max_window_ms(s: AnomalySettings) -> int:
@@ -160,14 +162,30 @@ class AnomalyEngine:
 
     def housekeeping(self) -> None:
         """Fold closed hours into the baseline, update the fleet's major version, sweep idle
-        window entries (at most once a minute of event time)."""
+        window entries (at most once every SWEEP_MS of event time); all at once (the simulator,
+        tests). The alert task runs the same steps with `housekeep`, yielding between them."""
+        for _ in self.housekeeping_steps():
+            pass
+
+    async def housekeep(self) -> None:
+        """`housekeeping` in steps, giving the event loop back between them: a fold of one
+        closed hour, one detector's sweep, a slice of `FOLD_SLICE` licenses' counts. No step
+        holds the loop for longer than a few milliseconds at 10,000 licenses (bench/README.md
+        "anomaly_stall"), so no verify request waits behind the baseline or a sweep."""
+        for _ in self.housekeeping_steps():
+            await asyncio.sleep(0)
+
+    def housekeeping_steps(self) -> Iterator[None]:
         closed, self._closed = self._closed, []
         for counts in closed:
             by_product: dict[str, list[int]] = {}
             products = self.ctx.products
-            for lid, n in counts.items():
+            for done, (lid, n) in enumerate(counts.items(), 1):
                 by_product.setdefault(products.get(lid, ""), []).append(n)
+                if done % FOLD_SLICE == 0:
+                    yield
             self.ctx.baseline.add_hour(by_product)
+            yield
         if self.client_version is not None:
             for major, n in self._majors.items():
                 self._majors[major] = n * 0.5  # halve the past: the fleet's *recent* majority
@@ -178,11 +196,13 @@ class AnomalyEngine:
             if total >= 100:
                 self.ctx.fleet_major = max(self._majors, key=self._majors.__getitem__)
         if self._latest_ms - self._swept_ms >= SWEEP_MS:
-            self._swept_ms = self._latest_ms
+            self._swept_ms = swept = self._latest_ms
             for detector in self.detectors:
-                detector.sweep(self._latest_ms)
+                yield
+                detector.sweep(swept)
             if self.churn is not None:
-                self.churn.refresh(self._latest_ms // 1000)
+                yield
+                self.churn.refresh(swept // 1000)
 
     def take_findings(self) -> list[d.Finding]:
         findings = list(self.ctx.findings)
@@ -254,7 +274,7 @@ class AnomalyEngine:
     async def _work(self) -> None:
         if self.churn is not None:
             await self._read_changes(int(self._clock()))
-        self.housekeeping()
+        await self.housekeep()
         findings = self.take_findings()
         sharing = [f for f in findings if f.detector == d.KeySharing.name]
         if sharing:
