@@ -39,6 +39,7 @@ from collections.abc import Callable, Iterator, Sequence
 
 from license_server.anomaly import detectors as d
 from license_server.anomaly.churn import KINDS, Churn
+from license_server.anomaly.windows import WindowCounter, WindowSet
 from license_server.db import anomaly as queries
 from license_server.db.connection import Connection
 from license_server.db.database import Database
@@ -123,6 +124,7 @@ class AnomalyEngine:
         self._wake = asyncio.Event()
         self._working = asyncio.Lock()  # `work` from a test waits for the task's round
         self.raised = 0  # alerts written (new or bumped)
+        self.raised_by_detector: dict[str, int] = {}
         self.observed = 0
         # The start-up rebuild: batches held meanwhile, and what it did (shown in /metrics).
         self._held: deque[Sequence[Attempt]] | None = None
@@ -330,6 +332,36 @@ class AnomalyEngine:
             if self.ctx.findings:
                 self._wake.set()
 
+    # -- what /metrics shows (web/metrics.py reads it when scraped) --------------------------
+
+    def windows(self) -> list[tuple[str, str, int, int, int]]:
+        """(detector, map, entries, cap, evicted) of every bounded map the detectors keep: a
+        map at its cap is forgetting its oldest entries (a flood, or a cap set too low)."""
+        out = []
+        for detector in self.detectors:
+            for name, value in vars(detector).items():
+                if isinstance(value, WindowCounter | WindowSet):
+                    out.append((detector.name, name, len(value), value.cap, value.evicted))
+        ctx = self.ctx
+        for name, mapping in (("products", ctx.products), ("seats", ctx.seats)):
+            out.append(("engine", name, len(mapping), ctx.cap, 0))
+        out.append(("engine", "fired", len(ctx._fired), ctx.cap, 0))
+        return out
+
+    def stats(self) -> dict[str, object]:
+        """Counters and gauges of the engine, read when /metrics is scraped."""
+        return {
+            "observed": self.observed,
+            "findings_dropped": self.ctx.dropped,
+            "held_dropped": self.held_dropped,
+            "queued": len(self.ctx.findings),
+            "raised": dict(self.raised_by_detector),
+            "rebuilding": self.rebuilding,
+            "rebuild_rows": self.last_rebuild_rows,
+            "rebuild_seconds": self.last_rebuild_seconds,
+            "windows": self.windows(),
+        }
+
     # -- the alert task ----------------------------------------------------------------------
 
     def wake(self) -> None:
@@ -409,6 +441,9 @@ class AnomalyEngine:
                 )
         await self._alerts.raise_many(signals)
         self.raised += len(signals)
+        for signal in signals:
+            by = self.raised_by_detector
+            by[signal.detector] = by.get(signal.detector, 0) + 1
 
     async def _samples(self, conn: Connection, finding: d.Finding) -> list[int]:
         """Up to 5 attempt ids behind a finding, from an index (license, or address range)."""
