@@ -9,9 +9,10 @@ own site, for `--hours` hours of event time, in batches of 32 as the attempt log
 After every batch the alert task's round runs as in the server (`engine.housekeep()`, which
 folds a closed hour into the baseline and sweeps idle window entries every 10 minutes of event
 time), inside a running event loop beside a loop-lag probe: a task that sleeps 1 ms and records
-how late it woke. Printed: the longest single housekeeping call (CPU time, the stall every
+how late it woke. Printed: the longest single housekeeping step (CPU time, the stall every
 verify request queued on the loop waits through), the longest probe lag (wall time: noisy on a
-shared machine), and which hour fold was slowest.
+shared machine), and the longest full collection of the garbage collector (CPU; it lands in
+whichever step allocates when it is due, and grows with the detectors' state).
 """
 
 from __future__ import annotations
@@ -126,6 +127,16 @@ def main() -> None:
     args = parser.parse_args()
     stream = attempts(args.licenses, args.hours, args.seed)
     gc.freeze()  # the stream's half a million attempts are not the engine's garbage
+    pauses: list[float] = []
+    began = [0.0]
+
+    def timed(phase: str, info: dict) -> None:
+        if phase == "start":
+            began[0] = time.process_time()
+        elif info["generation"] == 2:
+            pauses.append(time.process_time() - began[0])
+
+    gc.callbacks.append(timed)
     engine = AnomalyEngine(AnomalySettings())
     result = asyncio.run(measure(engine, stream, args.whole))
     print(f"{args.licenses} licenses, {args.hours} h, {len(stream):,} attempts")
@@ -135,6 +146,10 @@ def main() -> None:
     )
     print(f"longest loop-lag probe: {result['longest_probe_lag_s'] * 1000:.1f} ms wall")
     print(f"observe: {result['observe_us_per_attempt']:.1f} us CPU per attempt")
+    print(
+        f"full (generation 2) collections: {len(pauses)}, longest"
+        f" {max(pauses, default=0) * 1000:.1f} ms CPU (inside whichever step triggered it)"
+    )
 
 
 if __name__ == "__main__":

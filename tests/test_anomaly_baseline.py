@@ -72,3 +72,52 @@ async def test_housekeep_yields_between_steps_and_ends_where_housekeeping_does()
     assert stepwise.ctx.baseline.by_product == whole.ctx.baseline.by_product
     assert stepwise.ctx.baseline.get("mymod").median == 2.0
     await stepwise.housekeep()  # nothing left: returns without error
+
+
+def test_a_stepwise_sweep_drops_what_the_detectors_sweep_drops():
+    """Every detector's window maps, swept a slice at a time, end as its own `sweep` leaves
+    them (the engine sweeps the maps it finds on the detector: none may be missed)."""
+    t0 = 1_893_456_000_000
+    fed = [
+        attempt(
+            t0 + i * 90_000,
+            license_id=1 + i % 40,
+            domain=f"site{i % 13}.com",
+            source_ip=f"198.51.{i % 50}.7",
+            reported_ip=f"203.0.{i % 9}.1",
+            client_version="0.1" if i % 5 else "3.0",
+            result="revoked" if i % 7 == 0 else "active",
+            key_hash=None,
+        )
+        for i in range(400)
+    ] + [attempt(t0 + i, product="", result="invalid", reason="unknown_key",
+                 key_hash=bytes([i]) * 32, source_ip=f"192.0.{i}.1") for i in range(60)]  # fmt: skip
+    whole, stepwise = AnomalyEngine(AnomalySettings()), AnomalyEngine(AnomalySettings())
+    for engine in (whole, stepwise):
+        engine.observe(sorted(fed, key=lambda a: a.at_ms))
+    now = t0 + 30 * 3_600_000
+    for detector in whole.detectors:
+        detector.sweep(now)
+    for detector in stepwise.detectors:
+        for window in stepwise._window_maps(detector):
+            for _ in window.sweep_steps(now):
+                pass
+    for mine, theirs in zip(stepwise.detectors, whole.detectors, strict=True):
+        for name, value in vars(mine).items():
+            if hasattr(value, "_entries"):
+                assert value._entries == getattr(theirs, name)._entries, (mine.name, name)
+
+
+def test_an_entry_renewed_between_two_slices_of_a_sweep_is_kept(monkeypatch):
+    from license_server.anomaly import windows
+
+    monkeypatch.setattr(windows, "SWEEP_SLICE", 2)
+    counter = windows.WindowCounter(1000, 100)
+    for key in "abcdef":
+        counter.add(key, 0)
+    steps = counter.sweep_steps(5000)
+    next(steps)  # a and b examined: gone
+    counter.add("e", 4999)  # renewed before its slice
+    for _ in steps:
+        pass
+    assert set(counter._entries) == {"e"}

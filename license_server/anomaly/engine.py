@@ -198,7 +198,8 @@ class AnomalyEngine:
 
     async def housekeep(self) -> None:
         """`housekeeping` in steps, giving the event loop back between them: a fold of one
-        closed hour, one detector's sweep, a slice of `FOLD_SLICE` licenses' counts. No step
+        closed hour, a slice of `FOLD_SLICE` licenses' counts, a slice of SWEEP_SLICE keys of
+        one window map's sweep (windows.py). No step
         holds the loop for longer than a few milliseconds at 10,000 licenses (bench/README.md
         "anomaly_stall"), so no verify request waits behind the baseline or a sweep."""
         for _ in self.housekeeping_steps():
@@ -227,8 +228,8 @@ class AnomalyEngine:
         if self._latest_ms - self._swept_ms >= SWEEP_MS:
             self._swept_ms = swept = self._latest_ms
             for detector in self.detectors:
-                yield
-                detector.sweep(swept)
+                for window in self._window_maps(detector):
+                    yield from window.sweep_steps(swept)
             if self.churn is not None:
                 yield
                 self.churn.refresh(swept // 1000)
@@ -333,6 +334,11 @@ class AnomalyEngine:
                 self._wake.set()
 
     # -- what /metrics shows (web/metrics.py reads it when scraped) --------------------------
+
+    @staticmethod
+    def _window_maps(detector: object) -> list[WindowCounter | WindowSet]:
+        """The sliding-window maps of a detector: what its `sweep` sweeps."""
+        return [v for v in vars(detector).values() if isinstance(v, WindowCounter | WindowSet)]
 
     def windows(self) -> list[tuple[str, str, int, int, int]]:
         """(detector, map, entries, cap, evicted) of every bounded map the detectors keep: a
