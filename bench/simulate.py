@@ -3,6 +3,8 @@
 
     python bench/simulate.py                        # 10,000 licenses, 7 days
     python bench/simulate.py --licenses 2000 --days 2 --seed 3
+    python bench/simulate.py --licenses 1000 --days 2 --attacks 5 --url http://127.0.0.1:8080 \
+        --database data/license-server.db     # a compressed sample through a running server
 
 Normal traffic: each license has a product (three, with different check-in cadences), seats
 (1-3) and as many installs, each on its own registrable domain (some under a shared public
@@ -29,6 +31,9 @@ Printed: per detector the alerts (distinct subjects), true and false positives, 
 and recall, and the detectors' CPU time per attempt (process time spent inside `observe`).
 A finding is a true positive when its detector and subject are those of an injected attack
 of that detector's kind.
+
+`--url`: the scenario is replayed, compressed, against a running server instead
+(bench/simulate_url.py says how it is sampled and what the server needs).
 """
 
 from __future__ import annotations
