@@ -90,8 +90,18 @@ def test_a_stepwise_sweep_drops_what_the_detectors_sweep_drops():
             key_hash=None,
         )
         for i in range(400)
-    ] + [attempt(t0 + i, product="", result="invalid", reason="unknown_key",
-                 key_hash=bytes([i]) * 32, source_ip=f"192.0.{i}.1") for i in range(60)]  # fmt: skip
+    ]
+    fed += [
+        attempt(
+            t0 + i,
+            product="",
+            result="invalid",
+            reason="unknown_key",
+            key_hash=bytes([i]) * 32,
+            source_ip=f"192.0.{i}.1",
+        )
+        for i in range(60)
+    ]
     whole, stepwise = AnomalyEngine(AnomalySettings()), AnomalyEngine(AnomalySettings())
     for engine in (whole, stepwise):
         engine.observe(sorted(fed, key=lambda a: a.at_ms))
