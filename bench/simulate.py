@@ -3,6 +3,8 @@
 
     python bench/simulate.py                        # 10,000 licenses, 7 days
     python bench/simulate.py --licenses 2000 --days 2 --seed 3
+    python bench/simulate.py --licenses 1000 --days 2 --attacks 5 --url http://127.0.0.1:8080 \
+        --database data/license-server.db     # a compressed sample through a running server
 
 Normal traffic: each license has a product (three, with different check-in cadences), seats
 (1-3) and as many installs, each on its own registrable domain (some under a shared public
@@ -29,6 +31,9 @@ Printed: per detector the alerts (distinct subjects), true and false positives, 
 and recall, and the detectors' CPU time per attempt (process time spent inside `observe`).
 A finding is a true positive when its detector and subject are those of an injected attack
 of that detector's kind.
+
+`--url`: the scenario is replayed, compressed, against a running server instead
+(bench/simulate_url.py says how it is sampled and what the server needs).
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from license_server.anomaly.engine import AnomalyEngine
 from license_server.licensing.attempt_log import Attempt
@@ -174,12 +180,19 @@ class Simulation:
         self.outage = (T0 + 3 * 24 * HOUR + 14 * HOUR, T0 + 3 * 24 * HOUR + 16 * HOUR)
         self.attacked: set[int] = set()
         self.housekeeping_cpu = 0.0
+        # --url: which attack each injected attempt belongs to (id of the Attempt -> detector),
+        # and the attacks' victims by kind.
+        self.kind: str | None = None
+        self.attack_of: dict[int, str] = {}
+        self.victims: dict[str, set[int]] = {d: set() for d in DETECTORS}
 
     def add(self, a: Attempt) -> None:
         if self.outage[0] <= a.at_ms < self.outage[1]:
             return  # the server was down: nothing logged
         if T0 <= a.at_ms < self.end:
             self.events[a.at_ms // (10 * MINUTE)].append(a)
+            if self.kind is not None:
+                self.attack_of[id(a)] = self.kind
 
     def poisson_times(self, start: int, end: int, per_hour: float, lic: License | None = None):
         """Event times of a Poisson process (thinned by the diurnal curve when `lic`)."""
@@ -302,6 +315,8 @@ class Simulation:
                 continue
             if all(getattr(lic, k) == v for k, v in want.items()):
                 self.attacked.add(lic.id)
+                if self.kind is not None:
+                    self.victims[self.kind].add(lic.id)
                 return lic
 
     def when(self, hours: int) -> int:
@@ -315,6 +330,7 @@ class Simulation:
     def attacks(self) -> None:
         rng, w = self.rng, self.world
         for _ in range(self.args.attacks):
+            self.kind = "key_sharing"
             # Key sharing: a key posted on a forum; new sites check about once an hour each
             # (faster, their refusals would also be a domain-mismatch burst).
             lic = self.victim()
@@ -339,6 +355,7 @@ class Simulation:
                     )
             self.truth["key_sharing"].add(f"license:{lic.id}")
 
+            self.kind = "key_guessing"
             # Key guessing from one network: 40-300 guesses within 5-30 minutes
             net = w.attacker_network()
             # (at least 4 a minute: slower than 3 a minute it stays under 30 in 10 minutes).
@@ -384,6 +401,7 @@ class Simulation:
                 )
             self.truth["key_guessing"].add("key:" + forged[:6].hex())
 
+            self.kind = "domain_mismatch"
             # Domain mismatch: a foreign site retrying every 75-110 s for an hour or two (33-48
             # an hour; faster than 60 an hour it would also be check flooding).
             lic = self.victim()
@@ -406,6 +424,7 @@ class Simulation:
                 at += rng.randint(75_000, 110_000)
             self.truth["domain_mismatch"].add(f"license:{lic.id}")
 
+            self.kind = "check_flooding"
             # Check flooding: a cracked install on the license's own site, 100-600 an hour.
             lic = self.victim()
             inst, start = lic.installs[0], self.when(4)
@@ -415,6 +434,7 @@ class Simulation:
                 self.add(self.check(lic, inst, at))
             self.truth["check_flooding"].add(f"license:{lic.id}")
 
+            self.kind = "persistence"
             # Persistence: revoked, and a cracked install keeps checking 8-40 times an hour.
             lic = self.victim()
             lic.status = "revoked"  # its genuine installs back off (normal traffic)
@@ -437,6 +457,7 @@ class Simulation:
                 )
             self.truth["persistence"].add(f"license:{lic.id}")
 
+            self.kind = "ip_mismatch"
             # Reported IP never matching: 3-5 installs relayed, one fake reported address.
             lic = self.victim()
             fake, start = w.attacker_network() + "1", self.when(12)
@@ -461,6 +482,7 @@ class Simulation:
                     )
             self.truth["ip_mismatch"].add(f"license:{lic.id}")
 
+            self.kind = "client_version"
             # Client version: a cracked ("x-nulled") or ancient (1.x) client, 6-30 an hour.
             lic = self.victim()
             inst, start = lic.installs[0], self.when(3)
@@ -481,6 +503,7 @@ class Simulation:
                 )
             self.truth["client_version"].add(f"license:{lic.id}")
 
+            self.kind = "activation_churn"
             # Activation churn: rebound to another site every 4-12 hours, 7-14 times.
             lic = self.victim()
             at = self.when(self.args.days * 24 // 2 + 12) // 1000  # in the first half
@@ -488,6 +511,7 @@ class Simulation:
                 self.binds += [(at, lic.id, "release"), (at + 60, lic.id, "bind")]
                 at += rng.randint(4, 12) * 3600
             self.truth["activation_churn"].add(f"license:{lic.id}")
+        self.kind = None
 
     # -- replay -------------------------------------------------------------------------------
 
@@ -527,40 +551,81 @@ class Simulation:
         return found, cpu, count
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--licenses", type=int, default=10_000)
-    parser.add_argument("--days", type=int, default=7)
-    parser.add_argument("--attacks", type=int, default=20, help="attacks of each kind")
-    parser.add_argument("--seed", type=int, default=1)
-    args = parser.parse_args()
-    started = time.perf_counter()
-    sim = Simulation(args)
-    sim.attacks()
-    sim.normal()
-    generated = time.perf_counter() - started
-    found, cpu, count = sim.replay()
-    print(
-        f"{args.licenses:,} licenses, {args.days} days, {count:,} attempts "
-        f"({args.attacks} attacks of each kind); generated in {generated:.0f} s"
-    )
+def print_table(found: dict[str, set[str]], truth: dict[str, set[str]]) -> float:
+    """Per detector: alerts, true and false positives, missed, precision and recall; returns
+    the worst precision or recall."""
     print(
         f"{'detector':<18}{'alerts':>8}{'true':>6}{'false':>7}{'missed':>8}"
         f"{'precision':>11}{'recall':>8}"
     )
     worst = 1.0
     for detector in DETECTORS:
-        alerts, truth = found[detector], sim.truth[detector]
-        tp = len(alerts & truth)
+        if detector not in truth:
+            continue
+        alerts, expected = found[detector], truth[detector]
+        tp = len(alerts & expected)
         precision = tp / len(alerts) if alerts else 1.0
-        recall = tp / len(truth) if truth else 1.0
+        recall = tp / len(expected) if expected else 1.0
         worst = min(worst, precision, recall)
         print(
-            f"{detector:<18}{len(alerts):>8}{tp:>6}{len(alerts - truth):>7}"
-            f"{len(truth - alerts):>8}{precision:>11.3f}{recall:>8.3f}"
+            f"{detector:<18}{len(alerts):>8}{tp:>6}{len(alerts - expected):>7}"
+            f"{len(expected - alerts):>8}{precision:>11.3f}{recall:>8.3f}"
         )
-        for subject in sorted(alerts - truth)[:3]:
+        for subject in sorted(alerts - expected)[:3]:
             print(f"    false positive: {subject}")
+    return worst
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--licenses", type=int, default=10_000)
+    parser.add_argument("--days", type=int, default=7)
+    parser.add_argument("--attacks", type=int, default=20, help="attacks of each kind")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--url",
+        help="replay a compressed sample through this running server's /api/v1/verify "
+        "instead of in-process (see bench/simulate_url.py; use a few hundred licenses)",
+    )
+    parser.add_argument(
+        "--api-key",
+        help="--url: a vendor API key with license:* and alert:read (else made with "
+        "`run.py create-api-key` against --database)",
+    )
+    parser.add_argument(
+        "--database", help="--url without --api-key: the server's database (SQLite file or URL)"
+    )
+    parser.add_argument(
+        "--settle",
+        type=float,
+        default=60.0,
+        help="--url: at most this many seconds waiting for the server's alerts to settle",
+    )
+    args = parser.parse_args()
+    started = time.perf_counter()
+    sim = Simulation(args)
+    sim.attacks()
+    sim.normal()
+    generated = time.perf_counter() - started
+    if args.url:
+        import simulate_url
+
+        found, truth, count = simulate_url.run(sim, args)
+        print(
+            f"{args.licenses:,} licenses, {args.days} days compressed, {count:,} checks sent to "
+            f"{args.url} ({args.attacks} attacks of each kind); generated in {generated:.0f} s"
+        )
+        worst = print_table(found, truth)
+        verdict = "met" if worst >= 0.95 else "NOT met"
+        print(f"target precision and recall >= 0.95 per detector: {verdict}")
+        print(f"total {time.perf_counter() - started:.0f} s")
+        return
+    found, cpu, count = sim.replay()
+    print(
+        f"{args.licenses:,} licenses, {args.days} days, {count:,} attempts "
+        f"({args.attacks} attacks of each kind); generated in {generated:.0f} s"
+    )
+    worst = print_table(found, sim.truth)
     house = sim.housekeeping_cpu
     print(
         f"detectors' CPU per attempt: {cpu / count * 1e6:.1f} µs in observe (the verify path), "

@@ -134,15 +134,16 @@ async def _fold_hours_forever(app: web.Application, stop: asyncio.Event) -> None
 
 
 async def _anomaly_ctx(app: web.Application) -> AsyncIterator[None]:
-    """The anomaly detectors (license_server/anomaly/): rebuilt from the log before the server
-    answers, fed by the attempt log, their alerts written by one background task."""
+    """The anomaly detectors (license_server/anomaly/): fed by the attempt log, their alerts
+    written by one background task, which first rebuilds them from the log while the server
+    already answers (batches committed meanwhile are held and fed after the replay)."""
     settings = app[appkeys.SETTINGS].anomaly
     if not settings.enabled:
         yield
         return
     runtime = app[appkeys.RUNTIME]
     engine = AnomalyEngine(settings, runtime.db, runtime.alerts, runtime.licenses.clock)
-    await engine.rebuild()
+    engine.hold()
     app[appkeys.ANOMALY] = engine
     app[appkeys.ATTEMPT_LOG].observe(engine.observe)
     runtime.changes.subscribe(engine.on_change)

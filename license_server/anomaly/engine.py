@@ -17,6 +17,15 @@ to start, then keyset pages), quietly: it learns, it does not raise again what w
 before the restart (and may have been resolved since). An attack that straddles a restart is
 seen whole: its first half is in the rebuilt windows, its second half pushes them over.
 Each instance sees the attempts it served; churn reads the shared change log.
+
+The server answers while the rebuild runs (app.py starts it in the alert task): 300,000
+attempts take 5-8 s of one core (bench/README.md "anomaly_rebuild"), too long to keep modules
+waiting. The rebuild gives the loop back every `REPLAY_SLICE` rows and reads the next page
+while it feeds the current one; batches committed meanwhile are held (`hold`, at most
+HOLD_MAX attempts, the excess counted in `held_dropped`) and fed, not quietly, once
+the replay is done. The replay reads attempts before the instant the rebuild started, the held
+batches were all stamped after it (the server was not answering before), so none is counted
+twice. `work()` waits for the rebuild: nothing is raised from half-built windows.
 """
 
 from __future__ import annotations
@@ -25,10 +34,12 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
 
 from license_server.anomaly import detectors as d
 from license_server.anomaly.churn import KINDS, Churn
+from license_server.anomaly.windows import WindowCounter, WindowSet
 from license_server.db import anomaly as queries
 from license_server.db.connection import Connection
 from license_server.db.database import Database
@@ -46,10 +57,14 @@ HOUR_MS = 3_600_000
 SWEEP_MS = 600_000
 POLL_SECONDS = 5.0  # the change log is read at least this often (other instances' binds)
 REPLAY_PAGE = 5_000
+HOLD_MAX = 100_000  # attempts held while rebuilding (~10 minutes' worth at 150 checks/s)
+REPLAY_SLICE = 500  # rows fed between two yields to the loop (~8 ms of CPU)
 SAMPLE_IDS = 5
 # Alerts written per transaction by one round of the alert task.
 RAISE_BATCH = 200
 SEATS_TTL_SECONDS = 300.0
+# Licenses' hourly counts grouped by product per slice of the fold, between yields.
+FOLD_SLICE = 5_000
 
 
 def max_window_ms(s: AnomalySettings) -> int:
@@ -109,12 +124,28 @@ class AnomalyEngine:
         self._wake = asyncio.Event()
         self._working = asyncio.Lock()  # `work` from a test waits for the task's round
         self.raised = 0  # alerts written (new or bumped)
+        self.raised_by_detector: dict[str, int] = {}
         self.observed = 0
+        # The start-up rebuild: batches held meanwhile, and what it did (shown in /metrics).
+        self._held: deque[Sequence[Attempt]] | None = None
+        self._held_count = 0
+        self.held_dropped = 0
+        self._rebuilt = asyncio.Event()
+        self._rebuilt.set()
+        self.last_rebuild_rows = 0
+        self.last_rebuild_seconds = 0.0
 
     # -- the hot path ----------------------------------------------------------------------
 
     def observe(self, batch: Sequence[Attempt]) -> None:
         """The attempt log's observer: O(1) amortised work per attempt, no await."""
+        if self._held is not None:  # rebuilding: fed once the replay is done
+            if self._held_count + len(batch) > HOLD_MAX:
+                self.held_dropped += len(batch)
+            else:
+                self._held.append(batch)
+                self._held_count += len(batch)
+            return
         for attempt in batch:
             self.feed(attempt)
         if self.ctx.findings or self._closed:
@@ -160,14 +191,31 @@ class AnomalyEngine:
 
     def housekeeping(self) -> None:
         """Fold closed hours into the baseline, update the fleet's major version, sweep idle
-        window entries (at most once a minute of event time)."""
+        window entries (at most once every SWEEP_MS of event time); all at once (the simulator,
+        tests). The alert task runs the same steps with `housekeep`, yielding between them."""
+        for _ in self.housekeeping_steps():
+            pass
+
+    async def housekeep(self) -> None:
+        """`housekeeping` in steps, giving the event loop back between them: a fold of one
+        closed hour, a slice of `FOLD_SLICE` licenses' counts, a slice of SWEEP_SLICE keys of
+        one window map's sweep (windows.py). No step
+        holds the loop for longer than a few milliseconds at 10,000 licenses (bench/README.md
+        "anomaly_stall"), so no verify request waits behind the baseline or a sweep."""
+        for _ in self.housekeeping_steps():
+            await asyncio.sleep(0)
+
+    def housekeeping_steps(self) -> Iterator[None]:
         closed, self._closed = self._closed, []
         for counts in closed:
             by_product: dict[str, list[int]] = {}
             products = self.ctx.products
-            for lid, n in counts.items():
+            for done, (lid, n) in enumerate(counts.items(), 1):
                 by_product.setdefault(products.get(lid, ""), []).append(n)
+                if done % FOLD_SLICE == 0:
+                    yield
             self.ctx.baseline.add_hour(by_product)
+            yield
         if self.client_version is not None:
             for major, n in self._majors.items():
                 self._majors[major] = n * 0.5  # halve the past: the fleet's *recent* majority
@@ -178,11 +226,13 @@ class AnomalyEngine:
             if total >= 100:
                 self.ctx.fleet_major = max(self._majors, key=self._majors.__getitem__)
         if self._latest_ms - self._swept_ms >= SWEEP_MS:
-            self._swept_ms = self._latest_ms
+            self._swept_ms = swept = self._latest_ms
             for detector in self.detectors:
-                detector.sweep(self._latest_ms)
+                for window in self._window_maps(detector):
+                    yield from window.sweep_steps(swept)
             if self.churn is not None:
-                self.churn.refresh(self._latest_ms // 1000)
+                yield
+                self.churn.refresh(swept // 1000)
 
     def take_findings(self) -> list[d.Finding]:
         findings = list(self.ctx.findings)
@@ -195,39 +245,128 @@ class AnomalyEngine:
 
     # -- start-up ----------------------------------------------------------------------------
 
-    async def rebuild(self) -> int:
-        """Refill the windows from the log (quietly); returns how many attempts were read."""
+    def hold(self) -> None:
+        """From now until the rebuild is done, hold committed batches instead of feeding
+        them (app.py calls it before the server answers, the rebuild then runs beside)."""
+        if self._held is None:
+            self._held = deque()
+            self._held_count = 0
+            self._rebuilt.clear()
+
+    @property
+    def rebuilding(self) -> bool:
+        return self._held is not None
+
+    async def rebuild(self, stop: asyncio.Event | None = None) -> int:
+        """Refill the windows from the log (quietly), then feed what was held meanwhile;
+        returns how many attempts were read from the log."""
         assert self._db is not None
+        self.hold()
         now_ms = int(self._clock() * 1000)
         since = now_ms - max_window_ms(self.settings)
         started = time.perf_counter()
-        async with self._db.read() as conn:
-            start = await queries.replay_start(conn, since, self.settings.rebuild_max_rows)
-        after, read = (start, 0), 0
+        read, start = 0, since
         self.ctx.quiet = True
         try:
-            while True:
-                async with self._db.read() as conn:
-                    rows = await queries.replay_page(conn, after, now_ms, REPLAY_PAGE)
-                for row in rows:
-                    self.feed(_attempt(row))
+            async with self._db.read() as conn:
+                start = await queries.replay_start(conn, since, self.settings.rebuild_max_rows)
+            rows = await self._replay_page((start, 0), now_ms)
+            while rows and not (stop is not None and stop.is_set()):
+                full = len(rows) == REPLAY_PAGE
+                following = (
+                    asyncio.ensure_future(
+                        self._replay_page((int(rows[-1]["at_ms"]), int(rows[-1]["id"])), now_ms)
+                    )
+                    if full
+                    else None
+                )
+                try:
+                    for first in range(0, len(rows), REPLAY_SLICE):
+                        for row in rows[first : first + REPLAY_SLICE]:
+                            self.feed(_attempt(row))
+                        await asyncio.sleep(0)
+                except BaseException:
+                    if following is not None:
+                        following.cancel()
+                    raise
                 read += len(rows)
-                if len(rows) < REPLAY_PAGE:
-                    break
-                after = (int(rows[-1]["at_ms"]), int(rows[-1]["id"]))
+                rows = await following if following is not None else []
             await self._read_changes(now_ms // 1000, first=True)
-            self.housekeeping()
+            for _ in self.housekeeping_steps():
+                await asyncio.sleep(0)
         finally:
             self.ctx.quiet = False
             self.ctx.findings.clear()
+            self.last_rebuild_rows = read
+            self.last_rebuild_seconds = time.perf_counter() - started
+            await self._feed_held(now_ms)
         log.log(
             logging.INFO if read else logging.DEBUG,  # a first start says nothing
             "anomaly detectors: rebuilt from %d attempts of the last %d minutes in %.1f s",
             read,
             (now_ms - start) // 60_000,
-            time.perf_counter() - started,
+            self.last_rebuild_seconds,
         )
         return read
+
+    async def _replay_page(self, after: tuple[int, int], until_ms: int) -> list:
+        assert self._db is not None
+        async with self._db.read() as conn:
+            return await queries.replay_page(conn, after, until_ms, REPLAY_PAGE)
+
+    async def _feed_held(self, replayed_until_ms: int) -> None:
+        """Feed the batches held during the rebuild, then stop holding. Attempts stamped
+        before the replay's end were read by the replay (only a clock set back could make
+        one), so they are not counted again."""
+        held = self._held
+        try:
+            while held:
+                batch = [a for a in held.popleft() if a.at_ms >= replayed_until_ms]
+                for first in range(0, len(batch), REPLAY_SLICE):
+                    for attempt in batch[first : first + REPLAY_SLICE]:
+                        self.feed(attempt)
+                    await asyncio.sleep(0)
+        finally:
+            self._held = None  # no await between the last look at `held` and this
+            self._held_count = 0
+            self._rebuilt.set()
+            if self.ctx.findings:
+                self._wake.set()
+
+    # -- what /metrics shows (web/metrics.py reads it when scraped) --------------------------
+
+    @staticmethod
+    def _window_maps(detector: object) -> list[WindowCounter | WindowSet]:
+        """The sliding-window maps of a detector: what its `sweep` sweeps."""
+        return [v for v in vars(detector).values() if isinstance(v, WindowCounter | WindowSet)]
+
+    def windows(self) -> list[tuple[str, str, int, int, int]]:
+        """(detector, map, entries, cap, evicted) of every bounded map the detectors keep: a
+        map at its cap is forgetting its oldest entries (a flood, or a cap set too low)."""
+        out = []
+        for detector in self.detectors:
+            for name, value in vars(detector).items():
+                if isinstance(value, WindowCounter | WindowSet):
+                    out.append((detector.name, name, len(value), value.cap, value.evicted))
+        ctx = self.ctx
+        for name, mapping in (("products", ctx.products), ("seats", ctx.seats)):
+            out.append(("engine", name, len(mapping), ctx.cap, 0))
+        out.append(("engine", "fired", len(ctx._fired), ctx.cap, 0))
+        return out
+
+    def stats(self) -> dict[str, object]:
+        """Counters and gauges of the engine, read when /metrics is scraped."""
+        return {
+            "observed": self.observed,
+            "findings_dropped": self.ctx.dropped,
+            "held_dropped": self.held_dropped,
+            "queued": len(self.ctx.findings),
+            "raised": dict(self.raised_by_detector),
+            "rebuilding": self.rebuilding,
+            "rebuild_rows": self.last_rebuild_rows,
+            "rebuild_seconds": self.last_rebuild_seconds,
+            "windows": self.windows(),
+        }
 
     # -- the alert task ----------------------------------------------------------------------
 
@@ -235,6 +374,12 @@ class AnomalyEngine:
         self._wake.set()
 
     async def run(self, stop: asyncio.Event) -> None:
+        """The alert task; first the rebuild when `hold` was called (app.py)."""
+        if self.rebuilding:
+            try:
+                await self.rebuild(stop)
+            except Exception:
+                log.exception("anomaly detectors: rebuilding from the log failed; starting empty")
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), POLL_SECONDS)
@@ -247,14 +392,16 @@ class AnomalyEngine:
             await self.work()  # what was found before the stop
 
     async def work(self) -> None:
-        """One round of the alert task: whatever was found so far is written when it returns."""
+        """One round of the alert task: whatever was found so far is written when it returns
+        (after the start-up rebuild, when one is running)."""
+        await self._rebuilt.wait()
         async with self._working:
             await self._work()
 
     async def _work(self) -> None:
         if self.churn is not None:
             await self._read_changes(int(self._clock()))
-        self.housekeeping()
+        await self.housekeep()
         findings = self.take_findings()
         sharing = [f for f in findings if f.detector == d.KeySharing.name]
         if sharing:
@@ -300,6 +447,9 @@ class AnomalyEngine:
                 )
         await self._alerts.raise_many(signals)
         self.raised += len(signals)
+        for signal in signals:
+            by = self.raised_by_detector
+            by[signal.detector] = by.get(signal.detector, 0) + 1
 
     async def _samples(self, conn: Connection, finding: d.Finding) -> list[int]:
         """Up to 5 attempt ids behind a finding, from an index (license, or address range)."""

@@ -20,6 +20,7 @@ K = TypeVar("K", bound=Hashable)
 V = TypeVar("V", bound=Hashable)
 
 BUCKETS = 10
+SWEEP_SLICE = 2_000  # keys examined between two yields of a stepwise sweep
 
 
 class WindowCounter(Generic[K]):
@@ -72,6 +73,19 @@ class WindowCounter(Generic[K]):
         for key in stale:
             del self._entries[key]
         return len(stale)
+
+    def sweep_steps(self, now_ms: int) -> Iterator[None]:
+        """`sweep` in slices of SWEEP_SLICE keys, yielding between them (the caller gives the
+        event loop back there); an entry updated meanwhile is kept."""
+        oldest = now_ms // self._bucket_ms - BUCKETS + 1
+        entries = self._entries
+        keys = list(entries)
+        for first in range(0, len(keys), SWEEP_SLICE):
+            for key in keys[first : first + SWEEP_SLICE]:
+                entry = entries.get(key)
+                if entry is not None and entry[1][-1][0] < oldest:
+                    del entries[key]
+            yield
 
 
 class WindowSet(Generic[K, V]):
@@ -127,6 +141,18 @@ class WindowSet(Generic[K, V]):
         for key in stale:
             del self._entries[key]
         return len(stale)
+
+    def sweep_steps(self, now_ms: int) -> Iterator[None]:
+        """`sweep` in slices of SWEEP_SLICE keys (see WindowCounter.sweep_steps)."""
+        cutoff = now_ms - self.window_ms
+        entries = self._entries
+        keys = list(entries)
+        for first in range(0, len(keys), SWEEP_SLICE):
+            for key in keys[first : first + SWEEP_SLICE]:
+                values = entries.get(key)
+                if values is not None and max(values.values()) < cutoff:
+                    del entries[key]
+            yield
 
 
 def admit(mapping: dict, cap: int) -> None:

@@ -11,6 +11,11 @@ Names (all `license_server_`-prefixed; README "Monitoring" lists them):
 - `alerts_raised_total{detector,severity}`: every raise, new or bumped (a `runtime.alerts`
   listener);
 - `cache_lookups_total{cache,result}`: hits and misses of the verifier's caches;
+- `anomaly_*`: the detectors' engine (license_server/anomaly/engine.py `stats`): attempts
+  observed, findings dropped because the queue was full, attempts dropped while held during
+  the start-up rebuild, findings queued, alerts raised by the engine per detector, entries
+  per bounded map (`anomaly_tracked_entries{detector,map}`) beside its cap and its evictions,
+  and the last rebuild's duration and rows (and whether one is running);
 - `build_info{version,python}` and the usual `process_*` metrics.
 
 Cost on the verify path (issue #16 counts every microsecond): the request counter and the
@@ -172,6 +177,10 @@ class Metrics:
     def watch_caches(self, stats: Callable[[], dict[str, tuple[int, int]]]) -> None:
         self._sources.caches = stats
 
+    def watch_anomaly(self, stats: Callable[[], dict]) -> None:
+        """The anomaly engine's `stats` (read when scraped; nothing on the verify path)."""
+        self._sources.anomaly = stats
+
 
 class _ScrapeTimeValues:
     """Values the server keeps anyway, turned into metrics only when scraped."""
@@ -180,6 +189,7 @@ class _ScrapeTimeValues:
         self.pending: Callable[[], int] | None = None
         self.refusals: list[Callable[[], Tally[str]]] = []
         self.caches: Callable[[], dict[str, tuple[int, int]]] | None = None
+        self.anomaly: Callable[[], dict] | None = None
 
     def collect(self) -> Iterable[Metric]:
         pending = GaugeMetricFamily(
@@ -207,6 +217,68 @@ class _ScrapeTimeValues:
             lookups.add_metric([name, "hit"], hits)
             lookups.add_metric([name, "miss"], misses)
         yield lookups
+        if self.anomaly is not None:
+            yield from _anomaly_metrics(self.anomaly())
+
+
+def _anomaly_metrics(stats: dict) -> Iterable[Metric]:
+    """The engine's stats as metric families; the labels are the detectors' and maps' own
+    names (a fixed set, not data)."""
+    a = f"{PREFIX}anomaly_"
+    for name, key, text in (
+        ("observed", "observed", "Attempts the anomaly detectors observed."),
+        (
+            "findings_dropped",
+            "findings_dropped",
+            "Findings dropped because the alert task's queue was full.",
+        ),
+        (
+            "held_dropped",
+            "held_dropped",
+            "Attempts not observed: committed during the start-up rebuild past the holding cap.",
+        ),
+    ):
+        counter = CounterMetricFamily(a + name, text)
+        counter.add_metric([], stats[key])
+        yield counter
+    raised = CounterMetricFamily(
+        a + "alerts_raised",
+        "Alerts raised by the anomaly engine, by detector.",
+        labels=["detector"],
+    )
+    for detector, count in sorted(stats["raised"].items()):
+        raised.add_metric([detector], count)
+    yield raised
+    for name, key, text in (
+        ("findings_queued", "queued", "Findings waiting for the alert task."),
+        ("rebuilding", "rebuilding", "1 while the start-up rebuild runs."),
+        ("rebuild_rows", "rebuild_rows", "Attempts read by the last start-up rebuild."),
+        (
+            "rebuild_duration_seconds",
+            "rebuild_seconds",
+            "Wall time of the last start-up rebuild (the server answers meanwhile).",
+        ),
+    ):
+        gauge = GaugeMetricFamily(a + name, text)
+        gauge.add_metric([], float(stats[key]))
+        yield gauge
+    labels = ["detector", "map"]
+    entries = GaugeMetricFamily(
+        a + "tracked_entries", "Entries in a detector's bounded map.", labels=labels
+    )
+    cap = GaugeMetricFamily(
+        a + "tracked_cap", "The cap of a detector's map (anomaly.max_tracked).", labels=labels
+    )
+    evicted = CounterMetricFamily(
+        a + "tracked_evicted", "Entries a full map dropped to make room.", labels=labels
+    )
+    for detector, name, size, limit, dropped in stats["windows"]:
+        entries.add_metric([detector, name], size)
+        cap.add_metric([detector, name], limit)
+        evicted.add_metric([detector, name], dropped)
+    yield entries
+    yield cap
+    yield evicted
 
 
 def _version() -> str:

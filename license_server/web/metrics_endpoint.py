@@ -162,6 +162,9 @@ async def metrics_ctx(app: web.Application) -> AsyncIterator[None]:
     metrics.watch_pending(lambda: attempt_log.pending)
     runtime.alerts.subscribe(metrics.alert_raised)
     metrics.watch_caches(runtime.verifier.cache_stats)
+    engine = app.get(appkeys.ANOMALY)
+    if engine is not None:  # after _anomaly_ctx; absent when anomaly.enabled = false
+        metrics.watch_anomaly(engine.stats)
     for limiter in (app[appkeys.RATE_LIMITER], app.get(SIGN_IN_LIMITER)):
         if limiter is not None:
             metrics.watch_refusals(lambda limiter=limiter: limiter.refused)
