@@ -7,9 +7,14 @@ made by other instances). The change log is shared by every instance and pruned 
 rows (db/changes.py KEEP), so the start-up rebuild is the same read from the window's start:
 bounded by that pruning, and it sees every instance's binds, not only this one's.
 
-A bind counts once per license within `churn_window_days`; a license alerts when its binds
-reach `churn_binds` AND exceed its product's median + `churn_mads` × MAD (over the licenses of
-the product that bound anything in the window: most bind once).
+A bind counts when it takes a site after a release or reissue of the license (a move), or is
+the license's first in the window; the other binds do not (a development host beside the
+site, the second and third seat of a multi-seat license, the seats re-taken after one
+reissue): counting every bind made honest multi-seat licenses look like churn when replayed
+through a real server (bench/simulate.py --url, precision 0.71). A license alerts when its
+counted binds within `churn_window_days` reach `churn_binds` AND exceed its product's
+median + `churn_mads` × MAD (over the licenses of the product that bound anything in the
+window: most bind once).
 """
 
 from __future__ import annotations
@@ -37,12 +42,15 @@ class Churn:
         self.mads = s.churn_mads
         self.binds: dict[int, deque[int]] = {}
         self.frees: dict[int, int] = {}
+        self.armed: dict[int, bool] = {}  # freed since its last counted bind: the next one counts
         self.by_product: dict[str, Usual] = {}
 
     def observe(self, license_id: int, kind: str, at_s: int) -> None:
         if kind in FREEING:
             admit(self.frees, self.ctx.cap)
             self.frees[license_id] = self.frees.get(license_id, 0) + 1
+            admit(self.armed, self.ctx.cap)
+            self.armed[license_id] = True
             return
         if kind != BIND:
             return
@@ -50,9 +58,12 @@ class Churn:
         if times is None:
             admit(self.binds, self.ctx.cap)
             times = self.binds[license_id] = deque()
-        times.append(at_s)
         while times and times[0] < at_s - self.window_s:
             times.popleft()
+        if times and not self.armed.pop(license_id, False):
+            return  # another site beside the one it holds: not a move
+        self.armed.pop(license_id, None)
+        times.append(at_s)
         count = len(times)
         if count < self.threshold:
             return
@@ -99,6 +110,7 @@ class Churn:
             if not times:
                 del self.binds[license_id]
                 self.frees.pop(license_id, None)
+                self.armed.pop(license_id, None)
                 continue
             product = self.ctx.products.get(license_id, "")
             pooled.setdefault(product, []).append(float(len(times)))
