@@ -290,3 +290,53 @@ async def test_a_detector_switched_off_does_not_alert(runtime):
     async with Rig(runtime, flooding_enabled=False) as rig:
         await rig.send(attempt(T0 + i, license_id=7) for i in range(100))
         assert by_detector(await rig.alerts(), "check_flooding") == []
+
+
+# -- accepted checks skip the detectors that cannot count them (issue #16) ----------------------
+
+
+def test_detectors_that_skip_accepted_checks_never_count_one():
+    """The engine hands an attempt whose reason is "ok" only to detectors with `counts_ok`;
+    every other detector must indeed ignore every such attempt, whatever its result, key hash
+    or addresses, or the shortcut would change what is detected."""
+    from license_server.anomaly.engine import AnomalyEngine
+    from license_server.settings import AnomalySettings
+
+    engine = AnomalyEngine(AnomalySettings())
+    skipping = [x for x in engine.detectors if not x.counts_ok]
+    assert {x.name for x in skipping} == {"key_guessing", "domain_mismatch", "persistence"}
+    for detector in skipping:
+        for n in range(2_000):
+            detector.observe(
+                attempt(
+                    T0 + n,
+                    license_id=n % 3 + 1,
+                    result=("active", "revoked", "suspended", "rate_limited", "invalid")[n % 5],
+                    reason="ok",
+                    key_hash=bytes([n % 7]) * 32,
+                    source_ip=f"203.0.{n % 250}.9",
+                    domain=f"site{n % 40}.example.com",
+                )
+            )
+        state = [getattr(detector, name) for name in vars(detector)]
+        windows = [s for s in state if hasattr(s, "items") and hasattr(s, "sweep")]
+        windows += [s for s in state if hasattr(s, "count") and hasattr(s, "sweep")]
+        assert windows and all(len(w) == 0 for w in windows), detector.name
+    assert not engine.ctx.findings
+
+
+def test_an_accepted_check_reaches_only_the_detectors_that_count_it():
+    from license_server.anomaly.engine import AnomalyEngine
+    from license_server.settings import AnomalySettings
+
+    engine = AnomalyEngine(AnomalySettings())
+    seen: list[str] = []
+    for detector in engine.detectors:
+        detector.observe = lambda a, name=detector.name: seen.append(name)  # type: ignore[method-assign]
+    engine._observers = tuple(x.observe for x in engine.detectors)
+    engine._ok_observers = tuple(x.observe for x in engine.detectors if x.counts_ok)
+    engine.feed(attempt(T0, license_id=1, reason="ok"))
+    assert sorted(seen) == ["check_flooding", "client_version", "ip_mismatch", "key_sharing"]
+    seen.clear()
+    engine.feed(attempt(T0, license_id=1, result="revoked", reason="revoked"))
+    assert len(seen) == len(engine.detectors) == 7

@@ -334,3 +334,38 @@ async def test_in_memory_moving_window_reset_forgets_every_window():
     assert not await window.hit(item, "per-api-key", "7")
     window.reset()
     assert await window.hit(item, "per-api-key", "7")
+
+
+# -- a body that has arrived is taken as it is, within the same size limit (issue #16) ---------
+
+
+def _arrived(body: bytes, client_max_size: int):
+    from unittest import mock
+
+    from aiohttp import streams
+    from aiohttp.test_utils import make_mocked_request
+
+    payload = streams.StreamReader(mock.Mock(_reading_paused=False), 2**16, loop=mock.Mock())
+    payload.feed_data(body)
+    payload.feed_eof()
+    return make_mocked_request(
+        "POST", "/api/v1/verify", payload=payload, client_max_size=client_max_size
+    )
+
+
+async def test_a_body_that_has_arrived_is_read_whole_once():
+    from license_server.web.request_body import read_body_once
+
+    request = _arrived(b"license_key=K&domain=a.com", 1024)
+    assert await read_body_once(request, 5.0) == b"license_key=K&domain=a.com"
+
+
+async def test_a_body_that_has_arrived_past_the_size_limit_is_refused_with_413():
+    """ASVS 4.0.3 V13.1.3: the buffered fast path keeps `request.read()`'s limit."""
+    from license_server.web.request_body import Malformed, read_body_once
+
+    request = _arrived(b"x" * 1025, 1024)
+    with pytest.raises(Malformed) as refused:
+        await read_body_once(request, 5.0)
+    assert refused.value.status == 413 and refused.value.reason == "http_413"
+    assert await read_body_once(_arrived(b"x" * 1024, 1024), 5.0) == b"x" * 1024

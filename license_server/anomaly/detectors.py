@@ -18,6 +18,10 @@ What each looks for (thresholds in settings.toml `[anomaly]`):
 - ip_mismatch: installs of one license whose reported IP never equals the source address;
 - client_version: unknown (unparseable) or old client versions.
 Activation churn reads binds from the change log instead (`churn`).
+
+`counts_ok`: whether a detector can count an attempt whose reason is "ok" (an accepted check,
+almost all traffic). The engine hands such attempts only to those that can (issue #16: three
+of seven detectors' calls per accepted check were a test that returned at once).
 """
 
 from __future__ import annotations
@@ -124,6 +128,7 @@ def _sample(values: dict, n: int = SAMPLES) -> list:
 
 class KeySharing:
     name = "key_sharing"
+    counts_ok = True
 
     def __init__(self, ctx: Context) -> None:
         s = ctx.settings
@@ -232,6 +237,7 @@ class KeySharing:
 
 class KeyGuessing:
     name = "key_guessing"
+    counts_ok = False  # only unknown or forged keys
 
     def __init__(self, ctx: Context) -> None:
         s = ctx.settings
@@ -312,6 +318,7 @@ class _LicenseCount:
 
     name = ""
     severity = Severity.MEDIUM
+    counts_ok = True
 
     def __init__(
         self, ctx: Context, window_ms: int, threshold: int, domains: int = SAMPLES
@@ -382,6 +389,7 @@ class DomainMismatch(_LicenseCount):
     burst, while one foreign site retrying, or a few, is."""
 
     name = "domain_mismatch"
+    counts_ok = False  # only refusals
     REPEATS = 5
 
     def __init__(self, ctx: Context) -> None:
@@ -441,6 +449,7 @@ class CheckFlooding(_LicenseCount):
 class Persistence(_LicenseCount):
     name = "persistence"
     severity = Severity.HIGH
+    counts_ok = False  # only revoked / suspended answers
 
     def __init__(self, ctx: Context) -> None:
         s = ctx.settings
@@ -459,6 +468,7 @@ class Persistence(_LicenseCount):
 
 class IpMismatch:
     name = "ip_mismatch"
+    counts_ok = True
 
     def __init__(self, ctx: Context) -> None:
         s = ctx.settings
@@ -541,6 +551,7 @@ def parse_version(text: str) -> tuple[int, ...] | None:
 
 class ClientVersion:
     name = "client_version"
+    counts_ok = True
 
     def __init__(self, ctx: Context) -> None:
         s = ctx.settings

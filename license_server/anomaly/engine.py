@@ -112,6 +112,8 @@ class AnomalyEngine:
         ]
         self.detectors = [x for x in chosen if x is not None]
         self._observers = tuple(x.observe for x in self.detectors)
+        # An accepted check ("ok") goes only to the detectors that can count one (counts_ok).
+        self._ok_observers = tuple(x.observe for x in self.detectors if x.counts_ok)
         self.churn = Churn(ctx) if s.churn_enabled else None
         self._hour: int | None = None
         self._hour_counts: dict[int, int] = {}
@@ -174,7 +176,7 @@ class AnomalyEngine:
                 if lid not in products:
                     d.admit(products, self.ctx.cap)
                     products[lid] = a.product
-        for observe in self._observers:
+        for observe in self._ok_observers if a.reason == "ok" else self._observers:
             observe(a)
 
     def on_change(self, change: Change) -> None:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from itertools import chain
 from typing import Any, Protocol
 
 from aiohttp import web
@@ -141,7 +142,7 @@ def _check_headers(request: web.Request) -> None:
     than a handful. Past aiohttp's own parser limits a request never reaches the app (see
     `web.serving`)."""
     headers = request.raw_headers
-    if len(headers) > MAX_HEADERS or sum(len(n) + len(v) for n, v in headers) > MAX_HEADER_BYTES:
+    if len(headers) > MAX_HEADERS or sum(map(len, chain.from_iterable(headers))) > MAX_HEADER_BYTES:
         raise Malformed(
             431,
             "Request Header Fields Too Large",

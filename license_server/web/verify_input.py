@@ -31,9 +31,9 @@ async def read_fields(request: web.Request, seconds: float) -> dict[str, Any]:
     (400 / 408 / 413 / 415) otherwise. Duplicate fields are refused (V5.1.1)."""
     content_type = request.content_type
     if content_type == request_body.JSON:
-        return request_body.parse_json_object(await request_body.read_body(request, seconds))
+        return request_body.parse_json_object(await request_body.read_body_once(request, seconds))
     if content_type == request_body.URLENCODED:
-        return request_body.parse_urlencoded(await request_body.read_body(request, seconds))
+        return request_body.parse_urlencoded(await request_body.read_body_once(request, seconds))
     if content_type == request_body.MULTIPART:
         return await request_body.read_multipart(request, seconds)
     raise Malformed(

@@ -131,7 +131,7 @@ async def _read_fields(request: web.Request) -> dict[str, str]:
             "Send application/x-www-form-urlencoded or multipart/form-data.",
             "http_415",
         )
-    body = await request_body.read_body(request, timeout)
+    body = await request_body.read_body_once(request, timeout)
     return request_body.parse_urlencoded(body, literal_plus=("licensekey",), max_value=_MAX_FIELD)
 
 
