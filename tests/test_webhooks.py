@@ -263,6 +263,21 @@ async def test_an_endpoint_is_paused_after_the_limit_with_an_alert_then_resumed(
     assert [row["action"] for row in audit] == ["webhook.create", "webhook.resume"]
 
 
+async def test_a_success_in_the_batch_that_paused_an_endpoint_keeps_its_count(hooks, receiver):
+    """The pausing failures and a later success in one batch: still paused, and the page still
+    says how many failed in a row (a success resets the count only while not paused)."""
+    rt, endpoints, deliverer, _ = hooks
+    endpoint = await subscribe(endpoints, receiver.url, events=("license.created",))
+    receiver.answers.extend([503, 503, 503, 200])
+    for _ in range(4):
+        await issue(rt)
+    assert await deliverer.step() == 4
+    paused = await endpoints.get(endpoint.id)
+    assert paused.paused and paused.consecutive_failures == 3
+    await endpoints.resume(STAFF, endpoint.id)
+    assert (await endpoints.get(endpoint.id)).consecutive_failures == 0
+
+
 async def test_a_delivery_fails_after_max_attempts_and_can_be_redelivered(hooks, receiver):
     rt, endpoints, deliverer, clock = hooks
     patient = Deliverer(

@@ -89,9 +89,11 @@ async def count_failure(conn: Connection, endpoint_id: int) -> Row | None:
 
 
 async def reset_failures(conn: Connection, endpoint_id: int) -> None:
+    """A delivery succeeded: the failures in a row start again from 0, unless the endpoint is
+    paused (a success sent in the batch that paused it must not erase why; resume resets)."""
     await conn.execute(
         "UPDATE webhook_endpoints SET consecutive_failures = 0"
-        " WHERE id = ? AND consecutive_failures <> 0",
+        " WHERE id = ? AND consecutive_failures <> 0 AND paused_ms IS NULL",
         (endpoint_id,),
     )
 
