@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import functools
 import glob
 import os
 import pwd
@@ -356,6 +357,17 @@ def redis_answers(port: int) -> bool:
             return sock.recv(64).startswith(b"+PONG")
     except OSError:
         return False
+
+
+@functools.cache
+def php_modules() -> frozenset[str]:
+    """The extensions `php -m` lists, in lower case; empty without php-cli (the PHP tests
+    skip on what they need)."""
+    php = shutil.which("php")
+    if php is None:
+        return frozenset()
+    listed = subprocess.run([php, "-m"], capture_output=True, text=True, timeout=30).stdout
+    return frozenset(line.strip().lower() for line in listed.splitlines())
 
 
 def redis_executable() -> str:

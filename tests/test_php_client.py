@@ -37,6 +37,7 @@ from license_server.licensing.specs import LicenseSpec, ProductSpec
 from license_server.runtime import open_runtime
 from license_server.settings import Settings
 from tests.server_process import ServerProcess
+from tests.services import php_modules
 from tests.store_helpers import query
 from tests.verify_helpers import FAILED_CHECKS
 
@@ -47,16 +48,8 @@ PHP = shutil.which("php")
 PHP_COMMAND = (PHP or "php", "-d", "error_reporting=-1", "-d", "display_errors=stderr")
 
 
-def _php_has(*modules: str) -> bool:
-    if PHP is None:
-        return False
-    listed = subprocess.run([PHP, "-m"], capture_output=True, text=True, timeout=30).stdout
-    names = {line.strip().lower() for line in listed.splitlines()}
-    return all(module in names for module in modules)
-
-
 pytestmark = pytest.mark.skipif(
-    not _php_has("curl", "sodium", "json"), reason="needs php-cli with curl and sodium"
+    not {"curl", "sodium", "json"} <= php_modules(), reason="needs php-cli with curl and sodium"
 )
 
 PRODUCT = ProductSpec(

@@ -38,6 +38,7 @@ from license_server.runtime import open_runtime
 from license_server.settings import Settings
 from tests.fixtures.whmcs_export import ZERO_DATE, write_csv
 from tests.server_process import ServerProcess
+from tests.services import php_modules
 from tests.store_helpers import query, query_dicts
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -48,14 +49,7 @@ XML_CLIENT = PHP_DIR / "xml_parse_client.php"
 PHP = shutil.which("php")
 
 
-def _php_modules() -> set[str]:
-    if PHP is None:
-        return set()
-    listed = subprocess.run([PHP, "-m"], capture_output=True, text=True, timeout=30).stdout
-    return {line.strip().lower() for line in listed.splitlines()}
-
-
-PHP_MODULES = _php_modules()
+PHP_MODULES = php_modules()
 pytestmark = pytest.mark.skipif(
     not {"curl", "sodium", "json"} <= PHP_MODULES, reason="needs php-cli with curl and sodium"
 )

@@ -40,7 +40,7 @@ from license_server.runtime import open_runtime
 from license_server.settings import Settings
 from license_server.staff.api_keys import ApiKeys, NewApiKey
 from tests.server_process import ServerProcess, query
-from tests.services import free_port
+from tests.services import free_port, php_modules
 
 ROOT = Path(__file__).resolve().parent.parent
 MODULE_DIR = ROOT / "clients" / "whmcs-provisioning"
@@ -52,15 +52,8 @@ PHP74_CHECK = PHP_DIR / "php74_syntax.php"
 PHP = shutil.which("php")
 
 
-def _php_modules() -> set[str]:
-    if PHP is None:
-        return set()
-    listed = subprocess.run([PHP, "-m"], capture_output=True, text=True, timeout=30).stdout
-    return {line.strip().lower() for line in listed.splitlines()}
-
-
 pytestmark = pytest.mark.skipif(
-    not {"curl", "json"} <= _php_modules(), reason="needs php-cli with curl"
+    not {"curl", "json"} <= php_modules(), reason="needs php-cli with curl"
 )
 
 PRODUCT = ProductSpec(code="whmcsprov", name="Provisioned Module", seats=1)
