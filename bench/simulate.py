@@ -50,7 +50,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from license_server.anomaly.engine import AnomalyEngine
+from license_server.anomaly.engine import DETECTOR_NAMES, AnomalyEngine
 from license_server.licensing.attempt_log import Attempt
 from license_server.settings import AnomalySettings
 
@@ -59,16 +59,7 @@ MINUTE = 60_000
 T0 = 1_893_456_000_000  # a Monday, 00:00 UTC
 PRODUCTS = {"mymod": 1.0, "billing": 2.5, "tiny": 0.4}  # checks per install-hour (mean)
 SUFFIXES = ["com", "net", "org", "io", "co.uk", "com.au", "de", "github.io", "shop"]
-DETECTORS = (
-    "key_sharing",
-    "key_guessing",
-    "domain_mismatch",
-    "check_flooding",
-    "persistence",
-    "ip_mismatch",
-    "client_version",
-    "activation_churn",
-)
+DETECTORS = DETECTOR_NAMES
 BATCH = 32  # attempts per committed batch (about what 32 connections give)
 
 

@@ -11,18 +11,10 @@ import re
 import subprocess
 import sys
 
+from license_server.anomaly.engine import DETECTOR_NAMES
 from tests.server_process import ROOT, ServerProcess
 
-DETECTORS = (
-    "key_sharing",
-    "key_guessing",
-    "domain_mismatch",
-    "check_flooding",
-    "persistence",
-    "ip_mismatch",
-    "client_version",
-    "activation_churn",
-)
+DETECTORS = DETECTOR_NAMES
 ROW = re.compile(r"^(\w+)\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+)\s+([\d.]+)\s+([\d.]+)$")
 
 

@@ -60,6 +60,14 @@ REPLAY_PAGE = 5_000
 HOLD_MAX = 100_000  # attempts held while rebuilding (~10 minutes' worth at 150 checks/s)
 REPLAY_SLICE = 500  # rows fed between two yields to the loop (~8 ms of CPU)
 SAMPLE_IDS = 5
+# Every detector's name (its alerts' `detector`), in the order reports list them.
+DETECTOR_NAMES = tuple(
+    detector.name
+    for detector in (
+        d.KeySharing, d.KeyGuessing, d.DomainMismatch, d.CheckFlooding, d.Persistence,
+        d.IpMismatch, d.ClientVersion, Churn,
+    )
+)  # fmt: skip
 # Alerts written per transaction by one round of the alert task.
 RAISE_BATCH = 200
 SEATS_TTL_SECONDS = 300.0
