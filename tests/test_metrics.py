@@ -350,3 +350,37 @@ async def test_concurrent_checks_are_all_counted(client):
     assert value(scraped, requests, endpoint="/api/v1/verify", method="POST", status="200") == 25
     assert total(scraped, "license_server_verifications_total", endpoint="native") == 25
     assert value(scraped, "license_server_attempt_log_batch_size_sum") == 25
+
+
+def test_the_lock_free_histogram_exports_what_prometheus_clients_own_would():
+    """The latency and batch-size histograms are plain numbers exported at scrape (issue #16):
+    the same observations, on bucket bounds too, give the same series as prometheus_client's
+    Histogram."""
+    from prometheus_client import CollectorRegistry, Histogram, generate_latest
+
+    from license_server.web.metrics import LATENCY_BUCKETS, Metrics
+
+    values = [0.0, 0.001, 0.0010001, 0.0025, 0.7, 5.0, 5.1, 30.0]
+    reference = CollectorRegistry()
+    histogram = Histogram(
+        "license_server_http_request_duration_seconds",
+        "",
+        ["area"],
+        buckets=LATENCY_BUCKETS,
+        registry=reference,
+    )
+    ours = Metrics()
+    for value in values:
+        histogram.labels("verify").observe(value)
+        ours._latency.child(("verify",)).observe(value)
+
+    def series(registry) -> dict:
+        return {
+            key: value
+            for key, value in samples(generate_latest(registry).decode()).items()
+            if key[0].startswith("license_server_http_request_duration_seconds_")
+            and not key[0].endswith("_created")
+        }
+
+    assert series(ours.registry) == series(reference)
+    assert series(ours.registry)  # not two empty sets

@@ -19,11 +19,13 @@ Names (all `license_server_`-prefixed; README "Monitoring" lists them):
 - `build_info{version,python}` and the usual `process_*` metrics.
 
 Cost on the verify path (issue #16 counts every microsecond): the request counter and the
-latency histogram are counted in the one existing middleware, through label children bound
-once per (route, status) and kept in a dict (`.labels()` takes a lock and builds a key);
-verification results are counted from committed batches, off the request; rate-limit refusals,
-cache lookups and the queue depth are plain integers the server keeps anyway, read only when
-scraped. Label values that come from data (reasons, detectors) are capped: past
+latency histogram are counted in the one existing middleware, into plain numbers bound once
+per (route, status) and kept in a dict; verification results are counted from committed
+batches, off the request; rate-limit refusals, cache lookups and the queue depth are plain
+integers the server keeps anyway. All of them become metric families only when scraped
+(`_Counts`, `_Histograms`): prometheus_client's own Counter and Histogram take a lock per
+increment (for threads this server does not count from), which made the metrics ~5 us of a
+check. Label values that come from data (reasons, detectors) are capped: past
 `MAX_LABEL_SETS` distinct sets a metric counts under "other".
 
 Workers (`workers = N`): see `metrics_workers.py`.
@@ -32,13 +34,20 @@ Workers (`workers = N`): see `metrics_workers.py`.
 from __future__ import annotations
 
 import platform
+from bisect import bisect_left
 from collections import Counter as Tally
 from collections.abc import Callable, Iterable, Sequence
 from importlib import metadata
 
 from aiohttp import web
-from prometheus_client import CollectorRegistry, Counter, Histogram, Info, ProcessCollector
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client import CollectorRegistry, Counter, Info, ProcessCollector
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.utils import floatToGoString
 
 from license_server.licensing.alerts import AlertSignal, RaisedAlert
 from license_server.licensing.attempt_log import Attempt
@@ -69,30 +78,31 @@ class Metrics:
 
     def __init__(self) -> None:
         self.registry = registry = CollectorRegistry()
-        self._requests = Counter(
+        self._requests = _Counts(
             f"{PREFIX}http_requests",
             "HTTP requests answered, by route template, method and status.",
-            ["endpoint", "method", "status"],
-            registry=registry,
+            ("endpoint", "method", "status"),
         )
-        self._latency = Histogram(
+        self._latency = _Histograms(
             f"{PREFIX}http_request_duration_seconds",
             "Time from the request reaching the app to its answer, by area.",
-            ["area"],
-            buckets=LATENCY_BUCKETS,
-            registry=registry,
+            ("area",),
+            LATENCY_BUCKETS,
         )
-        self._verifications = Counter(
+        self._verifications = _Counts(
             f"{PREFIX}verifications",
             "Verification attempts logged, by endpoint (native, whmcs), result and reason.",
-            ["endpoint", "result", "reason"],
-            registry=registry,
+            ("endpoint", "result", "reason"),
         )
-        self._batch_sizes = Histogram(
+        self._batch_sizes = _Histograms(
             f"{PREFIX}attempt_log_batch_size",
             "Attempts committed per attempt-log transaction (group commit).",
-            buckets=BATCH_BUCKETS,
-            registry=registry,
+            (),
+            BATCH_BUCKETS,
+        )
+        self._batch_size = self._batch_sizes.child(())
+        registry.register(
+            _Families((self._requests, self._latency, self._verifications, self._batch_sizes))
         )
         self._alerts = Counter(
             f"{PREFIX}alerts_raised",
@@ -106,32 +116,32 @@ class Metrics:
         ProcessCollector(registry=registry)
         self._sources = _ScrapeTimeValues()
         registry.register(self._sources)
-        self._per_route: dict[tuple[object, int], tuple[Callable[[], None], Callable]] = {}
-        self._per_attempt: dict[tuple[str, str, str], Callable[[], None]] = {}
+        self._per_route: dict[tuple[object, int], tuple[_Count, _Buckets]] = {}
+        self._per_attempt: dict[tuple[str, str, str], _Count] = {}
         self._per_alert: dict[tuple[str, str], Callable[[], None]] = {}
 
     # -- the hot path ------------------------------------------------------------------------
 
     def request_done(self, request: web.Request, status: int, seconds: float) -> None:
-        """One answered request (web/middlewares.py): a dict lookup, an inc and an observe."""
+        """One answered request (web/middlewares.py): a dict lookup, an add and a bisect."""
         route = request.match_info.route
         # A 404's route is made per request: all of them share one key.
         key = (route if route.resource is not None else None, status)
         bound = self._per_route.get(key)
         if bound is None:
             bound = self._bind_route(*key)
-        bound[0]()
-        bound[1](seconds)
+        bound[0].value += 1
+        bound[1].observe(seconds)
 
-    def _bind_route(self, route: object, status: int) -> tuple[Callable, Callable]:
+    def _bind_route(self, route: object, status: int) -> tuple[_Count, _Buckets]:
         resource = getattr(route, "resource", None)
         if resource is None:  # no route matched (404, 405): one series for all such paths
             endpoint, method = "unmatched", "-"
         else:
             endpoint, method = resource.canonical, getattr(route, "method", "-")
         bound = (
-            self._requests.labels(endpoint, method, str(status)).inc,
-            self._latency.labels(area_of(endpoint)).observe,
+            self._requests.child((endpoint, method, str(status))),
+            self._latency.child((area_of(endpoint),)),
         )
         self._per_route[(route, status)] = bound
         return bound
@@ -140,31 +150,22 @@ class Metrics:
 
     def attempts_committed(self, attempts: Sequence[Attempt]) -> None:
         """An `AttemptLog.observe` observer: one batch, after its commit."""
-        self._batch_sizes.observe(len(attempts))
+        self._batch_size.observe(len(attempts))
         per_attempt = self._per_attempt
         for attempt in attempts:
             key = (attempt.endpoint, attempt.result, attempt.reason)
-            inc = per_attempt.get(key)
-            if inc is None:
-                inc = self._bind_capped(self._verifications, per_attempt, key)
-            inc()
+            count = per_attempt.get(key)
+            if count is None:
+                count = _capped(per_attempt, key, self._verifications.child)
+            count.value += 1
 
     def alert_raised(self, signal: AlertSignal, raised: RaisedAlert) -> None:
         """A `runtime.alerts` listener (licensing/alerts.py)."""
         key = (signal.detector, str(signal.severity))
         inc = self._per_alert.get(key)
         if inc is None:
-            inc = self._bind_capped(self._alerts, self._per_alert, key)
+            inc = _capped(self._per_alert, key, lambda labels: self._alerts.labels(*labels).inc)
         inc()
-
-    @staticmethod
-    def _bind_capped(metric: Counter, bound: dict, key: tuple[str, ...]) -> Callable[[], None]:
-        """The child for `key`, kept in `bound`; past MAX_LABEL_SETS keys, the last label is
-        "other" and nothing more is kept (neither the series nor the dict grow any more)."""
-        if len(bound) >= MAX_LABEL_SETS:
-            return metric.labels(*(value[:64] for value in key[:-1]), OTHER).inc
-        inc = bound[key] = metric.labels(*(value[:64] for value in key)).inc
-        return inc
 
     # -- read when scraped ---------------------------------------------------------------------
 
@@ -180,6 +181,96 @@ class Metrics:
     def watch_anomaly(self, stats: Callable[[], dict]) -> None:
         """The anomaly engine's `stats` (read when scraped; nothing on the verify path)."""
         self._sources.anomaly = stats
+
+
+def _capped(bound: dict, key: tuple[str, ...], make: Callable):
+    """The child for `key`, kept in `bound`; past MAX_LABEL_SETS keys, the last label is
+    "other" and nothing more is kept (neither the series nor the dict grow any more)."""
+    if len(bound) >= MAX_LABEL_SETS:
+        return make((*(value[:64] for value in key[:-1]), OTHER))
+    child = bound[key] = make(tuple(value[:64] for value in key))
+    return child
+
+
+class _Count:
+    __slots__ = ("value",)
+
+    def __init__(self) -> None:
+        self.value = 0
+
+
+class _Counts:
+    """A labelled counter as plain integers, counted on the event loop without a lock."""
+
+    def __init__(self, name: str, documentation: str, labels: tuple[str, ...]) -> None:
+        self.name, self.documentation, self.labels = name, documentation, labels
+        self._children: dict[tuple[str, ...], _Count] = {}
+
+    def child(self, values: tuple[str, ...]) -> _Count:
+        child = self._children.get(values)
+        if child is None:
+            child = self._children[values] = _Count()
+        return child
+
+    def family(self) -> Metric:
+        family = CounterMetricFamily(self.name, self.documentation, labels=self.labels)
+        for values, child in self._children.items():
+            family.add_metric(values, child.value)
+        return family
+
+
+class _Buckets:
+    """One histogram's counts per bucket (`le` bounds, +Inf last) and sum."""
+
+    __slots__ = ("bounds", "counts", "sum")
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)
+        self.sum = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect_left(self.bounds, value)] += 1  # the first bound >= value
+        self.sum += value
+
+
+class _Histograms:
+    """A labelled histogram as plain numbers, exported with prometheus_client's bucket names."""
+
+    def __init__(
+        self, name: str, documentation: str, labels: tuple[str, ...], bounds: tuple[float, ...]
+    ) -> None:
+        self.name, self.documentation, self.labels = name, documentation, labels
+        self._bounds = tuple(float(bound) for bound in bounds)
+        self._children: dict[tuple[str, ...], _Buckets] = {}
+
+    def child(self, values: tuple[str, ...]) -> _Buckets:
+        child = self._children.get(values)
+        if child is None:
+            child = self._children[values] = _Buckets(self._bounds)
+        return child
+
+    def family(self) -> Metric:
+        family = HistogramMetricFamily(self.name, self.documentation, labels=self.labels)
+        names = [floatToGoString(bound) for bound in self._bounds] + ["+Inf"]
+        for values, child in self._children.items():
+            cumulative, buckets = 0, []
+            for name, count in zip(names, child.counts, strict=True):
+                cumulative += count
+                buckets.append((name, cumulative))
+            family.add_metric(list(values), buckets, child.sum)
+        return family
+
+
+class _Families:
+    """The collector of the `_Counts` and `_Histograms` above, read when scraped."""
+
+    def __init__(self, metrics: Sequence[_Counts | _Histograms]) -> None:
+        self._metrics = metrics
+
+    def collect(self) -> Iterable[Metric]:
+        for metric in self._metrics:
+            yield metric.family()
 
 
 class _ScrapeTimeValues:

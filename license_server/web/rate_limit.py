@@ -285,18 +285,24 @@ class InMemoryMovingWindow:
     that was ~5% of the event loop's time (issue #16). Here each key is a deque of hit times,
     oldest first, never longer than its limit (a refused hit is not stored); idle keys are
     dropped from the front of a least-recently-used order as they go by, on the loop: no
-    thread, no lock, no scan. Memory: the keys active within the longest window.
+    thread, no lock, no scan. Memory: the keys active within the longest window (plus at most
+    `SWEEP_SECONDS`: the idle keys are looked for once that often, not on every hit).
     """
+
+    SWEEP_SECONDS = 1.0
 
     def __init__(self, clock=time.time) -> None:
         self._clock = clock
         # Per window length, key -> hit times, least recently used first: within one length
         # the front key is the one whose window ends first.
         self._windows: dict[int, OrderedDict[tuple, deque[float]]] = {}
+        self._next_sweep = 0.0
         self.storage = self
 
     def _window(self, item: limits.RateLimitItem, identifiers: tuple[str, ...], now: float):
-        self._drop_idle(now)  # first: the key in hand must stay filed
+        if now >= self._next_sweep:  # first: the key in hand must stay filed
+            self._next_sweep = now + self.SWEEP_SECONDS
+            self._drop_idle(now)
         expiry = item.get_expiry()
         windows = self._windows.get(expiry)
         if windows is None:
