@@ -15,6 +15,8 @@ import logging
 
 from aiohttp import web
 
+from license_server.cli import new_event_loop
+
 
 async def handle(request: web.Request) -> web.Response:
     await request.read()
@@ -31,6 +33,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8081)
+    parser.add_argument(
+        "--event-loop",
+        choices=("auto", "asyncio", "uvloop"),
+        default="auto",
+        help="as the server's setting event_loop (default: auto, the server's default)",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     url = f"http://{args.host}:{args.port}"
@@ -38,6 +46,7 @@ def main() -> None:
         create_app(),
         host=args.host,
         port=args.port,
+        loop=new_event_loop(args.event_loop),
         print=lambda _: print(f"bare server listening on {url}", flush=True),
     )
 

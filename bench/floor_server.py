@@ -39,6 +39,7 @@ from pathlib import Path
 from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from license_server.cli import new_event_loop
 from license_server.web.middlewares import SECURITY_HEADERS
 
 # The columns of the real server's verification_attempts, so a row costs what its row costs.
@@ -263,6 +264,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8082)
+    parser.add_argument(
+        "--event-loop",
+        choices=("auto", "asyncio", "uvloop"),
+        default="auto",
+        help="as the server's setting event_loop (default: auto, the server's default)",
+    )
     parser.add_argument("--database", type=Path, required=True, help="SQLite file (created)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
@@ -271,6 +278,7 @@ def main() -> None:
         create_app(args.database),
         host=args.host,
         port=args.port,
+        loop=new_event_loop(args.event_loop),
         print=lambda _: print(f"floor server listening on {url}", flush=True),
     )
 

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import json
 import os
 import random
@@ -64,6 +65,7 @@ WRK_THREADS = 2
 TARGET_RATIO_HOT = 0.40
 TARGET_RATIO_MIX = 0.30
 TARGET_FLOOR_CPU = 1.2
+TARGET_WORKERS_CPU = 1.10
 BASE_LICENSES = 10_000
 # Bump when the seeded data changes, so that an old cached database is not reused.
 CACHE_VERSION = 3  # 2: sealed e-mails, expiry dates; 3: migrations renumbered at merge
@@ -240,7 +242,12 @@ def _free_port() -> int:
 
 
 def _server_env(
-    database: Path, keys_dir: Path, port: int, workers: int = 1, redis_url: str | None = None
+    database: Path,
+    keys_dir: Path,
+    port: int,
+    workers: int = 1,
+    redis_url: str | None = None,
+    event_loop: str = "auto",
 ) -> dict[str, str]:
     """Production defaults (settings.toml), but for what the bench must change: all load
     comes from one IP and one key, so the per-IP and per-key limits are raised (not switched
@@ -258,6 +265,7 @@ def _server_env(
         LICENSE_SERVER_RATE_LIMIT_PER_KEY="50000/second",
         LICENSE_SERVER_LOG_LEVEL="INFO",
         LICENSE_SERVER_WORKERS=str(workers),
+        LICENSE_SERVER_EVENT_LOOP=event_loop,
     )
     if redis_url:
         env["LICENSE_SERVER_RATE_LIMIT_STORAGE_URI"] = redis_url
@@ -650,6 +658,31 @@ def report(args, scenarios: list[Scenario], result_file: Path | None) -> None:
         _compare_with_base(args, record, mix_name, result_file)
 
 
+def report_workers(args, scenarios: list[Scenario]) -> None:
+    """N workers against one, both on the same Redis (issue #16: CPU per check within 10%)."""
+    many = summary(scenarios[2].runs)
+    (one_scenario,) = (s for s in scenarios if s.name == "verify, 1 key, 1 worker")
+    one = summary(one_scenario.runs)
+    ratio = _over(many.cpu_us, one.cpu_us)
+    print()
+    print(f"{args.workers} workers against 1, the same rate-limit store (redis), hot key:")
+    print(f"  req/s {many.requests_per_s:,.0f} against {one.requests_per_s:,.0f}")
+    if ratio is None:
+        print("  CPU per request: n/a (no /proc to read CPU times from)")
+    else:
+        print(
+            f"  CPU per request {_cpu(many.cpu_us)} against {_cpu(one.cpu_us)}: {ratio:.2f} "
+            f"(target <= {TARGET_WORKERS_CPU:.2f}: {_verdict(ratio <= TARGET_WORKERS_CPU)})"
+        )
+
+
+def _loop_name(choice: str) -> str:
+    """What `event_loop = choice` runs here (license_server.cli.new_event_loop's rule)."""
+    if choice != "auto":
+        return choice
+    return "uvloop (auto)" if importlib.util.find_spec("uvloop") else "asyncio (auto)"
+
+
 def report_stores(args, scenarios: list[Scenario]) -> None:
     """The SQLite server and the PostgreSQL instances side by side, each against bare.
 
@@ -796,7 +829,14 @@ def start_postgres_servers(
         server = Server(
             f"license server on PostgreSQL, {workers} instance(s)",
             [sys.executable, "run.py", "serve"],
-            _server_env(dsn, keys_dir, port, workers=workers, redis_url=redis_url),
+            _server_env(
+                dsn,
+                keys_dir,
+                port,
+                workers=workers,
+                redis_url=redis_url,
+                event_loop=args.event_loop,
+            ),
             workdir / f"server-pg-{workers}.log",
         )
         servers.append(server)
@@ -830,7 +870,10 @@ def run(args) -> None:
         bare_port, floor_port, verify_port = _free_port(), _free_port(), _free_port()
         bare = Server(
             "bare server",
-            [sys.executable, str(BENCH / "bare_server.py"), "--port", str(bare_port)],
+            [
+                *(sys.executable, str(BENCH / "bare_server.py"), "--port", str(bare_port)),
+                *("--event-loop", args.event_loop),
+            ],
             {**os.environ},
             workdir / "bare.log",
         )
@@ -841,7 +884,7 @@ def run(args) -> None:
             "floor server",
             [
                 *(sys.executable, str(BENCH / "floor_server.py"), "--port", str(floor_port)),
-                *("--database", str(floor_database)),
+                *("--database", str(floor_database), "--event-loop", args.event_loop),
             ],
             {**os.environ},
             workdir / "floor.log",
@@ -857,11 +900,25 @@ def run(args) -> None:
             verify_port,
             workers=args.workers,
             redis_url=redis.url if redis else None,
+            event_loop=args.event_loop,
         )
         server = Server(
             "license server", [sys.executable, "run.py", "serve"], env, workdir / "server.log"
         )
         servers.append(server)
+        one = None
+        if args.workers > 1:
+            # The same server as one process on the same Redis: what N workers cost per check
+            # beyond one with the same shared rate-limit store.
+            one_port = _free_port()
+            one_env = {**env, "LICENSE_SERVER_PORT": str(one_port), "LICENSE_SERVER_WORKERS": "1"}
+            one = Server(
+                "license server, 1 worker",
+                [sys.executable, "run.py", "serve"],
+                one_env,
+                workdir / "server-1.log",
+            )
+            servers.append(one)
         bare_url = f"http://127.0.0.1:{bare_port}{VERIFY_PATH}"
         floor_url = f"http://127.0.0.1:{floor_port}{VERIFY_PATH}"
         verify_url = f"http://127.0.0.1:{verify_port}{VERIFY_PATH}"
@@ -883,6 +940,13 @@ def run(args) -> None:
             Scenario("verify, 1 key", verify_url, hot_bodies, server, dataset.database, []),
             Scenario(mix_name, verify_url, mix_bodies, server, dataset.database, []),
         ]
+        if one is not None:
+            one_url = f"http://127.0.0.1:{one_port}{VERIFY_PATH}"
+            one.wait_until(lambda: _http("GET", f"http://127.0.0.1:{one_port}/readyz")[0] == 200)
+            check_active(one_url, [hot_key])
+            scenarios.append(
+                Scenario("verify, 1 key, 1 worker", one_url, hot_bodies, one, dataset.database, [])
+            )
         if args.store == "postgresql":
             scenarios += start_postgres_servers(args, workdir, servers, cleanups, redis)
         if args.detectors_off:
@@ -891,7 +955,7 @@ def run(args) -> None:
         print(
             f"wrk: {min(WRK_THREADS, args.connections)} threads, {args.connections} connections, "
             f"{args.duration} s per measurement after {args.warmup} s of warm-up; "
-            f"{os.cpu_count()} CPUs"
+            f"{os.cpu_count()} CPUs; event loop: {_loop_name(args.event_loop)}"
         )
         for number in range(1, args.rounds + 1):
             if args.rounds > 1:
@@ -904,6 +968,8 @@ def run(args) -> None:
             report_stores(args, scenarios)
         if args.detectors_off:
             report_detectors(scenarios)
+        if one is not None:
+            report_workers(args, scenarios)
     finally:
         # A second Ctrl+C must not leave a server running.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -993,6 +1059,13 @@ def parse_args(argv=None):
         type=_positive,
         default=1,
         help="server processes (workers = N; N > 1 shares rate limits through a local redis)",
+    )
+    parser.add_argument(
+        "--event-loop",
+        choices=("auto", "asyncio", "uvloop"),
+        default="auto",
+        help="the event loop of the server, bare and the floor alike (default: auto, the "
+        "server's default: uvloop where installed)",
     )
     parser.add_argument(
         "--store",

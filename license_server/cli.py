@@ -317,7 +317,7 @@ def serve(
             **runner_options(log_format.resolved_format(settings.logging.format)),
             # The supervisor announced the workers; worker 0 prints the set-up link, if any.
             print=announce if worker_index is None else lambda _: first_run(),
-            loop=_new_event_loop(settings),
+            loop=new_event_loop(settings.event_loop),
         )
     except OSError as exc:
         cause = _listen_failure(exc)
@@ -354,16 +354,20 @@ def _listen_failure(exc: OSError) -> str | None:
     return None
 
 
-def _new_event_loop(settings: Settings):
-    if settings.event_loop == "uvloop":
-        try:
-            import uvloop
-        except ImportError:
-            raise CommandError(
-                "setting 'event_loop' is 'uvloop' but uvloop is not installed (pip install uvloop)"
-            ) from None
-        return uvloop.new_event_loop()
-    return asyncio.new_event_loop()
+def new_event_loop(choice: str) -> asyncio.AbstractEventLoop:
+    """The serving loop of setting `event_loop`: "auto" is uvloop where it is installed (a
+    dependency except on Windows; issue #16 measured 9-13% less CPU per check), else asyncio's."""
+    if choice == "asyncio":
+        return asyncio.new_event_loop()
+    try:
+        import uvloop
+    except ImportError:
+        if choice == "auto":
+            return asyncio.new_event_loop()
+        raise CommandError(
+            "setting 'event_loop' is 'uvloop' but uvloop is not installed (pip install uvloop)"
+        ) from None
+    return uvloop.new_event_loop()
 
 
 def _signing_keys(runtime: Runtime) -> SigningKeys:

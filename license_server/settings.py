@@ -355,8 +355,10 @@ class Settings(_Section):
     # TLS served directly (PEM files): both or neither; TLS 1.2 is the minimum.
     tls_cert: Path | None = None
     tls_key: Path | None = None
-    # "uvloop" runs the event loop on uvloop (a faster libuv-based loop; optional package).
-    event_loop: str = Field("asyncio", pattern=r"^(asyncio|uvloop)$")
+    # "auto": uvloop (libuv-based, less CPU per check) where it is installed, as it is with the
+    # package except on Windows, else the standard library's loop; "asyncio" or "uvloop" to
+    # choose (uvloop then must be installed).
+    event_loop: str = Field("auto", pattern=r"^(auto|asyncio|uvloop)$")
     # Key material for containers, env only (settings.toml must never hold secrets):
     # PEM private key(s), the last one active; base64 of 32 random bytes.
     signing_keys: SecretStr | None = None

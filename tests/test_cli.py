@@ -336,3 +336,41 @@ def test_a_key_that_is_not_utf8_is_one_line(run, args):
     assert result.stderr.splitlines() == [
         f"run.py {args[0]}: not a license key (it contains bytes that are not UTF-8)"
     ]
+
+
+# -- the serving event loop (setting event_loop; issue #16) -----------------------------------
+
+
+def test_the_default_event_loop_is_uvloop_where_it_is_installed():
+    import asyncio
+
+    import uvloop
+
+    from license_server.cli import new_event_loop
+    from license_server.settings import Settings
+
+    assert Settings().event_loop == "auto"
+    for choice, expected in (("auto", uvloop.Loop), ("uvloop", uvloop.Loop)):
+        loop = new_event_loop(choice)
+        try:
+            assert isinstance(loop, expected), choice
+        finally:
+            loop.close()
+    loop = new_event_loop("asyncio")
+    try:
+        assert isinstance(loop, asyncio.BaseEventLoop) and not isinstance(loop, uvloop.Loop)
+    finally:
+        loop.close()
+
+
+def test_without_uvloop_auto_falls_back_and_uvloop_is_a_clear_error(monkeypatch):
+    from license_server.cli import CommandError, new_event_loop
+
+    monkeypatch.setitem(sys.modules, "uvloop", None)  # import uvloop now raises ImportError
+    loop = new_event_loop("auto")
+    try:
+        assert type(loop).__module__.startswith("asyncio")
+    finally:
+        loop.close()
+    with pytest.raises(CommandError, match="uvloop is not installed"):
+        new_event_loop("uvloop")
