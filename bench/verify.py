@@ -66,6 +66,7 @@ TARGET_RATIO_HOT = 0.40
 TARGET_RATIO_MIX = 0.30
 TARGET_FLOOR_CPU = 1.2
 TARGET_WORKERS_CPU = 1.10
+ONE_WORKER = "verify, 1 key, 1 worker"
 BASE_LICENSES = 10_000
 # Bump when the seeded data changes, so that an old cached database is not reused.
 CACHE_VERSION = 3  # 2: sealed e-mails, expiry dates; 3: migrations renumbered at merge
@@ -661,7 +662,7 @@ def report(args, scenarios: list[Scenario], result_file: Path | None) -> None:
 def report_workers(args, scenarios: list[Scenario]) -> None:
     """N workers against one, both on the same Redis (issue #16: CPU per check within 10%)."""
     many = summary(scenarios[2].runs)
-    (one_scenario,) = (s for s in scenarios if s.name == "verify, 1 key, 1 worker")
+    (one_scenario,) = (s for s in scenarios if s.name == ONE_WORKER)
     one = summary(one_scenario.runs)
     ratio = _over(many.cpu_us, one.cpu_us)
     print()
@@ -906,19 +907,6 @@ def run(args) -> None:
             "license server", [sys.executable, "run.py", "serve"], env, workdir / "server.log"
         )
         servers.append(server)
-        one = None
-        if args.workers > 1:
-            # The same server as one process on the same Redis: what N workers cost per check
-            # beyond one with the same shared rate-limit store.
-            one_port = _free_port()
-            one_env = {**env, "LICENSE_SERVER_PORT": str(one_port), "LICENSE_SERVER_WORKERS": "1"}
-            one = Server(
-                "license server, 1 worker",
-                [sys.executable, "run.py", "serve"],
-                one_env,
-                workdir / "server-1.log",
-            )
-            servers.append(one)
         bare_url = f"http://127.0.0.1:{bare_port}{VERIFY_PATH}"
         floor_url = f"http://127.0.0.1:{floor_port}{VERIFY_PATH}"
         verify_url = f"http://127.0.0.1:{verify_port}{VERIFY_PATH}"
@@ -940,13 +928,14 @@ def run(args) -> None:
             Scenario("verify, 1 key", verify_url, hot_bodies, server, dataset.database, []),
             Scenario(mix_name, verify_url, mix_bodies, server, dataset.database, []),
         ]
-        if one is not None:
-            one_url = f"http://127.0.0.1:{one_port}{VERIFY_PATH}"
-            one.wait_until(lambda: _http("GET", f"http://127.0.0.1:{one_port}/readyz")[0] == 200)
-            check_active(one_url, [hot_key])
-            scenarios.append(
-                Scenario("verify, 1 key, 1 worker", one_url, hot_bodies, one, dataset.database, [])
+        if args.workers > 1:
+            # The same server as one process on the same Redis: what N workers cost per check
+            # beyond one with the same shared rate-limit store.
+            one, one_url = start_beside(
+                "license server, 1 worker", env, {"LICENSE_SERVER_WORKERS": "1"}, workdir, servers
             )
+            check_active(one_url, [hot_key])
+            scenarios.append(Scenario(ONE_WORKER, one_url, hot_bodies, one, dataset.database, []))
         if args.store == "postgresql":
             scenarios += start_postgres_servers(args, workdir, servers, cleanups, redis)
         if args.detectors_off:
@@ -968,7 +957,7 @@ def run(args) -> None:
             report_stores(args, scenarios)
         if args.detectors_off:
             report_detectors(scenarios)
-        if one is not None:
+        if args.workers > 1:
             report_workers(args, scenarios)
     finally:
         # A second Ctrl+C must not leave a server running.
@@ -981,20 +970,32 @@ def run(args) -> None:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
+def start_beside(
+    name: str, env: dict[str, str], overrides: dict[str, str], workdir: Path, servers: list
+) -> tuple[Server, str]:
+    """The server again on a free port, with `overrides` on `env`, ready: it and its URL."""
+    port = _free_port()
+    server = Server(
+        name,
+        [sys.executable, "run.py", "serve"],
+        {**env, "LICENSE_SERVER_PORT": str(port), **overrides},
+        workdir / f"server-{len(servers)}.log",
+    )
+    servers.append(server)
+    server.wait_until(lambda: _http("GET", f"http://127.0.0.1:{port}/readyz")[0] == 200)
+    return server, f"http://127.0.0.1:{port}{VERIFY_PATH}"
+
+
 def start_detectors_off_server(args, dataset, env, workdir, servers) -> list[Scenario]:
     """The same server on the same database with the anomaly detectors off (issue #15: on
     must stay within 10% of off), measured in the same run as the detectors-on server."""
-    port = _free_port()
-    off_env = {**env, "LICENSE_SERVER_PORT": str(port), "LICENSE_SERVER_ANOMALY_ENABLED": "false"}
-    off = Server(
+    off, url = start_beside(
         "license server, detectors off",
-        [sys.executable, "run.py", "serve"],
-        off_env,
-        workdir / "server-off.log",
+        env,
+        {"LICENSE_SERVER_ANOMALY_ENABLED": "false"},
+        workdir,
+        servers,
     )
-    servers.append(off)
-    url = f"http://127.0.0.1:{port}{VERIFY_PATH}"
-    off.wait_until(lambda: _http("GET", f"http://127.0.0.1:{port}/readyz")[0] == 200)
     check_active(url, [dataset.sample[0]])
     hot, mix = workdir / "hot.txt", workdir / "mix.txt"
     return [
