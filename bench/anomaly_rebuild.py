@@ -26,6 +26,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from loop_lag import LoopLag
 
 from license_server.anomaly.engine import AnomalyEngine
 from license_server.db.attempts import INSERT
@@ -98,24 +101,12 @@ async def rebuild(location: str, now_ms: int) -> dict:
     await db.open()
     try:
         engine = AnomalyEngine(AnomalySettings(), db, None, lambda: now_ms / 1000)
-        lags: list[float] = []
-        done = asyncio.Event()
-
-        async def probe() -> None:
-            loop = asyncio.get_running_loop()
-            while not done.is_set():
-                before = loop.time()
-                await asyncio.sleep(0.001)
-                lags.append(loop.time() - before - 0.001)
-
-        task = asyncio.create_task(probe())
-        await asyncio.sleep(0.01)
-        wall, cpu = time.perf_counter(), time.process_time()
-        read = await engine.rebuild()
-        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-        done.set()
-        await task
-        return {"read": read, "wall": wall, "cpu": cpu, "lag": max(lags), "probes": len(lags)}
+        async with LoopLag() as lag:
+            await asyncio.sleep(0.01)
+            wall, cpu = time.perf_counter(), time.process_time()
+            read = await engine.rebuild()
+            wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+        return {"read": read, "wall": wall, "cpu": cpu, "lag": lag.longest, "probes": lag.probes}
     finally:
         await db.close()
 

@@ -26,6 +26,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from loop_lag import LoopLag
 
 from license_server.anomaly.engine import AnomalyEngine
 from license_server.licensing.attempt_log import Attempt
@@ -69,17 +72,11 @@ def attempts(licenses: int, hours: int, seed: int) -> list[Attempt]:
 
 
 async def measure(engine: AnomalyEngine, stream: list[Attempt], whole: bool) -> dict:
-    lags: list[float] = []
-    done = asyncio.Event()
+    async with LoopLag() as lag:
+        return await _measure(engine, stream, whole, lag)
 
-    async def probe() -> None:
-        loop = asyncio.get_running_loop()
-        while not done.is_set():
-            before = loop.time()
-            await asyncio.sleep(0.001)
-            lags.append(loop.time() - before - 0.001)
 
-    task = asyncio.create_task(probe())
+async def _measure(engine: AnomalyEngine, stream: list[Attempt], whole: bool, lag) -> dict:
     longest, worst_at, observe_cpu = 0.0, 0, 0.0
     for start in range(0, len(stream), BATCH):
         batch = stream[start : start + BATCH]
@@ -104,12 +101,10 @@ async def measure(engine: AnomalyEngine, stream: list[Attempt], whole: bool) -> 
                     break
                 await asyncio.sleep(0)
         await asyncio.sleep(0)  # each batch is its own loop callback, as in the server
-    done.set()
-    await task
     return {
         "longest_housekeeping_s": longest,
         "at_hour": (worst_at - T0) / HOUR,
-        "longest_probe_lag_s": max(lags) if lags else 0.0,
+        "longest_probe_lag_s": lag.longest,
         "observe_us_per_attempt": observe_cpu / len(stream) * 1e6,
     }
 
