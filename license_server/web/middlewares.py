@@ -15,6 +15,7 @@ import time
 from aiohttp import web
 
 from license_server import appkeys
+from license_server.web.access_log import ANSWER_STARTED
 from license_server.web.problems import problem_response
 from license_server.web.signing import sign_answer
 
@@ -39,7 +40,8 @@ async def answer_middleware(request: web.Request, handler) -> web.StreamResponse
     One layer instead of three: on the verify path each middleware layer was measurable
     (issue #16), and these only add to the response in a fixed order.
     """
-    started = time.perf_counter()  # the metrics' latency (web/metrics.py)
+    # The metrics' latency (web/metrics.py) and the access log's duration (web/access_log.py).
+    request[ANSWER_STARTED] = started = time.perf_counter()
     try:
         response = await handler(request)
     except web.HTTPException as exc:
