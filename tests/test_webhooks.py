@@ -19,7 +19,7 @@ from license_server.licensing.expiry import expire_lapsed
 from license_server.licensing.lifecycle import Action
 from license_server.runtime import open_runtime
 from license_server.staff.webhooks import EndpointSpec, WebhookEndpoints
-from license_server.webhooks.delivery import Deliverer, backoff_ms
+from license_server.webhooks.delivery import LEASE_MARGIN_MS, Deliverer, backoff_ms
 from license_server.webhooks.signing import load_webhook_key, public_key_text
 from tests.conftest import with_sections
 from tests.verify_helpers import issue, product
@@ -350,6 +350,34 @@ async def test_two_instances_deliver_each_event_exactly_once(hook_settings, rece
     ids = [r.id for r in receiver.received]
     assert len(ids) == 30 and len(set(ids)) == 30
     assert sum(sent) == 30
+
+
+async def test_a_delivery_claimed_by_a_process_that_died_is_sent_once_its_lease_runs_out(
+    hooks, receiver
+):
+    """At least once: a process killed between claiming a delivery and recording its outcome
+    leaves a lease; no other instance (nor the same server restarted) sends it before the
+    lease runs out, and then it is sent, with the same webhook-id (receivers drop repeats)."""
+    rt, endpoints, deliverer, clock = hooks
+    await subscribe(endpoints, receiver.url)
+    await issue(rt)
+    now = deliverer.now_ms()
+    lease = now + int(deliverer.settings.timeout_seconds * 1000) + LEASE_MARGIN_MS
+
+    async def claim(conn):  # what a step does first; the process then "dies"
+        return await webhook_rows.claim_due(
+            conn, now_ms=now, lease_until_ms=lease, instance="died", limit=10
+        )
+
+    [claimed] = await rt.db.transaction(claim)
+    assert await deliverer.step() == 0  # leased to the dead process: not sent again yet
+    clock.now = (lease - 1) / 1000
+    assert await deliverer.step() == 0
+    clock.now = lease / 1000
+    assert await deliverer.step() == 1
+    [delivery] = await rows(rt, "SELECT * FROM webhook_deliveries")
+    assert delivery["state"] == "delivered" and delivery["id"] == claimed["id"]
+    assert [r.id for r in receiver.received] == [claimed["uid"]]
 
 
 # -- verification.refused ---------------------------------------------------------------------

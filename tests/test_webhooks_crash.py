@@ -1,10 +1,16 @@
 """SIGKILL between a change and its delivery loses no event (issue #14).
 
 The real server (`run.py serve`, tests/server_process.py) makes a change (a first check binds
-a domain: domain.bound is written to the outbox in that transaction) while the receiver is not
-listening, so no delivery can succeed; the server is then killed with SIGKILL. Started again
-with the receiver up, it delivers every event that committed, each once. The waits are for
-the receiver's requests (an event set on each arrival), bounded, never a fixed sleep.
+a domain: domain.bound is written to the outbox in that transaction) while it sends nothing
+(`[webhooks] send = false`, so nothing can have been delivered), and is then killed with
+SIGKILL. Started again, sending, with the receiver up, it delivers every event that committed,
+each once. The waits are for the receiver's requests (an event set on each arrival), bounded,
+never a fixed sleep.
+
+Why not sending rather than sending to nobody (as this test first did): a kill that lands while
+a delivery attempt is out leaves that delivery leased to the dead process, and by design it is
+sent again only when the lease runs out (the attempt's timeout + 30 s; test_webhooks.py tests
+that), past this test's 30 s wait: the test failed whenever the kill hit such an attempt.
 """
 
 from __future__ import annotations
@@ -32,6 +38,8 @@ ENV = {
     "LICENSE_SERVER_WEBHOOKS_MAX_ATTEMPTS": "100",
     "LICENSE_SERVER_WEBHOOKS_PAUSE_AFTER_FAILURES": "1000",
 }
+NOT_SENDING = {"LICENSE_SERVER_WEBHOOKS_SEND": "false"}
+SENDING = {"LICENSE_SERVER_WEBHOOKS_SEND": "true"}
 
 
 def _verify(server: ServerProcess, key: str) -> dict:
@@ -59,7 +67,7 @@ async def test_sigkill_between_a_change_and_its_delivery_loses_no_event(tmp_path
         hooks = WebhookEndpoints(rt.licenses, settings.webhooks)
         await hooks.create(STAFF, EndpointSpec(url=url, events=("domain.bound", "license.created")))
         _, key = await issue(rt)
-    server = ServerProcess(database_url, keys_dir, tmp_path, ENV)
+    server = ServerProcess(database_url, keys_dir, tmp_path, {**ENV, **NOT_SENDING})
     server.start()
     try:
         server.wait_ready()
@@ -70,11 +78,12 @@ async def test_sigkill_between_a_change_and_its_delivery_loses_no_event(tmp_path
         delivered = query(
             database_url, "SELECT COUNT(*) FROM webhook_deliveries WHERE state = 'delivered'"
         )
-        assert delivered == [(0,)]  # nobody listens: nothing could be delivered
+        assert delivered == [(0,)]  # nothing was sent
         server.kill()
         assert server.wait() == -9
         receiver = await Receiver().start(port)
         try:
+            server.env.update(SENDING)
             server.start()
             server.wait_ready()
             await wait_for(receiver, 2)
