@@ -154,6 +154,26 @@ def attempt(at, lic_id, product, domain, ip, reported, result, reason, version, 
     )
 
 
+def of_install(at, lic, inst, result, reason, *, domain=None, reported=None, version=None):
+    """An attempt by one install of `lic`: its domain, addresses and client version unless given."""
+    return attempt(
+        at,
+        lic.id,
+        lic.product,
+        inst.domain if domain is None else domain,
+        inst.source_ip,
+        inst.reported_ip if reported is None else reported,
+        result,
+        reason,
+        inst.version if version is None else version,
+    )
+
+
+def guess(at, domain, ip, reason, key_hash):
+    """A refused attempt with a key that matched no license (a guess or a forgery)."""
+    return attempt(at, None, "", domain, ip, ip, "invalid", reason, "3.1.1", key_hash)
+
+
 def diurnal(lic: License, at_ms: int) -> float:
     hour = (at_ms // HOUR + lic.tz) % 24
     return 1.0 + 0.6 * math.sin((hour - 9) / 24 * 2 * math.pi)
@@ -226,20 +246,7 @@ class Simulation:
             ip = self.world.network() + "7"
             at = T0 + rng.randint(0, self.end - T0 - 1)
             for k in range(rng.randint(1, 3)):
-                self.add(
-                    attempt(
-                        at + k * 30_000,
-                        None,
-                        "",
-                        "typo.com",
-                        ip,
-                        ip,
-                        "invalid",
-                        "unknown_key",
-                        "3.1.1",
-                        rng.randbytes(8),
-                    )
-                )
+                self.add(guess(at + k * 30_000, "typo.com", ip, "unknown_key", rng.randbytes(8)))
         # After the outage every install catches up at once.
         for lic in self.world.licenses:
             for inst in lic.installs:
@@ -257,17 +264,7 @@ class Simulation:
             domain = "www." + domain
         elif roll < 0.06:
             domain = "localhost"
-        return attempt(
-            at,
-            lic.id,
-            lic.product,
-            domain,
-            inst.source_ip,
-            inst.reported_ip,
-            "active",
-            "ok",
-            inst.version,
-        )
+        return of_install(at, lic, inst, "active", "ok", domain=domain)
 
     def checks(self, lic: License, inst: Install, start: int, end: int) -> None:
         for at in self.poisson_times(start, end, lic.rate, lic):
@@ -280,19 +277,7 @@ class Simulation:
         for inst in lic.installs:
             at, wait = T0 + self.rng.randint(0, 6 * HOUR), HOUR
             while at < self.end:
-                self.add(
-                    attempt(
-                        at,
-                        lic.id,
-                        lic.product,
-                        inst.domain,
-                        inst.source_ip,
-                        inst.reported_ip,
-                        "revoked",
-                        "revoked",
-                        inst.version,
-                    )
-                )
+                self.add(of_install(at, lic, inst, "revoked", "revoked"))
                 at += wait
                 wait = min(wait * 2, 24 * HOUR)
 
@@ -332,17 +317,7 @@ class Simulation:
                     start + rng.randint(0, 8 * HOUR), self.end, min(max(lic.rate, 0.5), 1.0), lic
                 ):
                     self.add(
-                        attempt(
-                            at,
-                            lic.id,
-                            lic.product,
-                            inst.domain,
-                            inst.source_ip,
-                            inst.source_ip,
-                            "invalid",
-                            "seat_limit",
-                            inst.version,
-                        )
+                        of_install(at, lic, inst, "invalid", "seat_limit", reported=inst.source_ip)
                     )
             self.truth["key_sharing"].add(f"license:{lic.id}")
 
@@ -355,16 +330,11 @@ class Simulation:
             for k in range(n):
                 ip = net + str(rng.randint(2, 5))
                 self.add(
-                    attempt(
+                    guess(
                         start + k * span // n,
-                        None,
-                        "",
                         "pirate.example.net",
                         ip,
-                        ip,
-                        "invalid",
                         rng.choice(("unknown_key", "bad_signature")),
-                        "3.1.1",
                         rng.randbytes(8),
                     )
                 )
@@ -376,20 +346,7 @@ class Simulation:
             for _ in range(rng.randint(6, 15)):
                 ip = w.attacker_network() + "8"
                 at = start + rng.randint(0, 9 * MINUTE)
-                self.add(
-                    attempt(
-                        at,
-                        None,
-                        "",
-                        "nulled.example.org",
-                        ip,
-                        ip,
-                        "invalid",
-                        "bad_signature",
-                        "3.1.1",
-                        forged,
-                    )
-                )
+                self.add(guess(at, "nulled.example.org", ip, "bad_signature", forged))
             self.truth["key_guessing"].add("key:" + forged[:6].hex())
 
             self.kind = "domain_mismatch"
@@ -400,16 +357,8 @@ class Simulation:
             at = start
             while at < start + rng.randint(1, 2) * HOUR:
                 self.add(
-                    attempt(
-                        at,
-                        lic.id,
-                        lic.product,
-                        inst.domain,
-                        inst.source_ip,
-                        inst.source_ip,
-                        "invalid",
-                        "domain_not_allowed",
-                        inst.version,
+                    of_install(
+                        at, lic, inst, "invalid", "domain_not_allowed", reported=inst.source_ip
                     )
                 )
                 at += rng.randint(75_000, 110_000)
@@ -433,19 +382,7 @@ class Simulation:
             for at in self.poisson_times(
                 start, start + rng.randint(5, 8) * HOUR, rng.randint(8, 40)
             ):
-                self.add(
-                    attempt(
-                        at,
-                        lic.id,
-                        lic.product,
-                        inst.domain,
-                        inst.source_ip,
-                        inst.reported_ip,
-                        "revoked",
-                        "revoked",
-                        inst.version,
-                    )
-                )
+                self.add(of_install(at, lic, inst, "revoked", "revoked"))
             self.truth["persistence"].add(f"license:{lic.id}")
 
             self.kind = "ip_mismatch"
@@ -458,19 +395,7 @@ class Simulation:
                 inst = w.install()
                 lic.seats = max(lic.seats, 6)  # a multi-seat license: no sharing, no refusals
                 for at in self.poisson_times(start, start + 12 * HOUR, 1.0, lic):
-                    self.add(
-                        attempt(
-                            at,
-                            lic.id,
-                            lic.product,
-                            inst.domain,
-                            inst.source_ip,
-                            fake,
-                            "active",
-                            "ok",
-                            inst.version,
-                        )
-                    )
+                    self.add(of_install(at, lic, inst, "active", "ok", reported=fake))
             self.truth["ip_mismatch"].add(f"license:{lic.id}")
 
             self.kind = "client_version"
@@ -479,19 +404,7 @@ class Simulation:
             inst, start = lic.installs[0], self.when(3)
             version = rng.choice(("nulled-by-xx", "1.0.4", "v0.9"))
             for at in self.poisson_times(start, start + 2 * HOUR, rng.randint(6, 30)):
-                self.add(
-                    attempt(
-                        at,
-                        lic.id,
-                        lic.product,
-                        inst.domain,
-                        inst.source_ip,
-                        inst.reported_ip,
-                        "active",
-                        "ok",
-                        version,
-                    )
-                )
+                self.add(of_install(at, lic, inst, "active", "ok", version=version))
             self.truth["client_version"].add(f"license:{lic.id}")
 
             self.kind = "activation_churn"
