@@ -63,6 +63,7 @@ def test_secrets_come_from_the_environment_only(tmp_path):
         ("", {"LICENSE_SERVER_PORT": "eighty"}, r"setting 'port'.*LICENSE_SERVER_PORT"),
         ("prot = 8080\n", {}, r"unknown setting 'prot'"),
         ('log_level = "LOUD"\n', {}, r"setting 'log_level'"),
+        ("", {"LICENSE_SERVER_EVENT_LOOP": "tokio"}, r"setting 'event_loop'.*EVENT_LOOP"),
         ("port = \n", {}, r"not valid TOML"),
     ],
 )
