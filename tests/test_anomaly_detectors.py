@@ -6,9 +6,14 @@ store under test, then observed), the alerts through `Alerts.raise_` into the al
 
 from __future__ import annotations
 
+import contextlib
+import json
+
 import pytest
 
+from license_server.db import webhooks as webhook_rows
 from license_server.licensing.specs import LicenseSpec
+from tests import store_helpers
 from tests.anomaly_helpers import HOUR, MINUTE, T0, Rig, attempt, by_detector
 from tests.conftest import PRODUCT
 
@@ -340,3 +345,76 @@ def test_an_accepted_check_reaches_only_the_detectors_that_count_it():
     seen.clear()
     engine.feed(attempt(T0, license_id=1, result="revoked", reason="revoked"))
     assert len(seen) == len(engine.detectors) == 7
+
+
+# -- an alert storm (issue #16) -----------------------------------------------------------------
+
+
+class CountedStatements:
+    """Counts the statements run through `db`'s connections, reads and writes alike."""
+
+    METHODS = ("fetch_all", "fetch_one", "fetch_value", "execute", "execute_many")
+
+    def __init__(self, db, monkeypatch) -> None:
+        self.count = 0
+        for method in ("read", "write"):
+            monkeypatch.setattr(db, method, self._counting(getattr(db, method)))
+
+    def _counting(self, opened):
+        counter = self
+
+        class Counted:
+            def __init__(self, conn) -> None:
+                self._conn = conn
+
+            def __getattr__(self, name):
+                attr = getattr(self._conn, name)
+                if name not in CountedStatements.METHODS:
+                    return attr
+
+                async def counted(*args, **kwargs):
+                    counter.count += 1
+                    return await attr(*args, **kwargs)
+
+                return counted
+
+        @contextlib.asynccontextmanager
+        async def counting(*args, **kwargs):
+            async with opened(*args, **kwargs) as conn:
+                yield Counted(conn)
+
+        return counting
+
+
+async def test_a_round_of_many_findings_is_a_few_statements(runtime, monkeypatch):
+    """A thousand licenses flooding at once (issue #16's bench) made ~4 statements per alert
+    (its samples, the upsert, the webhook subscribers, the event) while the round held the
+    write lock the attempt log waits for; now a round is a few statements however many it
+    finds, with every alert, its samples and its alert.raised event as before."""
+    async with runtime.db.write() as conn:
+        await webhook_rows.insert_endpoint(
+            conn, url="https://hooks.example.com/alerts", description="", enabled=True,
+            events=json.dumps(["alert.raised"]), created_by="test", now_ms=T0,
+        )  # fmt: skip
+    licenses = range(1, 451)
+    async with Rig(runtime, flooding_checks_per_hour=3) as rig:
+        await rig.send(attempt(T0 + i, license_id=lid) for lid in licenses for i in range(4))
+        statements = CountedStatements(runtime.db, monkeypatch)
+        found = by_detector(await rig.alerts(), "check_flooding")
+    # 450 findings, raised in batches of 200: per batch one samples read, one upsert, the
+    # subscribers, the events and their deliveries (and the round's own housekeeping reads).
+    assert statements.count <= 20
+    assert sorted(row["license_id"] for row in found) == list(licenses)
+    logged = {
+        row["id"]: row["license_id"]
+        for row in await store_helpers.rows(runtime.db, "verification_attempts")
+    }
+    for row in found:
+        samples = row["evidence"]["sample_attempt_ids"]
+        assert len(samples) == 4 and {logged[i] for i in samples} == {row["license_id"]}
+    events = await store_helpers.rows(runtime.db, "webhook_events")
+    deliveries = await store_helpers.rows(runtime.db, "webhook_deliveries")
+    assert sorted(json.loads(e["payload"])["data"]["alert_id"] for e in events) == sorted(
+        row["id"] for row in found
+    )
+    assert len(deliveries) == len(events) == 450

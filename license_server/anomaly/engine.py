@@ -41,7 +41,6 @@ from license_server.anomaly import detectors as d
 from license_server.anomaly.churn import KINDS, Churn
 from license_server.anomaly.windows import WindowCounter, WindowSet
 from license_server.db import anomaly as queries
-from license_server.db.connection import Connection
 from license_server.db.database import Database
 from license_server.licensing.alerts import Alerts, AlertSignal
 from license_server.licensing.attempt_log import Attempt
@@ -440,37 +439,38 @@ class AnomalyEngine:
     async def _raise(self, findings: list[d.Finding]) -> None:
         """One read for the samples of every finding, one transaction for their alerts."""
         assert self._db is not None and self._alerts is not None
-        signals = []
         async with self._db.read() as conn:
-            for finding in findings:
-                evidence = dict(finding.evidence)
-                evidence["sample_attempt_ids"] = await self._samples(conn, finding)
-                signals.append(
-                    AlertSignal(
-                        finding.detector,
-                        finding.subject,
-                        finding.severity,
-                        finding.summary,
-                        evidence,
-                        finding.license_id,
-                    )
-                )
+            samples = await queries.samples(
+                conn, [self._sample_of(f) for f in findings], SAMPLE_IDS
+            )
+        signals = [
+            AlertSignal(
+                finding.detector,
+                finding.subject,
+                finding.severity,
+                finding.summary,
+                {**finding.evidence, "sample_attempt_ids": ids},
+                finding.license_id,
+            )
+            for finding, ids in zip(findings, samples, strict=True)
+        ]
         await self._alerts.raise_many(signals)
         self.raised += len(signals)
         for signal in signals:
             by = self.raised_by_detector
             by[signal.detector] = by.get(signal.detector, 0) + 1
 
-    async def _samples(self, conn: Connection, finding: d.Finding) -> list[int]:
-        """Up to 5 attempt ids behind a finding, from an index (license, or address range)."""
+    def _sample_of(self, finding: d.Finding) -> queries.SampleOf | None:
+        """Where the attempt ids behind a finding are read: an index (license, or address
+        range); None when neither names them."""
         since = finding.at_ms - max_window_ms(self.settings)
         if finding.license_id is not None:
-            return await queries.sample_for_license(conn, finding.license_id, since, SAMPLE_IDS)
+            return queries.SampleOf(since, license_id=finding.license_id)
         if finding.subject.startswith("net:") and "." in finding.subject:
             prefix = finding.subject[4:].rsplit(".", 1)[0] + "."  # the /24's dotted prefix
             high = prefix[:-1] + "/"  # '/' sorts right after '.'
-            return await queries.sample_for_addresses(conn, prefix, high, since, SAMPLE_IDS)
-        return []
+            return queries.SampleOf(since, low=prefix, high=high)
+        return None
 
     async def _read_changes(self, now_s: int, first: bool = False) -> None:
         """Binds, releases and reissues from the change log since the last read (churn)."""

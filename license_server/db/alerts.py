@@ -1,44 +1,73 @@
 """Queries on the alerts table (migration 15): raise (upsert), read, change state.
 
 An alert is identified by (detector, subject) while it is not resolved; the partial unique
-index `alerts_unresolved` makes "raise" one statement that either opens an alert or bumps the
-open one, also when several instances raise the same alert at once.
+index `alerts_unresolved` makes "raise" one statement that either opens alerts or bumps the
+open ones, also when several instances raise the same alert at once.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from license_server.db.connection import Connection, Row
 from license_server.db.where import Where
 
 
-async def upsert(
-    conn: Connection,
-    *,
-    detector: str,
-    subject: str,
-    severity: str,
-    summary: str,
-    evidence: str,
-    license_id: int | None,
-    now_ms: int,
-) -> Row:
-    """Open an alert, or bump the unresolved one of (detector, subject): its severity, summary
-    and evidence become the newest, `occurrences` grows by one. Returns id and occurrences
-    (1 = newly opened)."""
-    row = await conn.fetch_one(
-        "INSERT INTO alerts (detector, subject, severity, summary, evidence, license_id,"
-        " first_seen_ms, last_seen_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
-        " ON CONFLICT (detector, subject) WHERE state <> 'resolved' DO UPDATE SET"
-        " severity = excluded.severity, summary = excluded.summary,"
-        " evidence = excluded.evidence, last_seen_ms = excluded.last_seen_ms,"
-        " occurrences = alerts.occurrences + 1"
-        " RETURNING id, occurrences",
-        (detector, subject, severity, summary, evidence, license_id, now_ms, now_ms),
-    )
-    assert row is not None  # an upsert with RETURNING always returns its row
-    return row
+@dataclass(frozen=True, slots=True)
+class AlertRow:
+    """One alert to open or bump (the columns `upsert_many` writes)."""
+
+    detector: str
+    subject: str
+    severity: str
+    summary: str
+    evidence: str
+    license_id: int | None
+
+
+# Rows per statement: 8 parameters each, far below SQLite's (32,766) and PostgreSQL's (65,535)
+# limits, and a statement of a size either plans in well under a millisecond.
+UPSERT_ROWS = 500
+
+
+async def upsert_many(
+    conn: Connection, rows: Sequence[AlertRow], now_ms: int
+) -> dict[tuple[str, str], Row]:
+    """Open each alert, or bump the unresolved one of its (detector, subject): severity,
+    summary and evidence become the newest, `occurrences` grows by one. One statement per
+    `UPSERT_ROWS` rows, not one per alert: a detector round that finds a thousand floods
+    holds the write lock for a few statements, not for a thousand round trips through the
+    database thread, each waiting for a busy event loop (issue #16: the alert storm).
+
+    (detector, subject) -> its id and occurrences (1 = newly opened). The keys of `rows` must
+    be distinct: one statement cannot open an alert and bump it too (PostgreSQL refuses that;
+    `licensing.alerts.raise_alerts` splits repeats into later statements)."""
+    found: dict[tuple[str, str], Row] = {}
+    for start in range(0, len(rows), UPSERT_ROWS):
+        chunk = rows[start : start + UPSERT_ROWS]
+        values = ", ".join("(?, ?, ?, ?, ?, ?, ?, ?)" for _ in chunk)
+        params = [
+            value
+            for row in chunk
+            for value in (row.detector, row.subject, row.severity, row.summary, row.evidence,
+                          row.license_id, now_ms, now_ms)
+        ]  # fmt: skip
+        returned = await conn.fetch_all(
+            # ruff S608 / bandit B608: only placeholders are joined in.
+            "INSERT INTO alerts (detector, subject, severity, summary, evidence, license_id,"  # noqa: S608 # nosec B608
+            f" first_seen_ms, last_seen_ms) VALUES {values}"
+            " ON CONFLICT (detector, subject) WHERE state <> 'resolved' DO UPDATE SET"
+            " severity = excluded.severity, summary = excluded.summary,"
+            " evidence = excluded.evidence, last_seen_ms = excluded.last_seen_ms,"
+            " occurrences = alerts.occurrences + 1"
+            " RETURNING id, occurrences, detector, subject",
+            params,
+        )
+        # RETURNING's order is not the VALUES' order (SQLite documents it as arbitrary).
+        for row in returned:
+            found[(row["detector"], row["subject"])] = row
+    return found
 
 
 async def get(conn: Connection, alert_id: int) -> Row | None:

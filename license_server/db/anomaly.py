@@ -8,6 +8,7 @@ samples are LIMITed reads of the license and source-address indexes.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from license_server.db.connection import Connection, Row
 
@@ -73,25 +74,49 @@ async def latest_change_seq(conn: Connection) -> int:
     return int(await conn.fetch_value("SELECT max(seq) FROM license_changes") or 0)
 
 
-async def sample_for_license(
-    conn: Connection, license_id: int, since_ms: int, limit: int
-) -> list[int]:
-    rows = await conn.fetch_all(
-        "SELECT id FROM verification_attempts WHERE license_id = ? AND at_ms >= ?"
-        " ORDER BY at_ms DESC LIMIT ?",
-        (license_id, since_ms, limit),
-    )
-    return [int(row["id"]) for row in rows]
+@dataclass(frozen=True, slots=True)
+class SampleOf:
+    """The newest attempts behind one finding since `since_ms`: of a license (`license_id`), or
+    from the source addresses in the text range [low, high) (a dotted-quad prefix)."""
+
+    since_ms: int
+    license_id: int | None = None
+    low: str = ""
+    high: str = ""
 
 
-async def sample_for_addresses(
-    conn: Connection, low: str, high: str, since_ms: int, limit: int
-) -> list[int]:
-    """Attempt ids from source addresses in the text range [low, high) (a dotted-quad
-    prefix: the attempts_source_ip index)."""
-    rows = await conn.fetch_all(
-        "SELECT id FROM verification_attempts WHERE source_ip >= ? AND source_ip < ?"
-        " AND at_ms >= ? ORDER BY source_ip, at_ms DESC LIMIT ?",
-        (low, high, since_ms, limit),
-    )
-    return [int(row["id"]) for row in rows]
+_BY_LICENSE = (
+    "SELECT id FROM verification_attempts WHERE license_id = ? AND at_ms >= ?"
+    " ORDER BY at_ms DESC LIMIT ?"
+)
+# The attempts_source_ip index.
+_BY_ADDRESSES = (
+    "SELECT id FROM verification_attempts WHERE source_ip >= ? AND source_ip < ?"
+    " AND at_ms >= ? ORDER BY source_ip, at_ms DESC LIMIT ?"
+)
+# Below SQLite's limit of 500 terms in one compound SELECT (SQLITE_MAX_COMPOUND_SELECT).
+SAMPLES_PER_STATEMENT = 200
+
+
+async def samples(
+    conn: Connection, wanted: Sequence[SampleOf | None], limit: int
+) -> list[list[int]]:
+    """Up to `limit` attempt ids for each of `wanted`, in order (none for None): one statement per
+    `SAMPLES_PER_STATEMENT` of them (a UNION ALL of LIMITed index reads), not one each, so a
+    round of a thousand findings is a few round trips through the database thread."""
+    found: list[list[int]] = [[] for _ in wanted]
+    reads = [(n, one) for n, one in enumerate(wanted) if one is not None]
+    for start in range(0, len(reads), SAMPLES_PER_STATEMENT):
+        parts: list[str] = []
+        params: list[object] = []
+        for n, one in reads[start : start + SAMPLES_PER_STATEMENT]:
+            if one.license_id is not None:
+                sql, args = _BY_LICENSE, (one.license_id, one.since_ms, limit)
+            else:
+                sql, args = _BY_ADDRESSES, (one.low, one.high, one.since_ms, limit)
+            # ruff S608 / bandit B608: `n` is an int of ours, `sql` one of the reads above.
+            parts.append(f"SELECT {n} AS n, id FROM ({sql}) AS s{n}")  # noqa: S608 # nosec B608
+            params.extend(args)
+        for row in await conn.fetch_all(" UNION ALL ".join(parts), params):
+            found[int(row["n"])].append(int(row["id"]))
+    return found

@@ -11,7 +11,7 @@ stalled for longer than the lease) cannot overwrite what the new holder recorded
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from license_server.db.connection import Connection, Row
 
@@ -125,23 +125,29 @@ async def resume(conn: Connection, endpoint_id: int, now_ms: int) -> int:
 # -- the outbox -----------------------------------------------------------------------------
 
 
-async def insert_event(conn: Connection, *, uid: str, type: str, payload: str, now_ms: int) -> int:
-    return int(
-        await conn.fetch_value(
-            "INSERT INTO webhook_events (uid, type, payload, created_ms) VALUES (?, ?, ?, ?)"
-            " RETURNING id",
-            (uid, type, payload, now_ms),
-        )
+async def insert_events(
+    conn: Connection, events: Sequence[tuple[str, str, str]], now_ms: int
+) -> dict[str, int]:
+    """Write (uid, type, payload) events in one statement; uid -> id (RETURNING's order is not
+    the VALUES' order). At most a few hundred per call: 4 parameters each."""
+    values = ", ".join("(?, ?, ?, ?)" for _ in events)
+    rows = await conn.fetch_all(
+        # ruff S608 / bandit B608: only placeholders are joined in.
+        f"INSERT INTO webhook_events (uid, type, payload, created_ms) VALUES {values}"  # noqa: S608 # nosec B608
+        " RETURNING id, uid",
+        [value for uid, type_, payload in events for value in (uid, type_, payload, now_ms)],
     )
+    return {row["uid"]: int(row["id"]) for row in rows}
 
 
 async def insert_deliveries(
-    conn: Connection, event_id: int, endpoint_ids: Sequence[int], now_ms: int
+    conn: Connection, deliveries: Iterable[tuple[int, int]], now_ms: int
 ) -> None:
+    """One delivery per (event id, endpoint id), due at once."""
     await conn.execute_many(
         "INSERT INTO webhook_deliveries (event_id, endpoint_id, next_attempt_ms, created_ms)"
         " VALUES (?, ?, ?, ?)",
-        [(event_id, endpoint_id, now_ms, now_ms) for endpoint_id in endpoint_ids],
+        [(event_id, endpoint_id, now_ms, now_ms) for event_id, endpoint_id in deliveries],
     )
 
 

@@ -66,27 +66,55 @@ class RaisedAlert:
 
 async def raise_alert(conn: Connection, signal: AlertSignal, now_ms: int) -> RaisedAlert:
     """Open an alert for `signal`, or bump the unresolved one of its (detector, subject)."""
-    row = await alert_rows.upsert(
-        conn,
-        detector=signal.detector,
-        subject=signal.subject[:SUBJECT_MAX],
-        severity=str(signal.severity),
-        summary=signal.summary[:SUMMARY_MAX],
-        evidence=json.dumps(signal.evidence, sort_keys=True, default=str),
-        license_id=signal.license_id,
-        now_ms=now_ms,
-    )
-    raised = RaisedAlert(int(row["id"]), int(row["occurrences"]) == 1)
-    if raised.new:  # the alert.raised webhook event commits with the alert (or neither does)
-        await webhook_events.enqueue(
-            conn, webhook_events.EventType.ALERT_RAISED,
-            {"alert_id": raised.alert_id, "detector": signal.detector,
-             "subject": signal.subject[:SUBJECT_MAX], "severity": str(signal.severity),
-             "summary": signal.summary[:SUMMARY_MAX], "license_id": signal.license_id,
-             "occurred_at": webhook_events.iso_ms(now_ms)},
-            now_ms,
-        )  # fmt: skip
-    return raised
+    return (await raise_alerts(conn, [signal], now_ms))[0]
+
+
+async def raise_alerts(
+    conn: Connection, signals: Sequence[AlertSignal], now_ms: int
+) -> list[RaisedAlert]:
+    """`raise_alert` for each signal, in order, in a few statements for all of them: the
+    upserts (a signal repeating an earlier one's detector and subject goes in a later
+    statement, so it bumps the alert the earlier one opened), then the `alert.raised` webhook
+    events of the alerts newly opened, which commit with them (or neither does)."""
+    rows = [
+        alert_rows.AlertRow(
+            detector=signal.detector,
+            subject=signal.subject[:SUBJECT_MAX],
+            severity=str(signal.severity),
+            summary=signal.summary[:SUMMARY_MAX],
+            evidence=json.dumps(signal.evidence, sort_keys=True, default=str),
+            license_id=signal.license_id,
+        )
+        for signal in signals
+    ]
+    raised: list[RaisedAlert | None] = [None] * len(rows)
+    pending = list(range(len(rows)))
+    while pending:
+        distinct: dict[tuple[str, str], int] = {}
+        repeats: list[int] = []
+        for i in pending:
+            key = (rows[i].detector, rows[i].subject)
+            if key in distinct:
+                repeats.append(i)
+            else:
+                distinct[key] = i
+        found = await alert_rows.upsert_many(conn, [rows[i] for i in distinct.values()], now_ms)
+        for key, i in distinct.items():
+            row = found[key]
+            raised[i] = RaisedAlert(int(row["id"]), int(row["occurrences"]) == 1)
+        pending = repeats
+    done = [one for one in raised if one is not None]
+    events = [
+        (webhook_events.EventType.ALERT_RAISED,
+         {"alert_id": one.alert_id, "detector": row.detector, "subject": row.subject,
+          "severity": row.severity, "summary": row.summary, "license_id": row.license_id,
+          "occurred_at": webhook_events.iso_ms(now_ms)})
+        for row, one in zip(rows, done, strict=True)
+        if one.new
+    ]  # fmt: skip
+    if events:
+        await webhook_events.enqueue_many(conn, events, now_ms)
+    return done
 
 
 AlertListener = Callable[[AlertSignal, RaisedAlert], None]
@@ -119,17 +147,14 @@ class Alerts:
         return (await self.raise_many([signal]))[0]
 
     async def raise_many(self, signals: Sequence[AlertSignal]) -> list[RaisedAlert]:
-        """Several alerts in one transaction (a detector round that found many: one commit,
-        not one per alert, so a flood of findings does not compete with the attempt log for
-        the database's write lock a thousand times)."""
+        """Several alerts in one transaction of a few statements (a detector round that found
+        many: one commit, not one per alert, and not a round trip per alert while it holds
+        the write lock the attempt log waits for)."""
         if not signals:
             return []
         now_ms = int(self._clock() * 1000)
 
-        async def work(conn: Connection) -> list[RaisedAlert]:
-            return [await raise_alert(conn, signal, now_ms) for signal in signals]
-
-        raised = await self._db.transaction(work)
+        raised = await self._db.transaction(lambda conn: raise_alerts(conn, signals, now_ms))
         for signal, one in zip(signals, raised, strict=True):
             self.announce(signal, one)
         return raised

@@ -97,14 +97,42 @@ async def enqueue(
     when no endpoint subscribes to `event_type`."""
     if endpoint_ids is None:
         endpoint_ids = (await subscribers(conn)).get(event_type, [])
-    if not endpoint_ids:
-        return None
-    event_id = await webhook_rows.insert_event(
-        conn, uid=f"msg_{secrets.token_urlsafe(18)}", type=event_type,
-        payload=event_body(event_type, data, now_ms), now_ms=now_ms,
-    )  # fmt: skip
-    await webhook_rows.insert_deliveries(conn, event_id, endpoint_ids, now_ms)
-    return event_id
+    written = await enqueue_many(conn, [(event_type, data)], now_ms, {event_type: endpoint_ids})
+    return written[0] if written else None
+
+
+# Events per statement (4 parameters each): see db/alerts.py's UPSERT_ROWS.
+EVENTS_PER_STATEMENT = 500
+
+
+async def enqueue_many(
+    conn: Connection,
+    events: Sequence[tuple[str, dict]],
+    now_ms: int,
+    subscribed: dict[str, Sequence[int]] | None = None,
+) -> list[int]:
+    """Write (type, data) events and their deliveries in the caller's transaction, in two
+    statements per `EVENTS_PER_STATEMENT` events however many there are (a round of a
+    thousand alerts must not make two thousand round trips while it holds the write lock).
+    Events no endpoint subscribes to are not written. The ids of those written, in order."""
+    if subscribed is None:
+        subscribed = await subscribers(conn)
+    wanted = [
+        (t, data, f"msg_{secrets.token_urlsafe(18)}") for t, data in events if subscribed.get(t)
+    ]
+    ids: list[int] = []
+    for start in range(0, len(wanted), EVENTS_PER_STATEMENT):
+        chunk = wanted[start : start + EVENTS_PER_STATEMENT]
+        by_uid = await webhook_rows.insert_events(
+            conn, [(uid, t, event_body(t, data, now_ms)) for t, data, uid in chunk], now_ms
+        )
+        await webhook_rows.insert_deliveries(
+            conn,
+            [(by_uid[uid], endpoint) for t, _, uid in chunk for endpoint in subscribed[t]],
+            now_ms,
+        )
+        ids.extend(by_uid[uid] for _, _, uid in chunk)
+    return ids
 
 
 async def emit_changes(
