@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import secrets
+import threading
 import time
 from dataclasses import astuple
 
@@ -17,6 +19,7 @@ from license_server.client import verify_answer
 from license_server.db import attempts as attempt_rows
 from license_server.db.database import Database, open_database
 from license_server.db.errors import DatabaseError
+from license_server.db.sqlite import SqliteDatabase, WriterTurn, writer_turn_path
 from license_server.licensing.attempt_log import Attempt, AttemptLog
 from license_server.licensing.specs import LicenseSpec
 from license_server.settings import AttemptLogSettings, RateLimitSettings, Settings
@@ -690,3 +693,36 @@ async def test_last_access_moves_at_most_once_a_minute_per_license(runtime):
     assert touched == [[(license_id, base)], [(license_id, base + 60)], [(license_id, base + 130)],
                        [(other_id, base + 1)]]  # fmt: skip
     assert (await runtime.licenses.license_by_id(license_id)).last_access_at == base + 130
+
+
+async def test_attempt_writers_on_one_sqlite_file_take_turns(tmp_path, monkeypatch):
+    """With `workers = N` each process has an attempt writer on the one SQLite file. They
+    wait for their turn in `flock` (woken the moment it is free), not in SQLite's busy
+    handler, whose sleeps of 1, 2, 5 ... 25 ms let the other writer win again and again
+    (issue #16: p99 60-600 ms with two workers). While another process holds the turn, a
+    batch waits before its BEGIN: nothing of it is written; once the turn is free, it is."""
+    fcntl = pytest.importorskip("fcntl")
+    database = SqliteDatabase(tmp_path / "license_server.db")
+    await database.open()
+    # Another process's writer (its own open file: flock locks are per open file).
+    other_process = os.open(writer_turn_path(database.path), os.O_RDWR)
+    try:
+        fcntl.flock(other_process, fcntl.LOCK_EX)
+        waiting = threading.Event()
+        take_turn = WriterTurn.__enter__
+
+        def enter(turn):
+            waiting.set()
+            take_turn(turn)
+
+        monkeypatch.setattr(WriterTurn, "__enter__", enter)
+        write = asyncio.create_task(insert(database, attempt(1)))
+        assert await asyncio.to_thread(waiting.wait, 30)
+        # The writer thread is in (or just before) flock, which cannot return yet.
+        assert await rows(database) == [] and not write.done()
+        fcntl.flock(other_process, fcntl.LOCK_UN)
+        await write
+        assert [row["at_ms"] for row in await rows(database)] == [1]
+    finally:
+        os.close(other_process)
+        await database.close()
