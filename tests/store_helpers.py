@@ -92,3 +92,40 @@ def query(location: Path | str, sql: str, params: tuple = (), as_dicts: bool = F
     if error:
         raise error[0]
     return result[0]
+
+
+class CountedStatements:
+    """Counts the statements run through `db`'s connections, reads and writes alike (what a
+    change costs in round trips, on either backend: tests of batched writes)."""
+
+    METHODS = ("fetch_all", "fetch_one", "fetch_value", "execute", "execute_many")
+
+    def __init__(self, db, monkeypatch) -> None:
+        self.count = 0
+        for method in ("read", "write"):
+            monkeypatch.setattr(db, method, self._counting(getattr(db, method)))
+
+    def _counting(self, opened):
+        counter = self
+
+        class Counted:
+            def __init__(self, conn) -> None:
+                self._conn = conn
+
+            def __getattr__(self, name):
+                attr = getattr(self._conn, name)
+                if name not in CountedStatements.METHODS:
+                    return attr
+
+                async def counted(*args, **kwargs):
+                    counter.count += 1
+                    return await attr(*args, **kwargs)
+
+                return counted
+
+        @contextlib.asynccontextmanager
+        async def counting(*args, **kwargs):
+            async with opened(*args, **kwargs) as conn:
+                yield Counted(conn)
+
+        return counting

@@ -6,7 +6,6 @@ store under test, then observed), the alerts through `Alerts.raise_` into the al
 
 from __future__ import annotations
 
-import contextlib
 import json
 
 import pytest
@@ -350,42 +349,6 @@ def test_an_accepted_check_reaches_only_the_detectors_that_count_it():
 # -- an alert storm (issue #16) -----------------------------------------------------------------
 
 
-class CountedStatements:
-    """Counts the statements run through `db`'s connections, reads and writes alike."""
-
-    METHODS = ("fetch_all", "fetch_one", "fetch_value", "execute", "execute_many")
-
-    def __init__(self, db, monkeypatch) -> None:
-        self.count = 0
-        for method in ("read", "write"):
-            monkeypatch.setattr(db, method, self._counting(getattr(db, method)))
-
-    def _counting(self, opened):
-        counter = self
-
-        class Counted:
-            def __init__(self, conn) -> None:
-                self._conn = conn
-
-            def __getattr__(self, name):
-                attr = getattr(self._conn, name)
-                if name not in CountedStatements.METHODS:
-                    return attr
-
-                async def counted(*args, **kwargs):
-                    counter.count += 1
-                    return await attr(*args, **kwargs)
-
-                return counted
-
-        @contextlib.asynccontextmanager
-        async def counting(*args, **kwargs):
-            async with opened(*args, **kwargs) as conn:
-                yield Counted(conn)
-
-        return counting
-
-
 async def test_a_round_of_many_findings_is_a_few_statements(runtime, monkeypatch):
     """A thousand licenses flooding at once (issue #16's bench) made ~4 statements per alert
     (its samples, the upsert, the webhook subscribers, the event) while the round held the
@@ -399,7 +362,7 @@ async def test_a_round_of_many_findings_is_a_few_statements(runtime, monkeypatch
     licenses = range(1, 451)
     async with Rig(runtime, flooding_checks_per_hour=3) as rig:
         await rig.send(attempt(T0 + i, license_id=lid) for lid in licenses for i in range(4))
-        statements = CountedStatements(runtime.db, monkeypatch)
+        statements = store_helpers.CountedStatements(runtime.db, monkeypatch)
         found = by_detector(await rig.alerts(), "check_flooding")
     # 450 findings, raised in batches of 200: per batch one samples read, one upsert, the
     # subscribers, the events and their deliveries (and the round's own housekeeping reads).

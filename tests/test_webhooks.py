@@ -12,16 +12,19 @@ import pytest
 
 from license_server.crypto.signing import generate_key
 from license_server.db import webhooks as webhook_rows
+from license_server.licensing import webhook_events
 from license_server.licensing.actors import SYSTEM, Actor, ActorKind
 from license_server.licensing.alerts import AlertSignal, Severity
-from license_server.licensing.changes import ChangeKind
+from license_server.licensing.changes import Change, ChangeKind
 from license_server.licensing.expiry import expire_lapsed
 from license_server.licensing.lifecycle import Action
 from license_server.runtime import open_runtime
 from license_server.staff.webhooks import EndpointSpec, WebhookEndpoints
 from license_server.webhooks.delivery import LEASE_MARGIN_MS, Deliverer, backoff_ms
 from license_server.webhooks.signing import load_webhook_key, public_key_text
+from tests import store_helpers
 from tests.conftest import with_sections
+from tests.test_change_feed import check
 from tests.verify_helpers import issue, product
 from tests.webhook_receiver import verify
 
@@ -115,8 +118,6 @@ async def test_each_change_maps_to_its_event(hooks, receiver):
     rt, endpoints, deliverer, _clock = hooks
     await subscribe(endpoints, receiver.url)
     license, key = await issue(rt, expires=dt.date(2030, 6, 1))
-    from tests.test_change_feed import check
-
     assert (await check(rt, key, "shop.example"))[0] == "active"
     await rt.licenses.release_binding(license.id, "domain", "shop.example")
     for action in (Action.SUSPEND, Action.UNSUSPEND, Action.REISSUE, Action.REVOKE):
@@ -472,3 +473,37 @@ async def test_a_private_target_is_refused_at_delivery_when_not_allowed(hooks, r
     [attempt] = await rows(rt, "SELECT * FROM webhook_delivery_attempts")
     assert attempt["status"] is None and attempt["error"].startswith("refused:")
     assert receiver.received == []
+
+
+async def test_many_changes_in_one_write_are_announced_in_a_few_statements(
+    hooks, receiver, monkeypatch
+):
+    """An import's batch (500 licenses in one transaction) announced each change with ~4
+    statements (the license, its domains, the event, its deliveries) inside the write lock;
+    now the facts of all of them are one read and the events one write (per chunk)."""
+    rt, endpoints, _deliverer, _ = hooks
+    issued = [(await issue(rt))[0] for _ in range(120)]
+    license_0, key_0 = await issue(rt)
+    assert (await check(rt, key_0, "shop.example"))[0] == "active"  # binds its domain
+    await subscribe(endpoints, receiver.url, events=("license.suspended", "domain.bound"))
+    monkeypatch.setattr(webhook_rows, "FACTS_PER_STATEMENT", 50)  # chunks are exercised too
+    monkeypatch.setattr(webhook_events, "EVENTS_PER_STATEMENT", 50)
+    statements = store_helpers.CountedStatements(rt.db, monkeypatch)
+    changes = [(Change(ChangeKind.SUSPEND, license.id), None) for license in issued]
+    changes.append((Change(ChangeKind.BIND, license_0.id), {"domains": ["shop.example"]}))
+    changes.append((Change(ChangeKind.REVOKE, license_0.id), None))  # nobody subscribes
+    async with rt.db.write() as conn:
+        written = await webhook_events.emit_changes(conn, changes, 1_900_000_000)
+    # The subscribers, 3 chunks of facts (2 each), 3 chunks of events (2 each).
+    assert written == 121 and statements.count <= 13
+    payloads = await rows(rt, "SELECT payload FROM webhook_events")
+    events = [json.loads(row["payload"]) for row in payloads]
+    suspended = [e["data"] for e in events if e["type"] == "license.suspended"]
+    assert sorted(d["license_id"] for d in suspended) == sorted(lic.id for lic in issued)
+    assert {(d["status"], d["product"], tuple(d["domains"])) for d in suspended} == {
+        ("pending", "mymod", ())
+    }
+    [bound] = [e["data"] for e in events if e["type"] == "domain.bound"]
+    assert (bound["license_id"], bound["domain"], bound["domains"], bound["status"]) == (
+        license_0.id, "shop.example", ["shop.example"], "active",
+    )  # fmt: skip
