@@ -410,6 +410,22 @@ async def test_refusals_are_read_behind_a_cursor_and_a_storm_is_bounded(hooks, r
     assert await deliverer.scan_refusals() == 0  # nothing new
 
 
+async def test_a_round_of_refusals_is_written_in_a_few_statements(hooks, receiver, monkeypatch):
+    """Refusals of many licenses at once (up to 1,000 a round) were two statements each in
+    the round's write transaction; now the round's events are one write (per chunk)."""
+    rt, endpoints, deliverer, _ = hooks
+    await subscribe(endpoints, receiver.url, events=("verification.refused",))
+    await deliverer.scan_refusals()  # the cursor starts here
+    minute = 1_900_000_020_000
+    await rt.db.attempts.write([_attempt(minute + n, 1000 + n) for n in range(300)], [])
+    statements = store_helpers.CountedStatements(rt.db, monkeypatch)
+    assert await deliverer.scan_refusals() == 300
+    assert statements.count <= 10  # cursor, newest id, subscribers, rows, events, move
+    events = await rows(rt, "SELECT payload FROM webhook_events ORDER BY id")
+    refused = [json.loads(row["payload"])["data"]["license_id"] for row in events]
+    assert refused == [1000 + n for n in range(300)]
+
+
 async def test_refusals_with_no_subscriber_only_move_the_cursor(hooks):
     rt, _endpoints, deliverer, _ = hooks
     await rt.db.attempts.write([_attempt(1_900_000_000_000, 1) for _ in range(3)], [])
