@@ -7,6 +7,7 @@ through a driver, so that every test runs on both backends (`pytest --store post
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import sqlite3
 import threading
@@ -102,8 +103,12 @@ class CountedStatements:
 
     def __init__(self, db, monkeypatch) -> None:
         self.count = 0
+        self.sql: list[str] = []  # the start of each, for a failing test's message
         for method in ("read", "write"):
             monkeypatch.setattr(db, method, self._counting(getattr(db, method)))
+
+    def by_statement(self) -> list[tuple[str, int]]:
+        return collections.Counter(self.sql).most_common()
 
     def _counting(self, opened):
         counter = self
@@ -119,6 +124,7 @@ class CountedStatements:
 
                 async def counted(*args, **kwargs):
                     counter.count += 1
+                    counter.sql.append(str(args[0] if args else kwargs.get("sql", name))[:60])
                     return await attr(*args, **kwargs)
 
                 return counted

@@ -366,7 +366,7 @@ async def test_a_round_of_many_findings_is_a_few_statements(runtime, monkeypatch
         found = by_detector(await rig.alerts(), "check_flooding")
     # 450 findings, raised in batches of 200: per batch one samples read, one upsert, the
     # subscribers, the events and their deliveries (and the round's own housekeeping reads).
-    assert statements.count <= 20
+    assert statements.count <= 20, statements.by_statement()
     assert sorted(row["license_id"] for row in found) == list(licenses)
     logged = {
         row["id"]: row["license_id"]

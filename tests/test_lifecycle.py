@@ -14,6 +14,7 @@ from license_server.licensing.lifecycle import (
 )
 from license_server.licensing.models import Status
 from license_server.licensing.specs import LicenseSpec
+from tests import store_helpers
 from tests.conftest import PRODUCT
 
 NOW = 1_800_000_000
@@ -201,3 +202,20 @@ async def test_a_duplicate_free_trial_is_suspended_through_the_lifecycle_rules(r
         (second.id, "suspend"),
     ]
     assert {str(c.actor) for c in heard} == {"module"}
+
+
+async def test_a_bulk_issue_is_a_few_statements_not_three_per_license(runtime, monkeypatch):
+    """Up to 1,000 licenses in one transaction: ids drawn in one read, rows and rules each
+    written in one batch (an id probe, an insert and the rules per license before)."""
+    await runtime.licenses.create_product(PRODUCT)
+    statements = store_helpers.CountedStatements(runtime.db, monkeypatch)
+    spec = LicenseSpec(
+        product=PRODUCT.code, licensee="Bulk Ltd", email="ops@bulk.example",
+        domains=("*.bulk.example",),
+    )  # fmt: skip
+    issued = await runtime.licenses.issue_many(spec, 300)
+    assert statements.count <= 12, statements.by_statement()
+    assert len({license_id for license_id, _ in issued}) == 300
+    for license_id, key in issued[:5]:
+        license = await runtime.licenses.license_by_key(key)
+        assert license.id == license_id and license.rules_of("domain") == ("*.bulk.example",)

@@ -18,6 +18,7 @@ from license_server.licensing.service import NotFound
 from license_server.licensing.specs import LicenseSpec, ProductSpec
 from license_server.licensing.whmcs_export import BadRow, ExportFormatError
 from license_server.licensing.whmcs_import import ImportReport, import_export
+from tests import store_helpers
 from tests.fixtures.whmcs_export import ZERO_DATE, make_rows, write_csv, write_sql_dump
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -578,3 +579,23 @@ def test_cli_draws_a_progress_bar_on_a_terminal(run, tmp_path):
     assert "\r[" + "#" * 30 + "] 100%  12,000 rows" in text
     assert "  5,000 rows" in text and " 10,000 rows" in text
     assert text.endswith("rows\r\n")  # the terminal turns the final "\n" into "\r\n"
+
+
+async def test_an_import_batch_is_a_few_statements_not_two_per_license(
+    runtime, product, tmp_path, monkeypatch
+):
+    """A batch (500 licenses by default) is one transaction, which holds the write lock every
+    check's attempt waits for: its ids are drawn in one read and its rows written in one
+    batch, instead of an id probe and an insert per license."""
+    rows = make_rows(600, seed=5)
+    statements = store_helpers.CountedStatements(runtime.db, monkeypatch)
+    report = await import_export(runtime.licenses, write_csv(tmp_path / "many.csv", rows), "mymod")
+    assert report.imported == 600
+    # Two batches; each: the import lock, owners, ids, licenses, bindings, change log, audit,
+    # webhook subscribers, and what the report and progress read.
+    assert statements.count <= 30, statements.by_statement()
+    ids = {row["id"] for row in await store_helpers.rows(runtime.db, "licenses")}
+    assert len(ids) == 600  # distinct
+    for row in rows[:20]:
+        license = await runtime.licenses.license_by_key(row["licensekey"])
+        assert license.product.code == "mymod" and license.id in ids

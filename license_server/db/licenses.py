@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import astuple, dataclass, fields
 
 from license_server.db.connection import Connection, Row
@@ -47,11 +47,18 @@ _INSERT = (
 
 
 async def insert_license(conn: Connection, row: NewLicense) -> None:
-    if not row.id:
-        raise ValueError("a license is inserted with its id")
-    if not row.licensee_email_encrypted:
-        raise ValueError("a license is inserted with its e-mail sealed")
-    await conn.execute(_INSERT, astuple(row))
+    await insert_licenses(conn, [row])
+
+
+async def insert_licenses(conn: Connection, rows: Sequence[NewLicense]) -> None:
+    """Insert licenses in one batch (one round trip, whatever their number: a bulk issue or
+    an import's batch of 500 must not hold the write lock for one per license)."""
+    for row in rows:
+        if not row.id:
+            raise ValueError("a license is inserted with its id")
+        if not row.licensee_email_encrypted:
+            raise ValueError("a license is inserted with its e-mail sealed")
+    await conn.execute_many(_INSERT, [astuple(row) for row in rows])
 
 
 # -- licensee e-mails: sealing the rows of before migration 12 -------------------------------
@@ -86,8 +93,21 @@ async def lock_license(conn: Connection, license_id: int) -> Row | None:
     )
 
 
-async def license_id_exists(conn: Connection, license_id: int) -> bool:
-    return await conn.fetch_one("SELECT 1 FROM licenses WHERE id = ?", (license_id,)) is not None
+# Ids per IN list of `taken_ids`.
+IDS_PER_STATEMENT = 500
+
+
+async def taken_ids(conn: Connection, license_ids: Iterable[int]) -> set[int]:
+    """Which of `license_ids` are licenses already (one statement per `IDS_PER_STATEMENT`)."""
+    ids = list(license_ids)
+    taken: set[int] = set()
+    for start in range(0, len(ids), IDS_PER_STATEMENT):
+        chunk = ids[start : start + IDS_PER_STATEMENT]
+        marks = ", ".join("?" for _ in chunk)
+        # ruff S608 / bandit B608: only placeholders are joined in.
+        sql = f"SELECT id FROM licenses WHERE id IN ({marks})"  # noqa: S608 # nosec B608
+        taken.update(int(row["id"]) for row in await conn.fetch_all(sql, chunk))
+    return taken
 
 
 async def count_live_signed_by(conn: Connection, kid: str) -> int:
@@ -136,10 +156,15 @@ async def bindings_of(conn: Connection, license_id: int) -> list[Row]:
 
 
 async def add_rules(conn: Connection, license_id: int, rules: Iterable[tuple[str, str]]) -> None:
+    await add_rules_of(conn, [(license_id, kind, value) for kind, value in rules])
+
+
+async def add_rules_of(conn: Connection, rules: Iterable[tuple[int, str, str]]) -> None:
+    """(license id, kind, value) rules of any number of licenses, in one batch."""
     await conn.execute_many(
         "INSERT INTO license_rules (license_id, kind, value) VALUES (?, ?, ?) "
         "ON CONFLICT (license_id, kind, value) DO NOTHING",
-        [(license_id, kind, value) for kind, value in rules],
+        list(rules),
     )
 
 

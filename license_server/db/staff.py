@@ -8,7 +8,7 @@ each, so two instances presenting the same token at once cannot both succeed.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from license_server.db.connection import Connection, Row
@@ -257,14 +257,16 @@ async def last_audit_hash(conn: Connection) -> bytes | None:
     return None if value is None else bytes(value)
 
 
-async def insert_audit(
-    conn: Connection, fields: dict, prev_hash: bytes | None, row_hash: bytes
-) -> None:
-    """One row of the chain (licensing/audit.py computes the hashes)."""
-    await conn.execute(
+async def insert_audit(conn: Connection, rows: Sequence[tuple[dict, bytes | None, bytes]]) -> None:
+    """Rows of the chain, (fields, prev_hash, row_hash) in chain order (licensing/audit.py
+    computes the hashes), in one batch: inserted in that order, so their ids keep it."""
+    await conn.execute_many(
         "INSERT INTO audit_log (at, actor_kind, actor_id, action, target, detail, source_ip,"
         " prev_hash, row_hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (*(fields[name] for name in AUDIT_FIELDS), prev_hash, row_hash),
+        [
+            (*(fields[name] for name in AUDIT_FIELDS), prev_hash, row_hash)
+            for fields, prev_hash, row_hash in rows
+        ],
     )
 
 

@@ -79,6 +79,7 @@ class AuditLog:
             return
         await conn.lock_name("audit-log")  # one tail: appends never fork the chain
         prev_hash = await staff_rows.last_audit_hash(conn)
+        rows = []
         for action, target, detail in entries:
             fields = {
                 "at": at,
@@ -90,8 +91,10 @@ class AuditLog:
                 "source_ip": source_ip,
             }
             row_hash = self._seal(prev_hash, fields)
-            await staff_rows.insert_audit(conn, fields, prev_hash, row_hash)
+            rows.append((fields, prev_hash, row_hash))
             prev_hash = row_hash
+        # One batch, not a statement per row (an import's 500 in its write transaction).
+        await staff_rows.insert_audit(conn, rows)
 
     async def verify(self, db: Database) -> tuple[int, Broken | None]:
         """(rows checked, the first row that breaks the chain or None)."""
