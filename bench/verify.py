@@ -103,6 +103,9 @@ class _Statements:
     async def execute(self, sql: str, parameters) -> None:
         self.calls.setdefault(sql, []).append(tuple(parameters))
 
+    async def execute_many(self, sql: str, rows) -> None:
+        self.calls.setdefault(sql, []).extend(tuple(parameters) for parameters in rows)
+
     async def run(self, conn) -> None:
         for sql, rows in self.calls.items():
             await conn.execute_many(sql, rows)
