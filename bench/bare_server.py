@@ -15,7 +15,7 @@ import logging
 
 from aiohttp import web
 
-from license_server.cli import new_event_loop
+from license_server.cli import EVENT_LOOPS, new_event_loop
 
 
 async def handle(request: web.Request) -> web.Response:
@@ -35,7 +35,7 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=8081)
     parser.add_argument(
         "--event-loop",
-        choices=("auto", "asyncio", "uvloop"),
+        choices=EVENT_LOOPS,
         default="auto",
         help="as the server's setting event_loop (default: auto, the server's default)",
     )

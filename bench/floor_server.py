@@ -39,7 +39,7 @@ from pathlib import Path
 from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from license_server.cli import new_event_loop
+from license_server.cli import EVENT_LOOPS, new_event_loop
 from license_server.web.middlewares import SECURITY_HEADERS
 
 # The columns of the real server's verification_attempts, so a row costs what its row costs.
@@ -266,7 +266,7 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=8082)
     parser.add_argument(
         "--event-loop",
-        choices=("auto", "asyncio", "uvloop"),
+        choices=EVENT_LOOPS,
         default="auto",
         help="as the server's setting event_loop (default: auto, the server's default)",
     )

@@ -1096,6 +1096,8 @@ def parse_args(argv=None):
     )
     parser.add_argument(
         "--event-loop",
+        # license_server.cli.EVENT_LOOPS: the project is imported only once run() has put it
+        # on sys.path, after the arguments are parsed.
         choices=("auto", "asyncio", "uvloop"),
         default="auto",
         help="the event loop of the server, bare and the floor alike (default: auto, the "

@@ -354,6 +354,10 @@ def _listen_failure(exc: OSError) -> str | None:
     return None
 
 
+# The values of setting `event_loop` (settings.py checks the same three).
+EVENT_LOOPS = ("auto", "asyncio", "uvloop")
+
+
 def new_event_loop(choice: str) -> asyncio.AbstractEventLoop:
     """The serving loop of setting `event_loop`: "auto" is uvloop where it is installed (a
     dependency except on Windows; issue #16 measured 9-13% less CPU per check), else asyncio's."""
