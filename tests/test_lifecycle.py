@@ -216,6 +216,9 @@ async def test_a_bulk_issue_is_a_few_statements_not_three_per_license(runtime, m
     issued = await runtime.licenses.issue_many(spec, 300)
     assert statements.count <= 12, statements.by_statement()
     assert len({license_id for license_id, _ in issued}) == 300
+    # The audit rows of the batch, inserted together, still form one chain.
+    checked, broken = await runtime.licenses.audit.verify(runtime.db)
+    assert broken is None and checked >= 301  # an issue row each, and the bulk_issue row
     for license_id, key in issued[:5]:
         license = await runtime.licenses.license_by_key(key)
         assert license.id == license_id and license.rules_of("domain") == ("*.bulk.example",)

@@ -596,6 +596,8 @@ async def test_an_import_batch_is_a_few_statements_not_two_per_license(
     assert statements.count <= 30, statements.by_statement()
     ids = {row["id"] for row in await store_helpers.rows(runtime.db, "licenses")}
     assert len(ids) == 600  # distinct
+    checked, broken = await runtime.licenses.audit.verify(runtime.db)
+    assert broken is None and checked >= 600  # the batches' audit rows form one chain
     for row in rows[:20]:
         license = await runtime.licenses.license_by_key(row["licensekey"])
         assert license.product.code == "mymod" and license.id in ids
