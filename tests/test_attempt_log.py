@@ -319,6 +319,39 @@ async def test_concurrent_attempts_are_all_answered_and_all_logged(
 # -- nothing acknowledged unless recorded ---------------------------------------------------
 
 
+async def test_an_answer_is_signed_once_and_before_its_attempt_is_committed(
+    client, app_runtime, monkeypatch
+):
+    """The pipeline signs before it waits for the commit (issue #16: the signature overlaps
+    the commit, and a batch's answers go out back to back once it returns); the middleware
+    does not sign that answer a second time."""
+    import license_server.web.signing as signing
+
+    _, key = await issue_key(app_runtime)
+    signed: list[bytes] = []
+    at_commit: list[int] = []
+
+    def counted(keyring, body):
+        signed.append(body)
+        return real_header(keyring, body)
+
+    async def write(rows, seen):
+        at_commit.append(len(signed))
+        await real_write(rows, seen)
+
+    real_header, real_write = signing.signature_header, app_runtime.db.attempts.write
+    monkeypatch.setattr(signing, "signature_header", counted)
+    monkeypatch.setattr(app_runtime.db.attempts, "write", write)
+    response = await client.post(
+        VERIFY, data={"license_key": key, "domain": "shop.com", "nonce": nonce()}
+    )
+    body = await response.read()
+    assert response.status == 200, body
+    assert_signed(app_runtime, response, body)
+    assert signed == [body]
+    assert at_commit == [1]
+
+
 async def test_no_decision_is_sent_unless_the_attempt_was_committed(
     client, app_runtime, monkeypatch, caplog
 ):

@@ -33,6 +33,7 @@ from license_server.licensing.verifier import Outcome, RawBinding
 from license_server.web.attempts import new_attempt, record
 from license_server.web.rate_limit import Limited
 from license_server.web.request_body import Malformed
+from license_server.web.signing import sign_answer
 
 MAX_HEADERS = 48
 MAX_HEADER_BYTES = 16 * 1024
@@ -74,6 +75,10 @@ async def run_check(request: web.Request, endpoint: Endpoint) -> web.Response:
     source_ip = request.app[appkeys.CLIENT_IP](request)
     attempt = new_attempt(request, source_ip, endpoint.name)
     response = await _answer(request, endpoint, attempt, source_ip)
+    # Signed before the commit wait, not after it in the middleware: the signature (~40 us)
+    # then overlaps the commit on the writer thread, and once the commit returns the batch's
+    # answers go out back to back (issue #16). The 503 below is signed by the middleware.
+    sign_answer(request, response)
     if not await record(request, attempt, started):
         # Not recorded means not acknowledged: the module retries later.
         return endpoint.unavailable()
