@@ -33,11 +33,11 @@ def new_attempt(request: web.Request, source_ip: str, endpoint: str) -> Attempt:
     )
 
 
-async def record(request: web.Request, attempt: Attempt, started_ns: int) -> bool:
+async def record(app: web.Application, attempt: Attempt, started_ns: int) -> bool:
     """Commit the attempt; False if it could not be (the caller must not acknowledge)."""
     attempt.latency_us = (time.perf_counter_ns() - started_ns) // 1000
     try:
-        await request.app[appkeys.ATTEMPT_LOG].append(attempt)
+        await app[appkeys.ATTEMPT_LOG].append(attempt)
     except Exception:
         return False
     return True

@@ -55,7 +55,7 @@ class CheckInput:
 class Endpoint(Protocol):
     name: str  # the attempt log's `endpoint` column
 
-    async def parse(self, request: web.Request) -> CheckInput: ...
+    async def parse(self, request: web.Request, source_ip: str) -> CheckInput: ...
 
     async def decided(
         self, request: web.Request, check: CheckInput, outcome: Outcome
@@ -72,24 +72,25 @@ class Endpoint(Protocol):
 
 async def run_check(request: web.Request, endpoint: Endpoint) -> web.Response:
     started = time.perf_counter_ns()
-    source_ip = request.app[appkeys.CLIENT_IP](request)
+    app = request.app  # looked up once: each `request.app` goes through the match info
+    source_ip = app[appkeys.CLIENT_IP](request)
     attempt = new_attempt(request, source_ip, endpoint.name)
-    response = await _answer(request, endpoint, attempt, source_ip)
+    response = await _answer(request, app, endpoint, attempt, source_ip)
     # Signed before the commit wait, not after it in the middleware: the signature (~40 us)
     # then overlaps the commit on the writer thread, and once the commit returns the batch's
     # answers go out back to back (issue #16). The 503 below is signed by the middleware.
     sign_answer(request, response)
-    if not await record(request, attempt, started):
+    if not await record(app, attempt, started):
         # Not recorded means not acknowledged: the module retries later.
         return endpoint.unavailable()
     return response
 
 
 async def _answer(
-    request: web.Request, endpoint: Endpoint, attempt: Attempt, source_ip: str
+    request: web.Request, app: web.Application, endpoint: Endpoint, attempt: Attempt, source_ip: str
 ) -> web.Response:
-    limiter = request.app[appkeys.RATE_LIMITER]
-    verifier = request.app[appkeys.RUNTIME].verifier
+    limiter = app[appkeys.RATE_LIMITER]
+    verifier = app[appkeys.RUNTIME].verifier
 
     def too_many(check: CheckInput | None, limited: Limited) -> web.Response:
         attempt.result, attempt.reason = "rate_limited", limited.policy
@@ -100,7 +101,7 @@ async def _answer(
         return too_many(None, limited)
     try:
         _check_headers(request)
-        check = await endpoint.parse(request)
+        check = await endpoint.parse(request, source_ip)
     except Malformed as problem:
         attempt.result, attempt.reason = "malformed", problem.reason
         _fill_from_fields(attempt, problem.fields)

@@ -32,7 +32,7 @@ class NativeEndpoint:
     def __init__(self) -> None:
         self._answers = AnswerParts()
 
-    async def parse(self, request: web.Request) -> CheckInput:
+    async def parse(self, request: web.Request, source_ip: str) -> CheckInput:
         settings = request.app[appkeys.SETTINGS].verify
         fields = await read_fields(request, settings.body_read_timeout_seconds)
         try:
@@ -47,7 +47,6 @@ class NativeEndpoint:
                 errors=errors,
                 fields=fields,
             ) from None
-        source_ip = request.app[appkeys.CLIENT_IP](request)
         return CheckInput(
             key=checked.license_key,
             raw=checked.raw(),

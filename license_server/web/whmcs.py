@@ -59,11 +59,11 @@ _MAX_FIELD = 1024
 class WhmcsEndpoint:
     name = "whmcs"
 
-    async def parse(self, request: web.Request) -> CheckInput:
+    async def parse(self, request: web.Request, source_ip: str) -> CheckInput:
         fields = await _read_fields(request)
         raw = RawBinding(fields.get("domain", "").strip(), fields.get("ip", "").strip(),
                          fields.get("dir", "").strip())  # fmt: skip
-        facts, bad_field = _facts(raw, request.app[appkeys.CLIENT_IP](request))
+        facts, bad_field = _facts(raw, source_ip)
         return CheckInput(
             key=fields.get("licensekey", "").strip(),
             raw=raw,
