@@ -611,6 +611,19 @@ def _over(a: float | None, b: float | None) -> float | None:
     return None if a is None or not b else a / b
 
 
+def paired_cpu(runs: list[Measurement], base: list[Measurement]) -> float | None:
+    """The median over rounds of each round's CPU per request ÷ the base's in that round.
+
+    The scenarios of a round run one after the other, minutes apart from the next round's: on
+    a shared machine whose speed drifts between rounds (this one's floor measured 127 to
+    162 µs within an hour), the ratio of two medians can set one round's server against
+    another round's floor. Paired within rounds, the drift cancels. Printed beside the ratio
+    of medians; None without CPU figures."""
+    pairs = [_over(r.cpu_us, b.cpu_us) for r, b in zip(runs, base, strict=True)]
+    ratios = [ratio for ratio in pairs if ratio is not None]
+    return statistics.median(ratios) if ratios else None
+
+
 def _verdict(met: bool) -> str:
     return "met" if met else "NOT met"
 
@@ -654,6 +667,14 @@ def report(args, scenarios: list[Scenario], result_file: Path | None) -> None:
             f"{_verdict(floor_hot <= TARGET_FLOOR_CPU)})"
         )
         print(f"  {mix_name:<18} {floor_mix:.2f}")
+        if args.rounds > 1:
+            floor_runs = scenarios[1].runs
+            paired_hot = paired_cpu(scenarios[2].runs, floor_runs)
+            paired_mix = paired_cpu(scenarios[3].runs, floor_runs)
+            if paired_hot is not None and paired_mix is not None:
+                print("  paired by round (the median of each round's own ratio):")
+                print(f"    verify, 1 key    {paired_hot:.2f}")
+                print(f"    {mix_name:<16} {paired_mix:.2f}")
     if result_file is not None:
         record = {
             "ratio_hot": ratio_hot,
