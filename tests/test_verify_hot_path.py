@@ -120,6 +120,62 @@ def test_the_fast_path_builds_the_same_model():
     assert fast.raw() == slow.raw()
 
 
+def _decoded_pairs(body: bytes, literal_plus=(), max_value=None):
+    """The reference for `parse_urlencoded`: every name and value decoded, always."""
+    from urllib.parse import unquote
+
+    from license_server.web.request_body import Malformed
+
+    fields: dict[str, str] = {}
+    for pair in body.decode("utf-8").split("&"):
+        if not pair:
+            continue
+        name, _, value = pair.partition("=")
+        name = unquote(name.replace("+", " "))
+        if name in fields:
+            raise Malformed(400, "", "", "duplicate_field")
+        value = unquote(value) if name in literal_plus else unquote(value.replace("+", " "))
+        fields[name] = value if max_value is None else value[:max_value]
+    return fields
+
+
+def _parsed(parse, body: bytes, **options):
+    from license_server.web.request_body import Malformed
+
+    try:
+        return "ok", parse(body, **options)
+    except Malformed as exc:
+        return "refused", exc.reason
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["license_key", "domain", "nonce", "ip", "a+b", "a%20b", "k", ""]),
+            st.text(alphabet="ab+%20&=é-_.", max_size=12),
+        ),
+        max_size=6,
+    ),
+    st.sampled_from([(), ("license_key",)]),
+    st.sampled_from([None, 4]),
+)
+def test_an_urlencoded_body_parses_as_when_every_pair_was_decoded(pairs, literal_plus, max_value):
+    """The plain-body shortcut (no `%`, no `+`: nothing to decode) gives the fields, and the
+    duplicate refusals, of decoding every pair."""
+    from license_server.web.request_body import parse_urlencoded
+
+    body = "&".join(f"{name}={value}" for name, value in pairs).encode()
+    options = {"literal_plus": literal_plus, "max_value": max_value}
+    assert _parsed(parse_urlencoded, body, **options) == _parsed(_decoded_pairs, body, **options)
+
+
+def test_the_fast_paths_limits_are_the_models_fields_in_order():
+    from license_server.web.verify_input import _LIMITS
+
+    assert (*(name for name, *_ in _LIMITS), "nonce") == CheckedRequest._fields
+
+
 PRODUCT = Product(1, "mymod", "My Module", "MYMOD", 7, 14, 2, 1, ("pro", "a&b"), False)
 
 

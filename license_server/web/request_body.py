@@ -173,15 +173,19 @@ def parse_urlencoded(
             "the body is not UTF-8 (percent-encode other bytes)", "bad_encoding"
         ) from None
     fields: dict[str, str] = {}
+    # Without `%` or `+` nothing decodes to anything else (what a module sends, as a rule):
+    # the pairs are taken as they are, twelve calls fewer per check (issue #16).
+    plain = "%" not in text and "+" not in text
     for pair in text.split("&"):
         if not pair:
             continue
         name, _, value = pair.partition("=")
-        name = unquote(name.replace("+", " "))
+        if not plain:
+            name = unquote(name.replace("+", " "))
+            value = unquote(value) if name in literal_plus else unquote(value.replace("+", " "))
         if name in fields:
             raise bad_body(f"field {name[:64]!r} is given more than once", "duplicate_field")
-        decoded = unquote(value) if name in literal_plus else unquote(value.replace("+", " "))
-        fields[name] = decoded if max_value is None else decoded[:max_value]
+        fields[name] = value if max_value is None else value[:max_value]
     return fields
 
 

@@ -8,8 +8,7 @@ normalised here (domain, IP, directory) so the decision only ever sees canonical
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -76,9 +75,11 @@ class VerifyRequest(BaseModel):
         return value
 
 
-@dataclass(frozen=True, slots=True)
-class CheckedRequest:
-    """A request that passed `VerifyRequest`'s rules (by the model or by the fast path)."""
+class CheckedRequest(NamedTuple):
+    """A request that passed `VerifyRequest`'s rules (by the model or by the fast path).
+
+    A named tuple: immutable, and built in a quarter of a frozen dataclass's time (one per
+    check; issue #16)."""
 
     license_key: str
     domain: str
@@ -127,26 +128,27 @@ def checked_request(fields: dict[str, Any]) -> CheckedRequest:
 
 def _fast_path(fields: dict[str, Any]) -> CheckedRequest | None:
     """The request if it passes every rule of the model as it stands, else None."""
-    values: dict[str, str] = {}
+    values: list[str] = []  # in _LIMITS order, which is CheckedRequest's
     for name, shortest, longest in _LIMITS:
         value = fields.get(name, "")
         if type(value) is not str or not shortest <= len(value) <= longest:
             return None
         if value and (value[0].isspace() or value[-1].isspace()):
             return None  # pydantic strips (by its own rules)
-        values[name] = value
+        values.append(value)
     nonce = fields.get("nonce")
     if type(nonce) is not str or _NONCE.fullmatch(nonce) is None:
         return None
+    _, domain, ip, directory, _, _ = values
     try:
-        normalise_domain(values["domain"])
-        if values["ip"]:
-            normalise_ip(values["ip"])
-        if values["directory"]:
-            normalise_directory(values["directory"])
+        normalise_domain(domain)
+        if ip:
+            normalise_ip(ip)
+        if directory:
+            normalise_directory(directory)
     except (InvalidHost, ValueError):
         return None
-    return CheckedRequest(nonce=nonce, **values)
+    return CheckedRequest(*values, nonce)
 
 
 def _normalised(normalise, value: str) -> str:
