@@ -40,7 +40,7 @@ from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from license_server.cli import EVENT_LOOPS, new_event_loop
-from license_server.web.middlewares import SECURITY_HEADERS
+from license_server.web.middlewares import ANSWER_HEADERS
 
 # The columns of the real server's verification_attempts, so a row costs what its row costs.
 _SCHEMA = """CREATE TABLE IF NOT EXISTS verification_attempts (
@@ -71,9 +71,6 @@ _INSERT = (
     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 
-# The headers every answer of the real server carries besides the signature (its own set, so
-# the floor stays the same size as the server's answers when that set changes).
-_FIXED_HEADERS = {**SECURITY_HEADERS, "Cache-Control": "no-store"}
 KEY_ID = "floor-server-key"
 
 
@@ -187,7 +184,8 @@ def _signed(app: web.Application, status: int, answer: dict) -> web.Response:
     body = json.dumps(answer, separators=(",", ":")).encode()
     signature = base64.b64encode(app[_SIGNER_KEY].sign(body)).decode("ascii")
     headers = {
-        **_FIXED_HEADERS,
+        # The real server's own set beside the signature: the same size as its answers.
+        **ANSWER_HEADERS,
         "License-Signature": f'keyid="{KEY_ID}", algorithm="ed25519", signature="{signature}"',
     }
     return web.Response(status=status, body=body, content_type="application/json", headers=headers)

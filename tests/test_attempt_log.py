@@ -352,6 +352,40 @@ async def test_an_answer_is_signed_once_and_before_its_attempt_is_committed(
     assert at_commit == [1]
 
 
+async def test_every_verify_answer_carries_the_security_headers(client, app_runtime, monkeypatch):
+    """ASVS 4.0.3 V14.4: the native answers are made with the headers already set
+    (`SecuredResponse`), the others get them from the middleware; both must carry them all,
+    and no HSTS over plain HTTP (RFC 6797 section 7.2)."""
+    from license_server.web.middlewares import ANSWER_HEADERS
+
+    _, key = await issue_key(app_runtime)
+    answers = [
+        await client.post(
+            VERIFY, data={"license_key": key, "domain": "shop.com", "nonce": nonce()}
+        ),
+        await client.post(
+            VERIFY, data={"license_key": "nope", "domain": "a.com", "nonce": nonce()}
+        ),
+        await client.post(VERIFY, data={"domain": "shop.com"}),  # 400
+        await client.post(VERIFY, data=b"x", headers={"Content-Type": "text/plain"}),  # 415
+        await client.post(
+            "/modules/servers/licensing/verify.php", data={"licensekey": key, "domain": "a.com"}
+        ),
+    ]
+
+    async def disk_full(batch, seen):
+        raise DatabaseError("database or disk is full")
+
+    monkeypatch.setattr(app_runtime.db.attempts, "write", disk_full)
+    check = {"license_key": key, "domain": "shop.com", "nonce": nonce()}
+    answers.append(await client.post(VERIFY, data=check))
+    assert [a.status for a in answers] == [200, 200, 400, 415, 200, 503]
+    for answer in answers:
+        for name, value in ANSWER_HEADERS.items():
+            assert answer.headers.get(name) == value, (answer.status, name)
+        assert "Strict-Transport-Security" not in answer.headers
+
+
 async def test_no_decision_is_sent_unless_the_attempt_was_committed(
     client, app_runtime, monkeypatch, caplog
 ):

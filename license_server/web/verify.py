@@ -19,6 +19,7 @@ from pydantic import ValidationError
 from license_server import appkeys
 from license_server.licensing.decision import Answer
 from license_server.licensing.verifier import Outcome
+from license_server.web.middlewares import SecuredResponse
 from license_server.web.pipeline import CheckInput, run_check
 from license_server.web.problems import problem_body
 from license_server.web.rate_limit import Limited, limited_headers
@@ -201,7 +202,7 @@ def _json(status: int, body: dict[str, Any], headers=None) -> web.Response:
 
 def _json_bytes(status: int, body: bytes, headers=None) -> web.Response:
     content_type = "application/json" if status == 200 else "application/problem+json"
-    return web.Response(status=status, body=body, content_type=content_type, headers=headers)
+    return SecuredResponse(status=status, body=body, content_type=content_type, headers=headers)
 
 
 ENDPOINT = NativeEndpoint()
