@@ -18,6 +18,7 @@ import base64
 import functools
 import hashlib
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from license_server.crypto.answers import sign_local_key
 from license_server.licensing.actors import MODULE, Actor
@@ -53,8 +54,7 @@ _REFUSED_KEYS = 10_000
 _VERDICTS = 10_000
 
 
-@dataclass(frozen=True, slots=True)
-class RawBinding:
+class RawBinding(NamedTuple):
     """Bindings exactly as the module sent them (echoed verbatim to WHMCS clients)."""
 
     domain: str
@@ -77,8 +77,9 @@ class KeyCheck:
     unknown_hint: bool = False
 
 
-@dataclass(frozen=True, slots=True)
-class Outcome:
+class Outcome(NamedTuple):
+    """A decided check (a named tuple: one per check, see `Facts`)."""
+
     verdict: Verdict
     license: License | None
     key_hash: bytes  # lookup hash of the presented key (logged for unknown keys)
