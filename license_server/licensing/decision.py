@@ -41,7 +41,7 @@ class Facts(NamedTuple):
     """What the module reported, normalised (raw values travel separately).
 
     A named tuple, as `RawBinding` and `Outcome`: immutable, and made and hashed (a kept
-    verdict's key) in C, once per check (issue #16: a frozen dataclass took 3x as long)."""
+    verdict's key) in C, once per check (issue #16: a frozen dataclass took twice as long)."""
 
     domain: str
     ip: str  # as the module reports itself, else the caller's address

@@ -14,10 +14,10 @@ from license_server import appkeys
 from license_server.crypto.answers import signature_header
 
 SIGNED_PREFIXES = ("/api/v1/verify", "/modules/servers/licensing/")
+SIGNATURE_HEADER = "License-Signature"
 # Set on a response whose body carries its own signature over every byte (the WHMCS answer's
 # <licensesignature> tag, which also binds the module's check_token): signing it again would
 # double the cost of the answer and add nothing.
-SIGNATURE_HEADER = "License-Signature"
 SIGNED_IN_BODY = web.ResponseKey("signed_in_body", bool)
 
 
