@@ -118,7 +118,7 @@ def _domain(index: int) -> str:
 
 async def _seed(settings, count: int, sample_size: int, progress: bool) -> list[tuple[str, str]]:
     # Imported here: the project is on sys.path only once main() has put it there.
-    from license_server.db.licenses import NewLicense, insert_license, upsert_binding
+    from license_server.db.licenses import NewLicense, insert_licenses, upsert_binding
     from license_server.licensing.domains import normalise_domain
     from license_server.licensing.license_keys import MAX_LICENSE_ID, make_license_key
     from license_server.licensing.models import KeyKind, Status
@@ -143,25 +143,27 @@ async def _seed(settings, count: int, sample_size: int, progress: bool) -> list[
                 license_id, domain = ids[index], _domain(index)
                 key = make_license_key(runtime.keyring, product.key_prefix, license_id)
                 email, email_index = service.seal_email(license_id, f"billing@{domain}")
-                await insert_license(
+                await insert_licenses(
                     statements,
-                    NewLicense(
-                        id=license_id,
-                        product_id=product.id,
-                        key_hash=service.hasher.hash(KEY_HASH_PURPOSE, key),
-                        key_encrypted=service.cipher.encrypt("licenses", "key_encrypted", key),
-                        key_kind=KeyKind.SIGNED.value,
-                        status=Status.ACTIVE.value,
-                        licensee_name=f"Customer {index}",
-                        licensee_email_encrypted=email,
-                        licensee_email_index=email_index,
-                        # Spread over the next three years: the admin's expiry filters
-                        # (bench/admin_pages.py) select a share of them, not all or none.
-                        expires_at=now + 86_400 * (30 + index % 1065),
-                        seats=1,
-                        created_at=now,
-                        updated_at=now,
-                    ),
+                    [
+                        NewLicense(
+                            id=license_id,
+                            product_id=product.id,
+                            key_hash=service.hasher.hash(KEY_HASH_PURPOSE, key),
+                            key_encrypted=service.cipher.encrypt("licenses", "key_encrypted", key),
+                            key_kind=KeyKind.SIGNED.value,
+                            status=Status.ACTIVE.value,
+                            licensee_name=f"Customer {index}",
+                            licensee_email_encrypted=email,
+                            licensee_email_index=email_index,
+                            # Spread over the next three years: the admin's expiry filters
+                            # (bench/admin_pages.py) select a share of them, not all or none.
+                            expires_at=now + 86_400 * (30 + index % 1065),
+                            seats=1,
+                            created_at=now,
+                            updated_at=now,
+                        )
+                    ],
                 )
                 await upsert_binding(
                     statements,

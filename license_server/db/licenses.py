@@ -46,10 +46,6 @@ _INSERT = (
 )
 
 
-async def insert_license(conn: Connection, row: NewLicense) -> None:
-    await insert_licenses(conn, [row])
-
-
 async def insert_licenses(conn: Connection, rows: Sequence[NewLicense]) -> None:
     """Insert licenses in one batch (one round trip, whatever their number: a bulk issue or
     an import's batch of 500 must not hold the write lock for one per license)."""
