@@ -30,23 +30,25 @@ from license_server.web.rate_limit import (
     moving_window,
 )
 from license_server.web.verify import AnswerParts, _decision
-from license_server.web.verify_input import CheckedRequest, VerifyRequest, checked_request
+from license_server.web.verify_input import CheckedRequest, VerifyRequest, checked_input
 from tests.verify_helpers import issue, nonce, product, reference_client
 
 GOOD = {"license_key": "MYMOD-ABCD-1234", "domain": "shop.example.com", "nonce": "n" * 16}
+SOURCE_IP = "198.51.100.1"
 
 
 def _outcome_of(fields: dict) -> tuple[str, object]:
-    """("ok", model) or ("error", pydantic's errors), for either path."""
+    """("ok", the pipeline's input) or ("error", pydantic's errors), for either path."""
     try:
-        return "ok", CheckedRequest(**VerifyRequest.model_validate(fields).model_dump())
+        model = VerifyRequest.model_validate(fields)
+        return "ok", CheckedRequest(**model.model_dump()).check_input(SOURCE_IP)
     except ValidationError as exc:
         return "error", exc.errors(include_url=False, include_context=False)
 
 
 def _fast(fields: dict) -> tuple[str, object]:
     try:
-        return "ok", checked_request(fields)
+        return "ok", checked_input(fields, SOURCE_IP)
     except ValidationError as exc:
         return "error", exc.errors(include_url=False, include_context=False)
 
@@ -111,13 +113,23 @@ def test_any_fields_get_the_models_answer(fields):
     assert _fast(fields) == _outcome_of(fields)
 
 
-def test_the_fast_path_builds_the_same_model():
-    fields = {**GOOD, "ip": "203.0.113.9", "directory": "/srv/x", "client_version": "2"}
-    fast = checked_request(fields)
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"ip": "203.0.113.9", "directory": "/srv/x", "client_version": "2", "product": "MyMod"},
+        {"domain": "WWW.Shop.Example.com.", "ip": "::ffff:203.0.113.9", "directory": "/srv//x/"},
+    ],
+)
+def test_the_fast_path_builds_the_same_input(changes):
+    """Every value of the pipeline's input, raw and normalised: the fast path builds it
+    directly, the model's path through CheckedRequest."""
+    fields = {**GOOD, **changes}
+    fast = checked_input(fields, SOURCE_IP)
     slow = CheckedRequest(**VerifyRequest.model_validate(fields).model_dump())
-    assert fast == slow
-    assert fast.facts("198.51.100.1") == slow.facts("198.51.100.1")
-    assert fast.raw() == slow.raw()
+    assert fast == slow.check_input(SOURCE_IP)
+    assert fast.raw == (fields["domain"], fields["ip"], fields["directory"])
+    assert fast.facts.ip != SOURCE_IP and fast.extra == GOOD["nonce"]
+    assert checked_input(GOOD, SOURCE_IP).facts.ip == SOURCE_IP  # no ip: the caller's
 
 
 def _decoded_pairs(body: bytes, literal_plus=(), max_value=None):

@@ -24,7 +24,7 @@ from license_server.web.pipeline import CheckInput, run_check
 from license_server.web.problems import problem_body
 from license_server.web.rate_limit import Limited, limited_headers
 from license_server.web.request_body import Malformed
-from license_server.web.verify_input import checked_request, field_errors, read_fields
+from license_server.web.verify_input import checked_input, field_errors, read_fields
 
 
 class NativeEndpoint:
@@ -37,7 +37,7 @@ class NativeEndpoint:
         settings = request.app[appkeys.SETTINGS].verify
         fields = await read_fields(request, settings.body_read_timeout_seconds)
         try:
-            checked = checked_request(fields)
+            return checked_input(fields, source_ip)
         except ValidationError as exc:
             errors = field_errors(exc)
             raise Malformed(
@@ -48,13 +48,6 @@ class NativeEndpoint:
                 errors=errors,
                 fields=fields,
             ) from None
-        return CheckInput(
-            key=checked.license_key,
-            raw=checked.raw(),
-            facts=checked.facts(source_ip),
-            client_version=checked.client_version,
-            extra=checked.nonce,
-        )
 
     async def decided(
         self, request: web.Request, check: CheckInput, outcome: Outcome

@@ -22,6 +22,7 @@ from license_server.licensing.domains import (
 )
 from license_server.licensing.verifier import RawBinding
 from license_server.web import request_body
+from license_server.web.pipeline import CheckInput
 from license_server.web.request_body import Malformed
 
 
@@ -89,16 +90,10 @@ class CheckedRequest(NamedTuple):
     client_version: str
     nonce: str
 
-    def facts(self, source_ip: str) -> Facts:
-        # The validators proved these normalise; the normalisers are cached, so this is a
-        # lookup, not a second parse. A module that does not know its own address is judged
-        # by the one it called from. Product codes are case-insensitive.
-        ip = normalise_ip(self.ip) if self.ip else source_ip
-        directory = normalise_directory(self.directory) if self.directory else ""
-        return Facts(normalise_domain(self.domain), ip, directory, self.product.lower())
-
-    def raw(self) -> RawBinding:
-        return RawBinding(self.domain, self.ip, self.directory)
+    def check_input(self, source_ip: str) -> CheckInput:
+        """What the pipeline is handed (the validators proved that these normalise; the
+        normalisers are cached, so this is a lookup, not a second parse)."""
+        return _check_input(*self, source_ip)
 
 
 _NONCE = re.compile(r"[A-Za-z0-9_-]{16,64}")
@@ -113,8 +108,9 @@ _LIMITS = (
 )
 
 
-def checked_request(fields: dict[str, Any]) -> CheckedRequest:
-    """`VerifyRequest.model_validate(fields)`, with a fast path for the common request.
+def checked_input(fields: dict[str, Any], source_ip: str) -> CheckInput:
+    """The pipeline's input from `VerifyRequest.model_validate(fields)`, with a fast path for
+    the common request.
 
     The model's rules, checked by hand for a request that passes them all: every field a
     string with no surrounding whitespace (nothing to strip), within its length, the nonce
@@ -123,11 +119,17 @@ def checked_request(fields: dict[str, Any]) -> CheckedRequest:
     the model's alone (ValidationError). Validation and filling the model took ~8 us of a
     check (issue #16); this path ~2 us.
     """
-    return _fast_path(fields) or CheckedRequest(**VerifyRequest.model_validate(fields).model_dump())
+    return _fast_path(fields, source_ip) or CheckedRequest(
+        **VerifyRequest.model_validate(fields).model_dump()
+    ).check_input(source_ip)
 
 
-def _fast_path(fields: dict[str, Any]) -> CheckedRequest | None:
-    """The request if it passes every rule of the model as it stands, else None."""
+def _fast_path(fields: dict[str, Any], source_ip: str) -> CheckInput | None:
+    """The input if the request passes every rule of the model as it stands, else None.
+
+    Straight to the pipeline's input, not through a `CheckedRequest`: each value is
+    normalised once, here, where it is checked (issue #16: a fifth less time than
+    validating into the named tuple and normalising again from it)."""
     values: list[str] = []  # in _LIMITS order, which is CheckedRequest's
     for name, shortest, longest in _LIMITS:
         value = fields.get(name, "")
@@ -139,16 +141,33 @@ def _fast_path(fields: dict[str, Any]) -> CheckedRequest | None:
     nonce = fields.get("nonce")
     if type(nonce) is not str or _NONCE.fullmatch(nonce) is None:
         return None
-    _, domain, ip, directory, _, _ = values
     try:
-        normalise_domain(domain)
-        if ip:
-            normalise_ip(ip)
-        if directory:
-            normalise_directory(directory)
+        return _check_input(*values, nonce, source_ip)
     except (InvalidHost, ValueError):
         return None
-    return CheckedRequest(*values, nonce)
+
+
+def _check_input(
+    key: str,
+    domain: str,
+    ip: str,
+    directory: str,
+    product: str,
+    client_version: str,
+    nonce: str,
+    source_ip: str,
+) -> CheckInput:
+    """A request's values (CheckedRequest's order) as the pipeline takes them; raises if the
+    domain, IP or directory does not normalise. A module that does not know its own address
+    is judged by the one it called from. Product codes are case-insensitive."""
+    facts = Facts(
+        normalise_domain(domain),
+        normalise_ip(ip) if ip else source_ip,
+        normalise_directory(directory) if directory else "",
+        product.lower(),
+    )
+    raw = RawBinding(domain, ip, directory)
+    return CheckInput(key, raw, facts, "", client_version, False, nonce)
 
 
 def _normalised(normalise, value: str) -> str:
