@@ -995,8 +995,14 @@ def run(args) -> None:
         if args.store == "postgresql":
             scenarios += start_postgres_servers(args, workdir, servers, cleanups, redis)
         if args.detectors_off:
-            scenarios += start_detectors_off_server(args, dataset, env, workdir, servers)
+            scenarios += start_switched_off(
+                "detectors off", DETECTORS_OFF, dataset, env, workdir, servers
+            )
             scenarios[2:4] = [replace(s, name=f"{s.name}, detectors on") for s in scenarios[2:4]]
+        if args.defaults_off:
+            scenarios += start_switched_off(
+                "defaults off", DEFAULTS_OFF, dataset, env, workdir, servers
+            )
         print(
             f"wrk: {min(WRK_THREADS, args.connections)} threads, {args.connections} connections, "
             f"{args.duration} s per measurement after {args.warmup} s of warm-up; "
@@ -1013,6 +1019,8 @@ def run(args) -> None:
             report_stores(args, scenarios)
         if args.detectors_off:
             report_detectors(scenarios)
+        if args.defaults_off:
+            report_defaults(scenarios)
         if args.workers > 1:
             report_workers(args, scenarios)
     finally:
@@ -1042,40 +1050,63 @@ def start_beside(
     return server, f"http://127.0.0.1:{port}{VERIFY_PATH}"
 
 
-def start_detectors_off_server(args, dataset, env, workdir, servers) -> list[Scenario]:
-    """The same server on the same database with the anomaly detectors off (issue #15: on
-    must stay within 10% of off), measured in the same run as the detectors-on server."""
-    off, url = start_beside(
-        "license server, detectors off",
-        env,
-        {"LICENSE_SERVER_ANOMALY_ENABLED": "false"},
-        workdir,
-        servers,
-    )
+# Settings a vendor may switch off, each on by default, with what switches it off: the anomaly
+# detectors (issue #15's budget), and with them the access log (INFO lines) and rate limiting,
+# which together are every optional stage of a check (what is left is what every check does).
+DETECTORS_OFF = {"LICENSE_SERVER_ANOMALY_ENABLED": "false"}
+DEFAULTS_OFF = {
+    **DETECTORS_OFF,
+    "LICENSE_SERVER_LOG_LEVEL": "WARNING",
+    "LICENSE_SERVER_RATE_LIMIT_ENABLED": "false",
+}
+
+
+def start_switched_off(
+    label: str, overrides: dict[str, str], dataset, env, workdir, servers
+) -> list[Scenario]:
+    """The same server on the same database with `overrides`, measured in the same run as
+    the server with production defaults: its hot key and mix scenarios, named "..., label"."""
+    off, url = start_beside(f"license server, {label}", env, overrides, workdir, servers)
     check_active(url, [dataset.sample[0]])
     hot, mix = workdir / "hot.txt", workdir / "mix.txt"
     return [
-        Scenario("verify, 1 key, detectors off", url, hot, off, dataset.database, []),
+        Scenario(f"verify, 1 key, {label}", url, hot, off, dataset.database, []),
         Scenario(
-            f"verify, {len(dataset.sample)} keys, detectors off",
-            url,
-            mix,
-            off,
-            dataset.database,
-            [],
+            f"verify, {len(dataset.sample)} keys, {label}", url, mix, off, dataset.database, []
         ),
     ]
 
 
+def _pair(scenarios: list[Scenario], label: str) -> tuple[Measurement, Measurement]:
+    """The summaries of the hot key and mix scenarios named "..., label"."""
+    hot, mix = (s for s in scenarios if s.name.endswith(f", {label}"))
+    return summary(hot.runs), summary(mix.runs)
+
+
 def report_detectors(scenarios: list[Scenario]) -> None:
     on_hot, on_mix = (summary(s.runs) for s in scenarios[2:4])
-    off_hot, off_mix = (summary(s.runs) for s in scenarios[-2:])
+    off_hot, off_mix = _pair(scenarios, "detectors off")
     print("anomaly detectors on ÷ off (issue #15 target: throughput >= 0.90):")
     for name, on, off in (("1 key", on_hot, off_hot), ("mix", on_mix, off_mix)):
         ratio = on.requests_per_s / off.requests_per_s
         cpu = _over(on.cpu_us, off.cpu_us)
         shown = "n/a" if cpu is None else f"{cpu:.2f}"
         print(f"  {name:<6} req/s {ratio:.2f}  CPU/req {shown}  ({_verdict(ratio >= 0.90)})")
+
+
+def report_defaults(scenarios: list[Scenario]) -> None:
+    """What the optional defaults cost, and how far the server is from the floor without
+    them: the part of the distance that switching settings off could ever remove."""
+    floor = summary(scenarios[1].runs)
+    on_hot, on_mix = (summary(s.runs) for s in scenarios[2:4])
+    off_hot, off_mix = _pair(scenarios, "defaults off")
+    print("access log, rate limits and detectors off (CPU per request):")
+    for name, on, off in (("1 key", on_hot, off_hot), ("mix", on_mix, off_mix)):
+        cost, to_floor = _over(on.cpu_us, off.cpu_us), _over(off.cpu_us, floor.cpu_us)
+        if cost is None or to_floor is None:
+            print(f"  {name:<6} n/a (no /proc to read CPU times from)")
+            continue
+        print(f"  {name:<6} defaults ÷ off {cost:.2f}   off ÷ floor {to_floor:.2f}")
 
 
 def _positive(text: str) -> int:
@@ -1110,6 +1141,12 @@ def parse_args(argv=None):
         "--detectors-off",
         action="store_true",
         help="also measure a second server with the anomaly detectors off (ratio on ÷ off)",
+    )
+    parser.add_argument(
+        "--defaults-off",
+        action="store_true",
+        help="also measure a server with the access log, rate limiting and the anomaly "
+        "detectors off: what they cost, and the distance to the floor without them",
     )
     parser.add_argument(
         "--workers",
