@@ -105,12 +105,16 @@ async def test_the_token_carries_the_keys_scopes_and_no_more(client):
 
 async def test_an_access_token_expires_after_15_minutes_with_a_small_leeway(client):
     _, key_headers = await make_key(client)
+    # A stopped clock: on a moving one, a second boundary passed between the exchange and
+    # the request made "29 s past expiry" 30 (CI saw a 401 once).
+    service = client.app[RUNTIME].licenses
+    issued = float(int(service.clock()))
+    service.clock = lambda: issued
     token = (await _exchange(client, key_headers))["access_token"]
-    original = _shift_clock(client, ACCESS_SECONDS + 29)  # within the 30 s leeway
+    service.clock = lambda: issued + ACCESS_SECONDS + 29  # within the 30 s leeway
     response, _ = await api(client, "GET", "/api/v1/products", _bearer(token))
     assert response.status == 200
-    client.app[RUNTIME].licenses.clock = original
-    _shift_clock(client, ACCESS_SECONDS + 30)
+    service.clock = lambda: issued + ACCESS_SECONDS + 30
     problem = await _assert_refused(client, token)
     assert problem["detail"] == "The access token has expired."
 
