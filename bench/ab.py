@@ -45,6 +45,7 @@ class Build:
     name: str
     root: Path  # the checkout whose run.py serves it (or bench/floor_server.py, for the floor)
     env: dict[str, str] = field(default_factory=dict)
+    floor: bool = False
     server: bench.Server | None = None
     url: str = ""
     cpu_us: list[float | None] = field(default_factory=list)  # one per round
@@ -79,21 +80,22 @@ def _settings(specs: list[str]) -> dict[str, dict[str, str]]:
     for spec in specs:
         name, _, assignment = spec.partition("=")
         variable, equals, value = assignment.partition("=")
-        if not name or not equals or not variable.startswith("LICENSE_SERVER_"):
-            raise bench.BenchError(f"--setting {spec!r}: expected NAME=LICENSE_SERVER_...=VALUE")
+        if name in ("", "floor") or not equals or not variable.startswith("LICENSE_SERVER_"):
+            raise bench.BenchError(
+                f"--setting {spec!r}: expected NAME=LICENSE_SERVER_...=VALUE (NAME not 'floor')"
+            )
         named.setdefault(name, {})[variable] = value
     return named
 
 
-def _start(build: Build, dataset: bench.Dataset, workdir: Path, hot: Path) -> None:
+def _start(build: Build, index: int, dataset: bench.Dataset, workdir: Path, hot: Path) -> None:
     port = bench._free_port()
-    database = workdir / f"{build.name}.db"
+    # Files by index: a build's name holds a revision, which may hold a "/".
+    database, log = workdir / f"build-{index}.db", workdir / f"build-{index}.log"
     build.url = f"http://127.0.0.1:{port}{bench.VERIFY_PATH}"
-    if build.name == "floor":
+    if build.floor:
         argv = [sys.executable, str(ROOT / "bench" / "floor_server.py"), "--port", str(port)]
-        build.server = bench.Server(
-            build.name, [*argv, "--database", str(database)], {}, workdir / "floor.log"
-        )
+        build.server = bench.Server(build.name, [*argv, "--database", str(database)], {}, log)
         body = hot.read_text().strip().encode()
         build.server.wait_until(lambda: bench._http("POST", build.url, body)[0] == 200)
         return
@@ -103,7 +105,7 @@ def _start(build: Build, dataset: bench.Dataset, workdir: Path, hot: Path) -> No
             shutil.copy2(source, f"{database}{suffix}")
     env = {**bench._server_env(database, dataset.keys_dir, port), **build.env}
     argv = [sys.executable, str(build.root / "run.py"), "serve"]
-    build.server = bench.Server(build.name, argv, env, workdir / f"{build.name}.log")
+    build.server = bench.Server(build.name, argv, env, log)
     ready = f"http://127.0.0.1:{port}/readyz"
     build.server.wait_until(lambda: bench._http("GET", ready)[0] == 200)
     bench.check_active(build.url, [dataset.sample[0]])
@@ -163,7 +165,7 @@ def run(args) -> None:
             builds.append(Build(name[:16], ROOT, env))
         if not builds:
             raise bench.BenchError("nothing to compare: give --rev and/or --setting")
-        builds.append(Build("floor", ROOT))
+        builds.append(Build("floor", ROOT, floor=True))
         cache = None if args.no_cache else args.cache_dir
         print(f"preparing a database of {args.licenses:,} licenses ...", flush=True)
         dataset = bench.prepare_dataset(args.licenses, cache, workdir)
@@ -171,8 +173,8 @@ def run(args) -> None:
         hot.write_text(bench._body(*dataset.sample[0]) + "\n")
         mix.write_text("".join(bench._body(k, d) + "\n" for k, d in dataset.sample))
         bodies = mix if args.mix else hot
-        for build in builds:
-            _start(build, dataset, workdir, hot)
+        for index, build in enumerate(builds):
+            _start(build, index, dataset, workdir, hot)
             bench.run_wrk(build.url, bodies, args.warmup, args.connections)
         load = f"{len(dataset.sample):,} keys" if args.mix else "the hot key"
         print(
@@ -215,18 +217,7 @@ def parse_args(argv=None):
 
 
 def main(argv=None) -> int:
-    args = parse_args(argv)
-    # Ctrl+C even when started in the background (which ignores SIGINT), and `kill`.
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, bench._interrupted)
-    try:
-        run(args)
-    except bench.BenchError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 130
-    return 0
+    return bench.run_main("bench/ab.py", run, parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -413,18 +413,7 @@ def parse_args(argv=None):
 
 
 def main(argv=None) -> int:
-    args = parse_args(argv)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, vb._interrupted)
-    try:
-        run(args)
-    except vb.BenchError as exc:
-        print(f"bench/login_storm.py: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("bench/login_storm.py: interrupted; server stopped", file=sys.stderr)
-        return 130
-    return 0
+    return vb.run_main("bench/login_storm.py", run, parse_args(argv))
 
 
 if __name__ == "__main__":

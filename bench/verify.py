@@ -1177,20 +1177,24 @@ def _interrupted(signum, frame):
     raise KeyboardInterrupt
 
 
-def main(argv=None) -> int:
-    args = parse_args(argv)
-    # Ctrl+C even when started in the background (which ignores SIGINT), and `kill`.
+def run_main(script: str, run_script, args) -> int:
+    """A bench script's `run_script(args)` as its exit code: stopped by Ctrl+C even when
+    started in the background (which ignores SIGINT) and by `kill`; a BenchError is one line."""
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, _interrupted)
     try:
-        run(args)
+        run_script(args)
     except BenchError as exc:
-        print(f"bench/verify.py: {exc}", file=sys.stderr)
+        print(f"{script}: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("bench/verify.py: interrupted; servers stopped", file=sys.stderr)
+        print(f"{script}: interrupted; servers stopped", file=sys.stderr)
         return 130
     return 0
+
+
+def main(argv=None) -> int:
+    return run_main("bench/verify.py", run, parse_args(argv))
 
 
 if __name__ == "__main__":
