@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import shutil
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -48,8 +47,7 @@ class Build:
     floor: bool = False
     server: bench.Server | None = None
     url: str = ""
-    cpu_us: list[float | None] = field(default_factory=list)  # one per round
-    rates: list[float] = field(default_factory=list)
+    runs: list[bench.Measurement] = field(default_factory=list)  # one per round
 
 
 def _worktree(rev: str, workdir: Path, index: int) -> Path:
@@ -113,40 +111,31 @@ def _start(build: Build, index: int, dataset: bench.Dataset, workdir: Path, hot:
 
 def _measure(build: Build, bodies: Path, seconds: int, connections: int) -> str:
     assert build.server is not None
-    before = build.server.cpu_seconds()
-    result = bench.run_wrk(build.url, bodies, seconds, connections)
-    after = build.server.cpu_seconds()
-    rate = result.requests_per_s
-    build.rates.append(rate)
-    if before is None or after is None or not result.requests:
-        build.cpu_us.append(None)
-        return f"  {build.name:<16}{rate:>10,.0f} req/s   CPU n/a"
-    cpu = (after - before) / result.requests * 1e6
-    build.cpu_us.append(cpu)
-    return f"  {build.name:<16}{rate:>10,.0f} req/s   CPU {cpu:6.1f} µs/check"
+    result = bench.timed_wrk(build.server, build.url, bodies, seconds, connections)
+    build.runs.append(result)
+    cpu = "n/a" if result.cpu_us is None else f"{result.cpu_us:6.1f} µs/check"
+    return f"  {build.name:<16}{result.requests_per_s:>10,.0f} req/s   CPU {cpu}"
 
 
 def report(builds: list[Build]) -> None:
     """Each build's median CPU per check, ÷ the floor's median, and paired: the median of
     its rounds' own ratios to the floor's measurement of the same round."""
-    floor = builds[-1]
-    measured = [cpu for cpu in floor.cpu_us if cpu is not None]
-    if not measured:
+    floor = bench.summary(builds[-1].runs)
+    if floor.cpu_us is None:
         print("CPU per check: n/a (no /proc to read CPU times from)")
         return
-    base = statistics.median(measured)
     print()
     print(f"{'':<18}{'CPU/check':>12}{'÷ floor':>10}{'paired':>10}{'req/s':>10}")
     for build in builds:
-        rounds = [cpu for cpu in build.cpu_us if cpu is not None]
-        pairs = [u / f for u, f in zip(build.cpu_us, floor.cpu_us, strict=True) if u and f]
-        if not rounds or not pairs:
+        median = bench.summary(build.runs)
+        paired = bench.paired_cpu(build.runs, builds[-1].runs)
+        if median.cpu_us is None or paired is None:
             print(f"{build.name:<18}{'n/a':>12}")
             continue
-        median, paired = statistics.median(rounds), statistics.median(pairs)
-        rate = statistics.median(build.rates)
+        ratio = median.cpu_us / floor.cpu_us
         print(
-            f"{build.name:<18}{median:>9.1f} µs{median / base:>10.2f}{paired:>10.2f}{rate:>10,.0f}"
+            f"{build.name:<18}{median.cpu_us:>9.1f} µs{ratio:>10.2f}{paired:>10.2f}"
+            f"{median.requests_per_s:>10,.0f}"
         )
 
 

@@ -139,32 +139,36 @@ async def _seed(settings, count: int, sample_size: int, progress: bool) -> list[
         next_report = count // 10
         for start in range(0, count, BATCH_ROWS):
             statements = _Statements()
+            rows, bindings = [], []
             for index in range(start, min(count, start + BATCH_ROWS)):
                 license_id, domain = ids[index], _domain(index)
                 key = make_license_key(runtime.keyring, product.key_prefix, license_id)
                 email, email_index = service.seal_email(license_id, f"billing@{domain}")
-                await insert_licenses(
-                    statements,
-                    [
-                        NewLicense(
-                            id=license_id,
-                            product_id=product.id,
-                            key_hash=service.hasher.hash(KEY_HASH_PURPOSE, key),
-                            key_encrypted=service.cipher.encrypt("licenses", "key_encrypted", key),
-                            key_kind=KeyKind.SIGNED.value,
-                            status=Status.ACTIVE.value,
-                            licensee_name=f"Customer {index}",
-                            licensee_email_encrypted=email,
-                            licensee_email_index=email_index,
-                            # Spread over the next three years: the admin's expiry filters
-                            # (bench/admin_pages.py) select a share of them, not all or none.
-                            expires_at=now + 86_400 * (30 + index % 1065),
-                            seats=1,
-                            created_at=now,
-                            updated_at=now,
-                        )
-                    ],
+                rows.append(
+                    NewLicense(
+                        id=license_id,
+                        product_id=product.id,
+                        key_hash=service.hasher.hash(KEY_HASH_PURPOSE, key),
+                        key_encrypted=service.cipher.encrypt("licenses", "key_encrypted", key),
+                        key_kind=KeyKind.SIGNED.value,
+                        status=Status.ACTIVE.value,
+                        licensee_name=f"Customer {index}",
+                        licensee_email_encrypted=email,
+                        licensee_email_index=email_index,
+                        # Spread over the next three years: the admin's expiry filters
+                        # (bench/admin_pages.py) select a share of them, not all or none.
+                        expires_at=now + 86_400 * (30 + index % 1065),
+                        seats=1,
+                        created_at=now,
+                        updated_at=now,
+                    )
                 )
+                bindings.append((license_id, domain))
+                if index < sample_size:
+                    sample.append((key, domain))
+            # The batch's licenses in one call, as the service's bulk issue writes them.
+            await insert_licenses(statements, rows)
+            for license_id, domain in bindings:
                 await upsert_binding(
                     statements,
                     license_id,
@@ -174,8 +178,6 @@ async def _seed(settings, count: int, sample_size: int, progress: bool) -> list[
                     is_dev=False,
                     now=now,
                 )
-                if index < sample_size:
-                    sample.append((key, domain))
             async with runtime.db.write() as conn:
                 await statements.run(conn)
             done = min(count, start + BATCH_ROWS)
@@ -555,17 +557,23 @@ def check_attempts(scenario: Scenario, result: Measurement, since_ms: int, conne
     return f"  ({attempts:,} attempts logged, all active{cut}; licenses used: {licenses:,})"
 
 
+def timed_wrk(server: Server, url: str, bodies: Path, seconds: int, connections: int):
+    """`run_wrk`, with the server's CPU time per request over the run (None without /proc)."""
+    before = server.cpu_seconds()
+    result = run_wrk(url, bodies, seconds, connections)
+    after = server.cpu_seconds()
+    if before is not None and after is not None and result.requests:
+        result = replace(result, cpu_us=(after - before) * 1e6 / result.requests)
+    return result
+
+
 def measure(scenario: Scenario, args) -> Measurement:
     connections = scenario.connections or args.connections
     run_wrk(scenario.url, scenario.bodies, args.warmup, connections)
     since_ms = int(time.time() * 1000)
     db_before = process_tree_cpu_seconds(scenario.db_pid) if scenario.db_pid else None
-    cpu_before = scenario.server.cpu_seconds()
-    result = run_wrk(scenario.url, scenario.bodies, args.duration, connections)
-    cpu_after = scenario.server.cpu_seconds()
+    result = timed_wrk(scenario.server, scenario.url, scenario.bodies, args.duration, connections)
     db_after = process_tree_cpu_seconds(scenario.db_pid) if scenario.db_pid else None
-    if cpu_before is not None and cpu_after is not None and result.requests:
-        result = replace(result, cpu_us=(cpu_after - cpu_before) * 1e6 / result.requests)
     if db_before is not None and db_after is not None and result.requests:
         result = replace(result, db_cpu_us=(db_after - db_before) * 1e6 / result.requests)
     problems = []
