@@ -13,6 +13,7 @@ import json
 
 import pytest
 
+from license_server.db import attempts as attempt_rows
 from license_server.db.database import open_database
 from license_server.licensing.attempt_log import AttemptLog, storable
 from tests.conftest import with_sections
@@ -22,6 +23,20 @@ from tests.verify_helpers import attempts, issue, nonce, product
 
 GENUINE = 8
 ROUNDS = 3
+# Each text column's size, by name (Attempt.row keeps its own list in column order).
+COLUMN_SIZES = {
+    "endpoint": 16,
+    "source_ip": 64,
+    "reported_ip": 64,
+    "domain_raw": 253,
+    "domain": 253,
+    "directory": 1024,
+    "product": 64,
+    "result": 32,
+    "reason": 64,
+    "client_version": 64,
+    "user_agent": 256,
+}
 
 # -- storable ---------------------------------------------------------------------------------
 
@@ -52,6 +67,26 @@ def test_each_text_is_cut_to_its_column():
     assert storable("\udce9" * 1000, 10) == "\ufffd" * 10
     row = attempt(1, user_agent="x" * 5000, domain_raw="d" * 5000, reason="r" * 500).row()
     assert max(len(v) for v in row if isinstance(v, str)) <= 1024
+
+
+@pytest.mark.parametrize(
+    "hostile",
+    [
+        {},  # the usual row: printable ASCII within every size, kept as it is
+        {"reason": "r" * 500},  # ASCII and printable, but over its column's size
+        {"client_version": "8.9\x00"},  # one control character in one text
+        {"domain_raw": "bücher.example"},  # valid Unicode: kept, through the slow path
+        {"user_agent": "tab\tstays"},
+        {"directory": "/caf\udce9" * 200},  # surrogates, and over the size
+    ],
+)
+def test_a_row_holds_each_text_as_storable_makes_it(hostile):
+    """`Attempt.row` checks the usual row as a whole; whichever way it goes, each text is what
+    `storable` makes of it for its column (the sizes of db.attempts' columns)."""
+    sample = attempt(1, **hostile)
+    row = dict(zip(attempt_rows.ATTEMPT_COLUMNS, sample.row(), strict=True))
+    for name, size in COLUMN_SIZES.items():
+        assert row[name] == storable(getattr(sample, name), size), name
 
 
 # -- the retry, against a real refusal by the database -----------------------------------------
