@@ -89,6 +89,12 @@ def test_a_row_holds_each_text_as_storable_makes_it(hostile):
         assert row[name] == storable(getattr(sample, name), size), name
 
 
+def test_every_text_over_its_size_is_cut_to_exactly_its_column():
+    row = attempt(1, **{name: "y" * 2000 for name in COLUMN_SIZES}).row()
+    stored = dict(zip(attempt_rows.ATTEMPT_COLUMNS, row, strict=True))
+    assert {name: len(stored[name]) for name in COLUMN_SIZES} == COLUMN_SIZES
+
+
 # -- the retry, against a real refusal by the database -----------------------------------------
 
 
