@@ -34,6 +34,7 @@ from license_server.web.metrics_endpoint import WORKER, metrics_ctx
 from license_server.web.middlewares import answer_middleware
 from license_server.web.rate_limit import NoRateLimiter, RateLimiter
 from license_server.web.routes import setup_routes
+from license_server.web.tarpit import Tarpit
 from license_server.webhooks.delivery import Deliverer
 from license_server.webhooks.signing import load_webhook_key
 
@@ -231,6 +232,9 @@ def create_app(
     app[appkeys.SETTINGS] = settings
     app[appkeys.MAINTENANCE] = maintenance
     app[appkeys.CLIENT_IP] = ClientIpResolver(settings.proxy.trusted_proxies)
+    app[appkeys.TARPIT] = Tarpit(
+        settings.rate_limit.refusal_hold_seconds, settings.rate_limit.refusals_held
+    )
     app.cleanup_ctx.append(_runtime_ctx)
     app.cleanup_ctx.append(_key_reload_ctx)
     app.cleanup_ctx.append(_attempt_log_ctx)

@@ -13,6 +13,7 @@ from license_server.staff.webhooks import WebhookEndpoints
 from license_server.web.client_ip import ClientIpResolver
 from license_server.web.metrics import Metrics
 from license_server.web.rate_limit import RateLimiter
+from license_server.web.tarpit import Tarpit
 from license_server.webhooks.delivery import Deliverer
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -21,6 +22,8 @@ ATTEMPT_LOG = web.AppKey("attempt_log", AttemptLog)
 RATE_LIMITER = web.AppKey("rate_limiter", RateLimiter)
 CLIENT_IP = web.AppKey("client_ip", ClientIpResolver)
 METRICS = web.AppKey("metrics", Metrics)
+# Holds the refusals of the sign-in and customer-page throttles (web/tarpit.py).
+TARPIT = web.AppKey("tarpit", Tarpit)
 # False in all but one of several worker processes: they skip the maintenance tasks.
 MAINTENANCE = web.AppKey("maintenance", bool)
 # Webhooks (issue #14): the signing key, the outbox's sender, the endpoints service.

@@ -8,6 +8,8 @@ Names (all `license_server_`-prefixed; README "Monitoring" lists them):
 - `verifications_total{endpoint,result,reason}`: from the attempt log's committed batches;
 - `attempt_log_batch_size` (histogram) and `attempt_log_pending` (rows waiting, read at scrape);
 - `rate_limited_total{limit}`: refusals per policy (verify and API limits, staff sign-in);
+- `throttled_refusals_total{sent}` and `throttled_refusals_holding`: the sign-in and customer
+  page refusals held by the tarpit (web/tarpit.py), or sent at once when it was full;
 - `alerts_raised_total{detector,severity}`: every raise, new or bumped (a `runtime.alerts`
   listener);
 - `cache_lookups_total{cache,result}`: hits and misses of the verifier's caches;
@@ -51,6 +53,7 @@ from prometheus_client.utils import floatToGoString
 
 from license_server.licensing.alerts import AlertSignal, RaisedAlert
 from license_server.licensing.attempt_log import Attempt
+from license_server.web.tarpit import Tarpit
 
 PREFIX = "license_server_"
 MAX_LABEL_SETS = 200  # per metric, for label values taken from data
@@ -178,6 +181,9 @@ class Metrics:
     def watch_caches(self, stats: Callable[[], dict[str, tuple[int, int]]]) -> None:
         self._sources.caches = stats
 
+    def watch_tarpit(self, tarpit: Tarpit) -> None:
+        self._sources.tarpit = tarpit
+
     def watch_anomaly(self, stats: Callable[[], dict]) -> None:
         """The anomaly engine's `stats` (read when scraped; nothing on the verify path)."""
         self._sources.anomaly = stats
@@ -281,6 +287,7 @@ class _ScrapeTimeValues:
         self.refusals: list[Callable[[], Tally[str]]] = []
         self.caches: Callable[[], dict[str, tuple[int, int]]] | None = None
         self.anomaly: Callable[[], dict] | None = None
+        self.tarpit: Tarpit | None = None
 
     def collect(self) -> Iterable[Metric]:
         pending = GaugeMetricFamily(
@@ -299,6 +306,21 @@ class _ScrapeTimeValues:
         for policy, count in sorted(total.items()):
             limited.add_metric([policy], count)
         yield limited
+        if self.tarpit is not None:
+            refusals = CounterMetricFamily(
+                f"{PREFIX}throttled_refusals",
+                "Refusals of the sign-in and customer-page throttles: held before they were "
+                "sent, or sent at once because the tarpit was full (web/tarpit.py).",
+                labels=["sent"],
+            )
+            refusals.add_metric(["after_hold"], self.tarpit.held)
+            refusals.add_metric(["at_once_tarpit_full"], self.tarpit.sent_at_once)
+            yield refusals
+            holding = GaugeMetricFamily(
+                f"{PREFIX}throttled_refusals_holding", "Refusals being held right now."
+            )
+            holding.add_metric([], self.tarpit.holding)
+            yield holding
         lookups = CounterMetricFamily(
             f"{PREFIX}cache_lookups",
             "Lookups in the verifier's caches, by cache and result (hit, miss).",

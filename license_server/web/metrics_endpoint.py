@@ -165,6 +165,7 @@ async def metrics_ctx(app: web.Application) -> AsyncIterator[None]:
     engine = app.get(appkeys.ANOMALY)
     if engine is not None:  # after _anomaly_ctx; absent when anomaly.enabled = false
         metrics.watch_anomaly(engine.stats)
+    metrics.watch_tarpit(app[appkeys.TARPIT])
     for limiter in (app[appkeys.RATE_LIMITER], app.get(SIGN_IN_LIMITER)):
         if limiter is not None:
             metrics.watch_refusals(lambda limiter=limiter: limiter.refused)
