@@ -17,10 +17,10 @@ from __future__ import annotations
 import collections
 import json
 import os
-import runpy
-import signal
 import sys
 from pathlib import Path
+
+from stage_probe import run_script  # bench/: the probes' shared launcher
 
 ROOT = Path(__file__).resolve().parent.parent
 _ops: collections.Counter[tuple[str, str]] = collections.Counter()
@@ -51,11 +51,7 @@ def _stop(*_: object) -> None:
 
 def main() -> None:
     sys.path.insert(0, str(ROOT))
-    signal.signal(signal.SIGUSR1, _start)
-    signal.signal(signal.SIGUSR2, _stop)
-    script, *args = sys.argv[1:]
-    sys.argv = [script, *args]
-    runpy.run_path(script, run_name="__main__")
+    run_script(_start, _stop)
 
 
 if __name__ == "__main__":

@@ -31,19 +31,17 @@ from __future__ import annotations
 
 import argparse
 import collections
-import json
 import os
 import shutil
 import signal
 import sys
-import tempfile
-import time
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 
 import verify as bench  # noqa: E402  (bench/verify.py: the dataset, servers and wrk)
+from stage_cpu import read_when_written, server_and_floor  # noqa: E402  (shared with it)
 
 # aiohttp makes each request object here, once per request (a coroutine such as
 # `_handle_request` is "called" again at every resumption).
@@ -71,10 +69,7 @@ def count(name: str, argv: list[str], env: dict, url: str, ready, args, work: Pa
         os.kill(server.process.pid, signal.SIGUSR1)
         bench.run_wrk(url, args.bodies, args.duration, args.connections)
         os.kill(server.process.pid, signal.SIGUSR2)
-        deadline = time.monotonic() + 30
-        while not out.exists() and time.monotonic() < deadline:
-            time.sleep(0.1)
-        rows = json.loads(out.read_text())
+        rows = read_when_written(out, 30)
     finally:
         server.stop()
     requests = sum(calls for path, fn, _, calls in rows if (Path(path).name, fn) == REQUEST)
@@ -108,27 +103,11 @@ def main() -> None:
     if shutil.which("wrk") is None:
         sys.exit("wrk is not installed (apt-get install wrk)")
     settings = dict(item.partition("=")[::2] for item in args.set)
-    with tempfile.TemporaryDirectory(prefix="bytecodes-") as tmp:
-        work = Path(tmp)
-        cache = Path(tempfile.gettempdir()) / "license-server-bench"
-        data = bench.prepare_dataset(args.licenses, cache, work)
-        pairs = data.sample if args.mix else data.sample[:1]
-        args.bodies = work / "bodies.txt"
-        args.bodies.write_text("".join(bench._body(key, domain) + "\n" for key, domain in pairs))
-        hot = bench._body(*data.sample[0]).encode()
-
-        port = bench._free_port()
-        url = f"http://127.0.0.1:{port}{bench.VERIFY_PATH}"
-        env = {**bench._server_env(data.database, data.keys_dir, port), **settings}
-        server = count("server", ["run.py", "serve"], env, url,
-                       lambda: bench._http("GET", f"http://127.0.0.1:{port}/readyz")[0] == 200,
-                       args, work)  # fmt: skip
-
-        port = bench._free_port()
-        url = f"http://127.0.0.1:{port}{bench.VERIFY_PATH}"
-        argv = ["bench/floor_server.py", "--port", str(port), "--database", str(work / "f.db")]
-        floor = count("floor", argv, env, url, lambda: bench._http("POST", url, hot)[0] == 200,
-                      args, work)  # fmt: skip
+    server, floor = server_and_floor(
+        args, "bytecodes-",
+        lambda name, argv, env, url, ready, work: count(name, argv, env, url, ready, args, work),
+        settings,
+    )  # fmt: skip
 
     total_server = sum(server["modules"].values())
     total_floor = sum(floor["modules"].values())

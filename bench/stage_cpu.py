@@ -95,6 +95,14 @@ def thread_cpu(pid: int) -> dict[str, float]:
     return seconds
 
 
+def read_when_written(path: Path, seconds: float):
+    """The JSON a probe writes to `path` once signalled (within `seconds`)."""
+    deadline = time.monotonic() + seconds
+    while not path.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return json.loads(path.read_text())
+
+
 def measure(name: str, argv: list[str], env: dict, spec: list, url: str, ready, args, work):
     out = work / f"{name}.json"
     env = {**env, "STAGE_SPEC": json.dumps(spec), "STAGE_OUT": str(out)}
@@ -109,10 +117,7 @@ def measure(name: str, argv: list[str], env: dict, spec: list, url: str, ready, 
         run = bench.run_wrk(url, args.bodies, args.duration, args.connections)
         after = thread_cpu(pid)
         os.kill(pid, signal.SIGUSR2)
-        deadline = time.monotonic() + 10
-        while not out.exists() and time.monotonic() < deadline:
-            time.sleep(0.1)
-        result = json.loads(out.read_text())
+        result = read_when_written(out, 10)
     finally:
         server.stop()
     requests = run.requests
@@ -147,7 +152,20 @@ def main() -> None:
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk is not installed (apt-get install wrk)")
-    with tempfile.TemporaryDirectory(prefix="stage-cpu-") as tmp:
+    server_and_floor(
+        args, "stage-cpu-",
+        lambda name, argv, env, url, ready, work: measure(
+            name, argv, env, STAGES[args.stages] if name == "server" else FLOOR_STAGES, url,
+            ready, args, work),
+    )  # fmt: skip
+
+
+def server_and_floor(args, prefix: str, run, settings: dict[str, str] | None = None) -> tuple:
+    """The dataset (`args.licenses`, bench/verify.py's cache) and the bodies (`args.bodies`:
+    the hot key, or with `args.mix` the 1,000 keys) in a temporary directory; then
+    `run(name, argv, env, url, ready, work)` for the real server ("server", production
+    defaults and `settings`), then for the floor server ("floor server"). Their results."""
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
         work = Path(tmp)
         cache = Path(tempfile.gettempdir()) / "license-server-bench"
         data = bench.prepare_dataset(args.licenses, cache, work)
@@ -158,16 +176,16 @@ def main() -> None:
 
         port = bench._free_port()
         url = f"http://127.0.0.1:{port}{bench.VERIFY_PATH}"
-        env = bench._server_env(data.database, data.keys_dir, port)
-        measure("server", ["run.py", "serve"], env, STAGES[args.stages], url,
-                lambda: bench._http("GET", f"http://127.0.0.1:{port}/readyz")[0] == 200,
-                args, work)  # fmt: skip
+        env = {**bench._server_env(data.database, data.keys_dir, port), **(settings or {})}
+        server = run("server", ["run.py", "serve"], env, url,
+                     lambda: bench._http("GET", f"http://127.0.0.1:{port}/readyz")[0] == 200,
+                     work)  # fmt: skip
 
         port = bench._free_port()
         url = f"http://127.0.0.1:{port}{bench.VERIFY_PATH}"
         floor = ["bench/floor_server.py", "--port", str(port), "--database", str(work / "f.db")]
-        measure("floor server", floor, env, FLOOR_STAGES, url,
-                lambda: bench._http("POST", url, hot)[0] == 200, args, work)  # fmt: skip
+        return server, run("floor server", floor, env, url,
+                           lambda: bench._http("POST", url, hot)[0] == 200, work)  # fmt: skip
 
 
 if __name__ == "__main__":

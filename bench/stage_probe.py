@@ -112,14 +112,20 @@ def _stop(*_: object) -> None:
     Path(os.environ["STAGE_OUT"]).write_text(json.dumps(result))
 
 
-def main() -> None:
-    sys.path.insert(0, str(ROOT))
-    install(json.loads(os.environ["STAGE_SPEC"]))
-    signal.signal(signal.SIGUSR1, _start)
-    signal.signal(signal.SIGUSR2, _stop)
+def run_script(start, stop) -> None:
+    """Run the script named on the command line (with its arguments) as `__main__`, `start`
+    on SIGUSR1 and `stop` on SIGUSR2; the probes' shared launcher (bench/bytecode_probe.py)."""
+    signal.signal(signal.SIGUSR1, start)
+    signal.signal(signal.SIGUSR2, stop)
     script, *args = sys.argv[1:]
     sys.argv = [script, *args]
     runpy.run_path(script, run_name="__main__")
+
+
+def main() -> None:
+    sys.path.insert(0, str(ROOT))
+    install(json.loads(os.environ["STAGE_SPEC"]))
+    run_script(_start, _stop)
 
 
 if __name__ == "__main__":

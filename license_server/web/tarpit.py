@@ -16,8 +16,9 @@ wait a minute or more.
 
 At most `capacity` refusals are held at once (each is a sleeping handler and an open
 connection); past that a refusal is sent at once, as before, so holding never costs more
-than a bounded number of connections. A client that opens more connections than that from
-one address is for a per-address connection limit in the proxy in front (README).
+than a bounded number of connections (the metrics count the refusals sent at once). A storm
+over more connections than that is for a per-address connection limit in the proxy in front
+(bench/README.md, `bench/login_storm.py`).
 Verification's own 429s are not held: modules behind one shared address must get their
 answer at once, and those 429s cost a fraction of a page's.
 """
