@@ -1,4 +1,5 @@
--- wrk script of bench/login_storm.py: a storm of failed sign-ins on POST /admin/login.
+-- wrk script of bench/login_storm.py: a storm of failed sign-ins on POST /admin/login (or of
+-- guessed license keys on POST /api/v1/verify, below).
 --
 -- Every request is a form POST of `email` and a wrong `password`, with the `Origin` the admin
 -- pages require (BENCH_ORIGIN). One request in BENCH_STAFF_EVERY is for the real staff account
@@ -10,6 +11,10 @@
 -- an unknown email reaches Argon2id. BENCH_SPREAD=0: all from one address (BENCH_ONE_IP), which
 -- the per-IP throttle (5 per minute) stops after five.
 --
+-- BENCH_TARGET=verify: instead, a key-guessing storm on POST /api/v1/verify from BENCH_ONE_IP,
+-- a new unknown key in every request: the unknown-key budget (10 per minute per address)
+-- answers "invalid" ten times, then 429.
+--
 -- done() prints one line per HTTP status: "status <code> <count>" (summed over the threads).
 
 local origin = os.getenv("BENCH_ORIGIN") or error("BENCH_ORIGIN is not set")
@@ -17,6 +22,7 @@ local staff_email = os.getenv("BENCH_STAFF_EMAIL") or error("BENCH_STAFF_EMAIL i
 local staff_every = tonumber(os.getenv("BENCH_STAFF_EVERY") or "4")
 local spread = os.getenv("BENCH_SPREAD") == "1"
 local one_ip = os.getenv("BENCH_ONE_IP") or "203.0.113.7"
+local guess_keys = os.getenv("BENCH_TARGET") == "verify"
 
 local threads = {}
 
@@ -41,6 +47,15 @@ end
 
 function request()
    sent = sent + 1
+   if guess_keys then
+      local body = string.format(
+         "license_key=GUESS-%d-%d&domain=guess.example.com&nonce=storm-nonce-0123456789", id, sent
+      )
+      return wrk.format("POST", nil, {
+         ["Content-Type"] = "application/x-www-form-urlencoded",
+         ["X-Forwarded-For"] = one_ip,
+      }, body)
+   end
    local email
    if sent % staff_every == 0 then
       email = staff_email

@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
 """Does a login storm slow verification? Issue #12: "Signing in must not slow verification (a
-login storm beside a verify load leaves verify's p99 within 2x of quiet)" (bench/README.md).
+login storm beside a verify load leaves verify's p99 within 2x of quiet)" (bench/README.md); and
+a key-guessing storm on verify itself.
 
-    python bench/login_storm.py                 # ~1 minute: three 10 s measurements
+    python bench/login_storm.py                 # ~1 minute: four 10 s measurements
+    python bench/login_storm.py --hold 0        # every 429 at once (no tarpit)
     python bench/login_storm.py --duration 5 --storm-connections 32
 
 One run, on the machinery of bench/verify.py (imported, not copied: dataset, server, wrk and
@@ -10,7 +12,7 @@ CPU accounting): a copy of its seeded database (a product and 10,000 active lice
 staff account made with `StaffAccounts.create_account` (a real Argon2id hash), the real server
 (`run.py serve`, production defaults but verify's raised rate limits, and
 `proxy.trusted_proxies = 127.0.0.1` so that a storm can come "through a proxy" from many
-addresses), then three measurements of the same verify load (wrk, hot key, 32 connections):
+addresses), then four measurements of the same verify load (wrk, hot key, 32 connections):
 
 - quiet:               verify alone;
 - storm, spread:       beside a second wrk POSTing wrong passwords to /admin/login
@@ -18,7 +20,13 @@ addresses), then three measurements of the same verify load (wrk, hot key, 32 co
                        and mostly for unknown emails, so neither throttle stops it and every such
                        attempt costs one Argon2id derivation (the dummy hash);
 - storm, one IP:       the same storm from one address: the per-IP throttle (5 per minute)
-                       answers 429 after five, before any hashing.
+                       answers 429 after five, before any hashing;
+- keys, one IP:        beside a second wrk POSTing a new unknown license key to /api/v1/verify
+                       from one address each time: the unknown-key budget (10 per minute)
+                       answers "invalid" ten times, then 429 (each signed and logged).
+
+Every 429 is held for `rate_limit.refusal_hold_seconds` (1 s, web/tarpit.py) before it is
+sent; `--hold 0` measures the server without the hold.
 
 For each: verify's req/s, p50, p99, the server's CPU (cores used, and the event-loop thread's
 share apart from all other threads: Argon2 runs in threads), and the storm's attempts/s and
@@ -145,20 +153,27 @@ class Storm:
         )
 
 
-def start_storm(port: int, seconds: int, connections: int, spread: bool) -> subprocess.Popen:
+# The storms: failed sign-ins from a new address each (hashed), the same from one address
+# (throttled), and guessed license keys on verify from one address (out of guesses: 429).
+SPREAD, ONE_ADDRESS, KEYS = "spread", "one address", "keys"
+
+
+def start_storm(port: int, seconds: int, connections: int, kind: str) -> subprocess.Popen:
     env = {
         **os.environ,
         "BENCH_ORIGIN": f"http://127.0.0.1:{port}",
         "BENCH_STAFF_EMAIL": STAFF_EMAIL,
-        "BENCH_SPREAD": "1" if spread else "0",
+        "BENCH_SPREAD": "1" if kind == SPREAD else "0",
         "BENCH_ONE_IP": ONE_IP,
+        "BENCH_TARGET": "verify" if kind == KEYS else "sign-in",
     }
+    path = vb.VERIFY_PATH if kind == KEYS else LOGIN_PATH
     argv = [
         "wrk", "--threads", str(min(vb.WRK_THREADS, connections)),
         "--connections", str(connections), "--duration", f"{seconds}s",
         # An attempt waits for one of few hashing slots: far longer than wrk's 2 s default.
         "--timeout", "60s", "--latency", "--script", str(STORM_SCRIPT),
-        f"http://127.0.0.1:{port}{LOGIN_PATH}",
+        f"http://127.0.0.1:{port}{path}",
     ]  # fmt: skip
     return subprocess.Popen(
         argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
@@ -214,12 +229,12 @@ class Result:
     storm: Storm | None
 
 
-def measure(name: str, scenario: vb.Scenario, args, storm_spread: bool | None) -> Result:
+def measure(name: str, scenario: vb.Scenario, args, storm_kind: str | None) -> Result:
     storm = None
-    if storm_spread is not None:
+    if storm_kind is not None:
         # The storm starts first and outlasts the verify warm-up and measurement.
         storm = start_storm(
-            args.port, args.warmup + args.duration + 1, args.storm_connections, storm_spread
+            args.port, args.warmup + args.duration + 1, args.storm_connections, storm_kind
         )
         time.sleep(0.5)
     try:
@@ -253,7 +268,8 @@ def measure(name: str, scenario: vb.Scenario, args, storm_spread: bool | None) -
     if timed_out >= 0.5:
         result.p50_ms = max(result.p50_ms, WRK_TIMEOUT_MS)
     time.sleep(0.2)  # the last attempts are committed before their answers
-    note = vb.check_attempts(scenario, result, since_ms, args.connections)
+    # The verify load's own rows (the key-guessing storm's come through the proxy's header).
+    note = vb.check_attempts(scenario, result, since_ms, args.connections, source_ip="127.0.0.1")
     print(
         f"  {name:<16} verify {result.requests_per_s:>7,.0f} req/s  p50 {result.p50_ms:7.2f} ms  "
         f"p99 {result.p99_ms:7.2f} ms  server {cores:.2f} cores (event loop {loop:.2f}){note}",
@@ -300,6 +316,7 @@ def report(results: list[Result], rounds: int) -> None:
     print()
     print(
         "POST /api/v1/verify (hot key) beside a storm of failed sign-ins on POST /admin/login"
+        " or of guessed keys on POST /api/v1/verify"
         + (f", median of {rounds} rounds" if rounds > 1 else "")
     )
     print(
@@ -339,6 +356,8 @@ def run(args) -> None:
         dataset = vb.prepare_dataset(args.licenses, cache_dir, workdir)
         env = vb._server_env(dataset.database, dataset.keys_dir, port=args.port)
         env["LICENSE_SERVER_PROXY_TRUSTED_PROXIES"] = "127.0.0.1"
+        if args.hold is not None:
+            env["LICENSE_SERVER_RATE_LIMIT_REFUSAL_HOLD_SECONDS"] = str(args.hold)
         started = time.perf_counter()
         asyncio.run(_add_staff(vb._settings(env)))
         print(
@@ -374,7 +393,8 @@ def run(args) -> None:
             f"warm-up; {os.cpu_count()} CPUs",
             flush=True,
         )
-        phases = (("quiet", None), ("storm, spread", True), ("storm, one IP", False))
+        phases = (("quiet", None), ("storm, spread", SPREAD), ("storm, one IP", ONE_ADDRESS),
+                  ("keys, one IP", KEYS))  # fmt: skip
         runs: dict[str, list[Result]] = {name: [] for name, _ in phases}
         for number in range(1, args.rounds + 1):
             if args.rounds > 1:
@@ -403,8 +423,13 @@ def parse_args(argv=None):
         "--storm-connections", type=positive, default=16, help="the storm's connections"
     )
     parser.add_argument(
-        "--rounds", type=positive, default=1, help="the three in turn R times; report medians"
+        "--rounds", type=positive, default=1, help="the four in turn R times; report medians"
     )
+    parser.add_argument(
+        "--hold", type=float, default=None, metavar="S",
+        help="the server's rate_limit.refusal_hold_seconds (default: the production 1 s; "
+             "0: every 429 at once, as before the tarpit)",
+    )  # fmt: skip
     parser.add_argument("--cache-dir", type=Path, default=vb.DEFAULT_CACHE)
     parser.add_argument("--no-cache", action="store_true", help="seed afresh, keep nothing")
     args = parser.parse_args(argv)

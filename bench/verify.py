@@ -495,20 +495,28 @@ def run_wrk(url: str, bodies: Path, seconds: int, connections: int) -> Measureme
     return parse_wrk(result.stdout)
 
 
-def attempt_results(database: Path | str, since_ms: int) -> dict[tuple[str, str], tuple[int, int]]:
-    """(result, reason) -> (attempts, distinct licenses) logged by the server since a time."""
-    sql = (
-        "SELECT result, reason, COUNT(*), COUNT(DISTINCT license_id) "
-        "FROM verification_attempts WHERE at_ms >= ? GROUP BY result, reason"
-    )
+def attempt_results(
+    database: Path | str, since_ms: int, source_ip: str | None = None
+) -> dict[tuple[str, str], tuple[int, int]]:
+    """(result, reason) -> (attempts, distinct licenses) logged by the server since a time
+    (from `source_ip` only, if given)."""
+    select = "SELECT result, reason, COUNT(*), COUNT(DISTINCT license_id) "
+    if source_ip is None:
+        sql = select + "FROM verification_attempts WHERE at_ms >= ? GROUP BY result, reason"
+        params: tuple = (since_ms,)
+    else:
+        sql = select + (
+            "FROM verification_attempts WHERE at_ms >= ? AND source_ip = ? GROUP BY result, reason"
+        )
+        params = (since_ms, source_ip)
     if _is_url(database):
         from tests.store_helpers import query  # reads PostgreSQL the way the tests do
 
-        rows = query(database, sql, (since_ms,))
+        rows = query(database, sql, params)
     else:
         uri = f"file:{database}?mode=ro"
         with sqlite3.connect(uri, uri=True, timeout=30) as conn:
-            rows = conn.execute(sql, (since_ms,)).fetchall()
+            rows = conn.execute(sql, params).fetchall()
     return {(result, reason): (n, licenses) for result, reason, n, licenses in rows}
 
 
@@ -533,10 +541,17 @@ class Scenario:
     connections: int | None = None  # wrk's; None: --connections
 
 
-def check_attempts(scenario: Scenario, result: Measurement, since_ms: int, connections: int) -> str:
-    """Every answered request has its row (answers wait for their COMMIT), all `active`."""
+def check_attempts(
+    scenario: Scenario,
+    result: Measurement,
+    since_ms: int,
+    connections: int,
+    source_ip: str | None = None,
+) -> str:
+    """Every answered request has its row (answers wait for their COMMIT), all `active`
+    (counting only the rows from `source_ip`, if given: other traffic beside the load)."""
     assert scenario.attempts is not None
-    logged = attempt_results(scenario.attempts, since_ms)
+    logged = attempt_results(scenario.attempts, since_ms, source_ip)
     # wrk closes its connections when its time is up: a request still being read then is
     # logged as malformed/client_gone and never answered. Anything else not active is a bug.
     cut_off, _ = logged.pop(("malformed", "client_gone"), (0, 0))

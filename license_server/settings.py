@@ -115,9 +115,9 @@ class RateLimitSettings(_Section):
     unknown_key_per_ip: Rate = "10/minute"
     # The vendor API, per API key (its failed authentications spend unknown_key_per_ip).
     per_api_key: Rate = "600/minute"
-    # A refusal by the admin's sign-in throttle or the customer page's guess limit is sent
-    # after this many seconds (web/tarpit.py), at most refusals_held at once (past that, at
-    # once). 0: sent at once.
+    # Every refusal by a rate limit (429: verify, the vendor API, the admin's sign-in, the
+    # customer page) is sent after this many seconds (web/tarpit.py), at most refusals_held
+    # at once (past that, at once). 0: sent at once.
     refusal_hold_seconds: float = Field(1.0, ge=0, le=30)
     refusals_held: int = Field(256, ge=0, le=100_000)
 

@@ -1,5 +1,5 @@
-"""The tarpit: a throttled guess's refusal is held before it is sent (web/tarpit.py, ASVS 4.0.3
-V2.2.1), at most `refusals_held` at once, and never holds anything else up.
+"""The tarpit: every rate limit's refusal (429) is held before it is sent (web/tarpit.py, ASVS
+4.0.3 V2.2.1), at most `refusals_held` at once, and never holds anything else up.
 
 No test waits on the clock: the tarpit's sleep is replaced by a gate the test opens.
 """
@@ -192,17 +192,53 @@ async def test_the_customer_pages_refusal_of_a_guesser_is_held(aiohttp_client, s
     assert response.status == 429 and "Too many attempts" in page
 
 
-async def test_verifications_own_429s_are_not_held(aiohttp_client, settings):
-    """Modules behind one shared address get their 429 at once (web/tarpit.py)."""
+# -- verification and the vendor API ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("path", "guess"),
+    [
+        ("/api/v1/verify", lambda n: {"license_key": f"NOPE-{n}", "domain": "a.example.com",
+                                      "nonce": "n" * 20}),
+        ("/modules/servers/licensing/verify.php",
+         lambda n: {"licensekey": f"NOPE-{n}", "domain": "a.example.com"}),
+    ],
+)  # fmt: skip
+async def test_verifications_429s_are_held_and_its_answers_are_not(
+    aiohttp_client, settings, path, guess
+):
+    """Both endpoints: a key guesser out of guesses gets its 429 after the hold (signed and
+    logged as before), while checks within their limits are answered without ever waiting."""
+    client = await aiohttp_client(
+        create_app(with_sections(settings, rate_limit={"unknown_key_per_ip": "2/minute"}))
+    )
+    gate = gated(client)
+    for n in range(2):
+        response = await client.post(path, data=guess(n))
+        assert response.status == 200  # a decision ("invalid"), not a refusal
+    assert gate.seconds == []
+    refused = asyncio.create_task(client.post(path, data=guess(2)))
+    await gate.entered()
+    assert not refused.done()
+    gate.open()
+    response = await refused
+    assert response.status == 429 and int(response.headers["Retry-After"]) > 0
+    if path == "/api/v1/verify":
+        assert "License-Signature" in response.headers
+        assert (await response.json())["status"] == 429
+
+
+async def test_the_vendor_apis_429_is_held(aiohttp_client, settings):
+    """A guessed API key spends the address's guesses; out of them, the 429 is held."""
     client = await aiohttp_client(
         create_app(with_sections(settings, rate_limit={"unknown_key_per_ip": "1/minute"}))
     )
     gate = gated(client)
-    statuses = []
-    for n in range(3):
-        response = await client.post(
-            "/api/v1/verify",
-            json={"license_key": f"NOPE-{n}", "domain": "a.example.com", "nonce": "n" * 20},
-        )
-        statuses.append(response.status)
-    assert 429 in statuses and gate.seconds == []
+    bearer = {"Authorization": "Bearer not-an-api-key"}
+    assert (await client.get("/api/v1/licenses", headers=bearer)).status == 401
+    refused = asyncio.create_task(client.get("/api/v1/licenses", headers=bearer))
+    await gate.entered()
+    assert not refused.done()
+    gate.open()
+    response = await refused
+    assert response.status == 429 and response.content_type == "application/problem+json"

@@ -92,13 +92,16 @@ async def _answer(
     limiter = app[appkeys.RATE_LIMITER]
     verifier = app[appkeys.RUNTIME].verifier
 
-    def too_many(check: CheckInput | None, limited: Limited) -> web.Response:
+    async def too_many(check: CheckInput | None, limited: Limited) -> web.Response:
         attempt.result, attempt.reason = "rate_limited", limited.policy
+        # Held before it is sent (web/tarpit.py): a client looping on its 429s, or guessing
+        # keys, gets one per connection per hold, not thousands on the checks' event loop.
+        await app[appkeys.TARPIT].hold()
         return endpoint.limited(request, check, limited)
 
     limited = await limiter.before_reading(source_ip)
     if limited:
-        return too_many(None, limited)
+        return await too_many(None, limited)
     try:
         _check_headers(request)
         check = await endpoint.parse(request, source_ip)
@@ -125,7 +128,7 @@ async def _answer(
         if not limited and not verifier.is_known_genuine(key):
             limited = await limiter.guessing_exhausted(source_ip)
         if limited:
-            return too_many(check, limited)
+            return await too_many(check, limited)
         if check.facts is None:
             outcome = Outcome(refused(f"{check.bad_field}_not_allowed"), None, b"")
         else:
@@ -134,7 +137,7 @@ async def _answer(
             )
     limited = await limiter.after_decision(outcome.verdict.reason, source_ip)
     if limited:
-        return too_many(check, limited)
+        return await too_many(check, limited)
     license = outcome.license
     attempt.result, attempt.reason = outcome.verdict.answer.value, outcome.verdict.reason
     attempt.license_id = license.id if license else None

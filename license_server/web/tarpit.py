@@ -1,26 +1,29 @@
-"""Holding a throttled guess's refusal for a moment before it is sent (anti-automation).
+"""Holding every rate limit's refusal (429) for a moment before it is sent (anti-automation).
 
 ASVS 4.0.3 V2.2.1 names "ever increasing delays between attempts" among the anti-automation
 controls against credential guessing; V11.1.4 asks that a business flow not be open to
-excessive calls. The sign-in throttle (5 per minute per address and per account) and the
-customer page's guess limit already refuse a guesser: this makes each refusal slow to get.
+excessive calls. The limits already refuse: the admin's sign-in throttle (5 per minute per
+address and per account), the customer page's guess limit, verification's per-IP, per-key
+and key-guessing limits (both endpoints), the vendor API's. This makes each refusal slow to
+get, so that a client that does not wait as Retry-After asks (a script guessing passwords or
+keys, a module retrying in a loop) is slowed to one refusal per connection per `seconds`,
+whatever it sends.
 
-Why (bench/login_storm.py, "storm, one IP"): a script that posts wrong passwords from one
-address as fast as the server answers got about 4,700 refusals a second, each answered at
-once on the event loop that also answers the license checks, and took verification from
-5,253 to 638 checks a second. Holding each refusal for `seconds` before it is sent limits
-such a client to one refusal per connection per `seconds` (with it, the same storm on 16
-connections got 14.7 refusals a second, and verification kept 90% of its throughput, p99 at
-1.27x quiet); a browser user who was refused waits a second more for a page that asks them to
-wait a minute or more.
+Why (bench/login_storm.py, with `--hold 0` for the server without it): a script posting
+wrong passwords from one address as fast as the server answers got 4,751 refusals a second,
+each answered at once on the event loop that also answers the license checks, and took
+verification to 15% of its throughput (p99 11.7x quiet); one guessing license keys on verify
+got 1,478 refusals a second, each signed and logged like a check, and took it to 59% (p99
+2.04x), writing 1,478 attempt rows a second. Held, each storm got 15 refusals a second on its
+16 connections, and verification kept its quiet throughput and p99 (0.97x and 1.05x). A
+person or a module that was refused waits a second more for an answer that asks them to wait
+a minute or more; a request within its limits never comes here.
 
 At most `capacity` refusals are held at once (each is a sleeping handler and an open
 connection); past that a refusal is sent at once, as before, so holding never costs more
 than a bounded number of connections (the metrics count the refusals sent at once). A storm
 over more connections than that is for a per-address connection limit in the proxy in front
 (bench/README.md, `bench/login_storm.py`).
-Verification's own 429s are not held: modules behind one shared address must get their
-answer at once, and those 429s cost a fraction of a page's.
 """
 
 from __future__ import annotations
