@@ -22,7 +22,7 @@ ATTEMPT_LOG = web.AppKey("attempt_log", AttemptLog)
 RATE_LIMITER = web.AppKey("rate_limiter", RateLimiter)
 CLIENT_IP = web.AppKey("client_ip", ClientIpResolver)
 METRICS = web.AppKey("metrics", Metrics)
-# Holds the refusals of the sign-in and customer-page throttles (web/tarpit.py).
+# Holds every rate limit's refusal (429) before it is sent (web/tarpit.py).
 TARPIT = web.AppKey("tarpit", Tarpit)
 # False in all but one of several worker processes: they skip the maintenance tasks.
 MAINTENANCE = web.AppKey("maintenance", bool)

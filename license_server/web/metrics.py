@@ -8,8 +8,8 @@ Names (all `license_server_`-prefixed; README "Monitoring" lists them):
 - `verifications_total{endpoint,result,reason}`: from the attempt log's committed batches;
 - `attempt_log_batch_size` (histogram) and `attempt_log_pending` (rows waiting, read at scrape);
 - `rate_limited_total{limit}`: refusals per policy (verify and API limits, staff sign-in);
-- `throttled_refusals_total{sent}` and `throttled_refusals_holding`: the sign-in and customer
-  page refusals held by the tarpit (web/tarpit.py), or sent at once when it was full;
+- `throttled_refusals_total{sent}` and `throttled_refusals_holding`: every rate limit's 429,
+  held by the tarpit (web/tarpit.py) before it was sent, or sent at once when it was full;
 - `alerts_raised_total{detector,severity}`: every raise, new or bumped (a `runtime.alerts`
   listener);
 - `cache_lookups_total{cache,result}`: hits and misses of the verifier's caches;
@@ -309,8 +309,8 @@ class _ScrapeTimeValues:
         if self.tarpit is not None:
             refusals = CounterMetricFamily(
                 f"{PREFIX}throttled_refusals",
-                "Refusals of the sign-in and customer-page throttles: held before they were "
-                "sent, or sent at once because the tarpit was full (web/tarpit.py).",
+                "Refusals by a rate limit (429): held before they were sent, or sent at once "
+                "because the tarpit was full (web/tarpit.py).",
                 labels=["sent"],
             )
             refusals.add_metric(["after_hold"], self.tarpit.held)
