@@ -12,6 +12,10 @@ everything else happens here once, in this order:
 5. the attempt is committed to the log, and only then is the answer sent: an attempt that
    could not be recorded is not acknowledged (503).
 
+A refusal by any of the limits is held for `rate_limit.refusal_hold_seconds` before it is
+answered (web/tarpit.py: a client that does not wait as Retry-After asks gets one refusal per
+connection per hold); a check within its limits never waits.
+
 Every attempt is logged, malformed and rate-limited ones included, with one meaning per
 column for both endpoints: `product` is the product of the license the key belongs to ("" for
 an unknown key), `domain`/`directory`/`reported_ip` are what the module sent.
