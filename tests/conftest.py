@@ -122,9 +122,19 @@ def make_database(request, store, tmp_path_factory):
     return make
 
 
+# Every 429 is held before it is sent (web/tarpit.py; 1 s in production). The tests keep the
+# hold, so that every refusal still goes through it, but short: at 1 s the tests that run into
+# limits spent ~100 s of CI asleep. tests/test_tarpit.py checks the hold itself and the default.
+TEST_REFUSAL_HOLD_SECONDS = 0.02
+
+
 @pytest.fixture
 def settings(tmp_path, database_url) -> Settings:
-    return Settings(database=database_url, keys_dir=tmp_path / "keys")
+    return Settings(
+        database=database_url,
+        keys_dir=tmp_path / "keys",
+        rate_limit={"refusal_hold_seconds": TEST_REFUSAL_HOLD_SECONDS},
+    )
 
 
 def with_sections(settings: Settings, **sections) -> Settings:
