@@ -49,7 +49,8 @@ class SecuredResponse(web.Response):
 @web.middleware
 async def answer_middleware(request: web.Request, handler) -> web.StreamResponse:
     """The one middleware every answer passes: failures become problem documents, then the
-    security headers, then (verify endpoints) the answer signature over the final body.
+    security headers, then (verify endpoints) the answer signature over the final body, then
+    a 429's hold (web/tarpit.py).
 
     One layer instead of three: on the verify path each middleware layer was measurable
     (issue #16), and these only add to the response in a fixed order.
@@ -79,7 +80,12 @@ async def answer_middleware(request: web.Request, handler) -> web.StreamResponse
         )
     _apply(response, request.transport is not None and request.secure)
     sign_answer(request, response)
-    _count(request, response.status, started)
+    status = response.status
+    if status == 429:
+        # Every refusal by a rate limit, from whichever app or endpoint, is held before it is
+        # sent (web/tarpit.py, ASVS 4.0.3 V2.2.1); nothing else waits.
+        await request.app[appkeys.TARPIT].hold()
+    _count(request, status, started)
     return response
 
 

@@ -12,9 +12,8 @@ everything else happens here once, in this order:
 5. the attempt is committed to the log, and only then is the answer sent: an attempt that
    could not be recorded is not acknowledged (503).
 
-A refusal by any of the limits is held for `rate_limit.refusal_hold_seconds` before it is
-answered (web/tarpit.py: a client that does not wait as Retry-After asks gets one refusal per
-connection per hold); a check within its limits never waits.
+A refusal by any of the limits (429) is held for `rate_limit.refusal_hold_seconds` by the
+answer middleware before it is sent (web/tarpit.py); a check within its limits never waits.
 
 Every attempt is logged, malformed and rate-limited ones included, with one meaning per
 column for both endpoints: `product` is the product of the license the key belongs to ("" for
@@ -96,16 +95,13 @@ async def _answer(
     limiter = app[appkeys.RATE_LIMITER]
     verifier = app[appkeys.RUNTIME].verifier
 
-    async def too_many(check: CheckInput | None, limited: Limited) -> web.Response:
+    def too_many(check: CheckInput | None, limited: Limited) -> web.Response:
         attempt.result, attempt.reason = "rate_limited", limited.policy
-        # Held before it is sent (web/tarpit.py): a client looping on its 429s, or guessing
-        # keys, gets one per connection per hold, not thousands on the checks' event loop.
-        await app[appkeys.TARPIT].hold()
         return endpoint.limited(request, check, limited)
 
     limited = await limiter.before_reading(source_ip)
     if limited:
-        return await too_many(None, limited)
+        return too_many(None, limited)
     try:
         _check_headers(request)
         check = await endpoint.parse(request, source_ip)
@@ -132,7 +128,7 @@ async def _answer(
         if not limited and not verifier.is_known_genuine(key):
             limited = await limiter.guessing_exhausted(source_ip)
         if limited:
-            return await too_many(check, limited)
+            return too_many(check, limited)
         if check.facts is None:
             outcome = Outcome(refused(f"{check.bad_field}_not_allowed"), None, b"")
         else:
@@ -141,7 +137,7 @@ async def _answer(
             )
     limited = await limiter.after_decision(outcome.verdict.reason, source_ip)
     if limited:
-        return await too_many(check, limited)
+        return too_many(check, limited)
     license = outcome.license
     attempt.result, attempt.reason = outcome.verdict.answer.value, outcome.verdict.reason
     attempt.license_id = license.id if license else None

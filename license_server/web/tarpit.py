@@ -4,10 +4,11 @@ ASVS 4.0.3 V2.2.1 names "ever increasing delays between attempts" among the anti
 controls against credential guessing; V11.1.4 asks that a business flow not be open to
 excessive calls. The limits already refuse: the admin's sign-in throttle (5 per minute per
 address and per account), the customer page's guess limit, verification's per-IP, per-key
-and key-guessing limits (both endpoints), the vendor API's. This makes each refusal slow to
-get, so that a client that does not wait as Retry-After asks (a script guessing passwords or
-keys, a module retrying in a loop) is slowed to one refusal per connection per `seconds`,
-whatever it sends.
+and key-guessing limits (both endpoints), the vendor API's. The answer middleware, which
+every answer passes, holds each 429 (web/middlewares.py): every refusal is slow to get,
+today's limits' and any added later. A client that does not wait as Retry-After asks (a
+script guessing passwords or keys, a module retrying in a loop) is slowed to one refusal per
+connection per `seconds`, whatever it sends.
 
 Why (bench/login_storm.py, with `--hold 0` for the server without it): a script posting
 wrong passwords from one address as fast as the server answers got 4,751 refusals a second,

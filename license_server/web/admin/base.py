@@ -278,7 +278,6 @@ async def throttle(request: web.Request, *identities: str) -> None:
     if refused:
         wait = max(refused.values())
         await _record_refusals(request, refused)
-        await request.config_dict[appkeys.TARPIT].hold()  # anti-automation (web/tarpit.py)
         raise web.HTTPTooManyRequests(
             text=f"Too many sign-in attempts. Try again in {wait} seconds.",
             headers={"Retry-After": str(wait)},

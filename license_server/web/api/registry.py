@@ -138,7 +138,7 @@ async def guard_guessing(request: web.Request) -> str:
     source_ip = request.config_dict[appkeys.CLIENT_IP](request)
     limited = await request.config_dict[appkeys.RATE_LIMITER].guessing_exhausted(source_ip)
     if limited:
-        raise await _too_many(request, limited)
+        raise _too_many(limited)
     return source_ip
 
 
@@ -156,7 +156,7 @@ async def count_use(request: web.Request, key_id: int) -> None:
     """The per-credential rate limit: the API key's, whichever credential presented it."""
     limited = await request.config_dict[appkeys.RATE_LIMITER].hit(PER_API_KEY, str(key_id))
     if limited:
-        raise await _too_many(request, limited)
+        raise _too_many(limited)
 
 
 async def authenticate(request: web.Request, scope: str | None, *, api_key_only=False) -> ApiKey:
@@ -193,9 +193,7 @@ async def authenticate(request: web.Request, scope: str | None, *, api_key_only=
     return key
 
 
-async def _too_many(request: web.Request, limited) -> ApiProblem:
-    """A 429, after the tarpit's hold (web/tarpit.py)."""
-    await request.config_dict[appkeys.TARPIT].hold()
+def _too_many(limited) -> ApiProblem:
     return ApiProblem(
         429, "Too Many Requests",
         f"Rate limit '{limited.policy}' reached; retry in {limited.retry_after} s.",

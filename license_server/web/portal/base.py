@@ -163,10 +163,7 @@ _TOO_MANY = (
 )
 
 
-async def too_many(request: web.Request, retry_after: int) -> web.Response:
-    """The 429 page of an address out of guesses, sent after the tarpit's hold (web/tarpit.py:
-    a script guessing keys gets one refusal per connection per hold)."""
-    await request.config_dict[appkeys.TARPIT].hold()
+def too_many(retry_after: int) -> web.Response:
     headers = security_headers("")
     headers["Content-Security-Policy"] = (
         "default-src 'none'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"

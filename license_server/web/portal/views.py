@@ -78,7 +78,7 @@ def _runtime(request: web.Request):
 async def start(request: web.Request) -> web.StreamResponse:
     wait = await request.config_dict[GUARD].retry_after(client_ip(request))
     if wait is not None:
-        return await too_many(request, wait)
+        return too_many(wait)
     session = await current_session(request)
     if session is None:
         notice = SESSION_ENDED if "ended" in request.query else ""
@@ -92,7 +92,7 @@ async def enter_key(request: web.Request) -> web.StreamResponse:
     wait = await guard.retry_after(source_ip)
     if wait is not None:
         await log_attempt(request, "rate_limited", "portal-guesses")
-        return await too_many(request, wait)
+        return too_many(wait)
     fields = await read_form(request)
     key = fields.get("license_key", "").strip()
     if not key:
@@ -104,7 +104,7 @@ async def enter_key(request: web.Request) -> web.StreamResponse:
         await request.config_dict[appkeys.RATE_LIMITER].hit(UNKNOWN_KEY_PER_IP, source_ip)
         wait = await guard.guessed(source_ip)
         if wait is not None:
-            return await too_many(request, wait)
+            return too_many(wait)
         return render(request, "portal/key.html", status=400, title="Activate your license",
                       errors=[NOT_ACCEPTED])  # fmt: skip
     sessions = request.config_dict[SESSIONS]
